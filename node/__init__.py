@@ -1,0 +1,1 @@
+"""The rankswarm peer: rollouts, rewards, VERL-shaped GRPO updates and swarm participation."""

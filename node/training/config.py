@@ -1,0 +1,99 @@
+"""The single-node training config: one small pydantic model per component, one root.
+
+Load order is defaults < TOML files < `--set section.key=value` overrides
+(rankswarm/config_loading.py); the resolved config is written into the run directory.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from node.rewards import RewardConfig
+from node.tasks import TaskConfig
+from node.training.loss import LossConfig
+from node.training.rollout import SamplingConfig
+from shaping import ShapingConfig
+
+
+class ModelConfig(BaseModel):
+    """Which policy to train and where."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str | None = Field(None, description="Local Hugging Face causal-LM folder; None = the embedded tiny model.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; auto = bfloat16 on GPU, float32 on CPU.")
+    device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
+
+
+class OptimConfig(BaseModel):
+    """AdamW settings. The embedded model is destroyed by learning rates above about 1e-4."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lr: float = Field(3e-5, gt=0.0, le=1e-2, description="AdamW learning rate.")
+    weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AdamW decoupled weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.99), description="AdamW betas.")
+    grad_clip: float = Field(1.0, gt=0.0, description="Max global gradient norm.")
+
+
+class AlgoConfig(BaseModel):
+    """The RL algorithm around the loss."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    estimator: Literal["grpo", "dr_grpo", "rloo"] = Field("grpo", description="Base advantage estimator.")
+    prompts_per_step: int = Field(16, ge=1, le=4096, description="Prompts sampled per step (each gets group_size rollouts).")
+
+
+class EvalConfig(BaseModel):
+    """Held-out evaluation; the set is fixed by the task and disjoint from training prompts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: int = Field(10, ge=0, description="Evaluate every N steps (0 = only at start and end).")
+    num_problems: int = Field(200, ge=1, description="Held-out problems evaluated.")
+    pass_k: int = Field(0, ge=0, description="k for pass@k (0 = greedy accuracy only).")
+    num_samples: int = Field(8, ge=1, description="Samples per problem for pass@1/pass@k estimates.")
+
+
+class CheckpointConfig(BaseModel):
+    """When checkpoints are written and how many are kept."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    every: int = Field(50, ge=0, description="Save every N steps (0 = only at the end).")
+    keep: int = Field(3, ge=1, description="Newest checkpoints kept on disk.")
+    resume: bool = Field(True, description="Resume from the newest valid checkpoint in run_dir if one exists.")
+
+
+class TrainConfig(BaseModel):
+    """Everything `rankswarm train` needs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run_dir: str = Field("runs/train", description="Outputs: metrics.jsonl, checkpoints/, config.resolved.json.")
+    seed: int = Field(0, description="Seeds prompts, sampling and initialisation.")
+    steps: int = Field(200, ge=0, description="Training steps to run (a resumed run continues up to this step).")
+    max_minutes: float | None = Field(None, gt=0, description="Stop after this wall-clock time even before `steps`.")
+    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads (None = torch default).")
+    progress: bool = Field(True, description="Print a live progress line per step.")
+    model: ModelConfig = ModelConfig()
+    task: TaskConfig = Field(default_factory=lambda: TaskConfig.model_validate({"type": "arithmetic"}))
+    reward: RewardConfig = RewardConfig()
+    sampling: SamplingConfig = SamplingConfig()
+    loss: LossConfig = LossConfig()
+    optim: OptimConfig = OptimConfig()
+    algo: AlgoConfig = AlgoConfig()
+    shaping: ShapingConfig = ShapingConfig(stride=4, window=512)
+    eval: EvalConfig = EvalConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+
+    @field_validator("run_dir")
+    @classmethod
+    def _non_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("run_dir must be a non-empty path")
+        return value

@@ -1,0 +1,64 @@
+"""PPO-clip policy loss with token-mean aggregation, low-variance KL and an entropy bonus.
+
+Token-mean: every response token in the batch weighs the same, so long responses are not
+down-weighted per token (verl-method.md section 5). The KL term is the "k3" estimator
+exp(r) - r - 1 with r = log pi_ref - log pi, unbiased and always non-negative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class LossConfig(BaseModel):
+    """Policy-loss settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="PPO ratio clip range epsilon.")
+    kl_coef: float = Field(0.0, ge=0.0, description="Weight of the KL penalty to the frozen reference policy (0 disables it and the reference copy).")
+    entropy_coef: float = Field(0.0, ge=0.0, description="Weight of the entropy bonus (subtracted from the loss).")
+
+
+@dataclass
+class LossParts:
+    total: torch.Tensor  # scalar, differentiable
+    policy: float
+    kl: float
+    entropy: float
+    clip_fraction: float
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return (values * mask).sum() / mask.sum().clamp(min=1)
+
+
+def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                cfg: LossConfig, *, ref_logprobs: torch.Tensor | None = None,
+                entropy: torch.Tensor | None = None) -> LossParts:
+    """All inputs are [B, R]; `mask` marks response tokens. Advantages are detached data."""
+    mask = mask.to(logprobs.dtype)
+    ratio = torch.exp(logprobs - old_logprobs.detach())
+    adv = advantages.detach().to(logprobs.dtype)
+    unclipped = ratio * adv
+    clipped = ratio.clamp(1.0 - cfg.clip_eps, 1.0 + cfg.clip_eps) * adv
+    policy = masked_mean(-torch.minimum(unclipped, clipped), mask)
+    total = policy
+    kl_value = 0.0
+    if ref_logprobs is not None and cfg.kl_coef > 0:
+        log_ratio = ref_logprobs.detach() - logprobs
+        kl = masked_mean(torch.exp(log_ratio) - log_ratio - 1.0, mask)
+        total = total + cfg.kl_coef * kl
+        kl_value = float(kl.detach())
+    entropy_value = 0.0
+    if entropy is not None:
+        mean_entropy = masked_mean(entropy, mask)
+        entropy_value = float(mean_entropy.detach())
+        if cfg.entropy_coef > 0:
+            total = total - cfg.entropy_coef * mean_entropy
+    with torch.no_grad():
+        clip_frac = float(masked_mean(((ratio - 1.0).abs() > cfg.clip_eps).to(mask.dtype), mask))
+    return LossParts(total, float(policy.detach()), kl_value, entropy_value, clip_frac)

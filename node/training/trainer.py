@@ -1,0 +1,203 @@
+"""The single-peer trainer: one VERL-shaped GRPO step at a time, plus its driver loop.
+
+A step: sample prompts -> G rollouts each -> verifiable rewards -> one policy forward that
+yields log-probs *and* the final post-norm hidden states -> ER/ERV/ERA -> auxiliary signal
+against the current baselines -> shaped advantages -> PPO-clip loss -> update -> fold the
+batch statistics into the baselines (after the signals, so a step never sees its own batch).
+
+The swarm peer reuses this class unchanged and swaps the two seams in `seams.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from node.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from node.training.config import TrainConfig
+from node.training.evaluation import EvalResult, evaluate
+from node.training.loss import policy_loss
+from node.training.policy_forward import policy_forward
+from node.training.rollout import sample_rollouts
+from node.training.seams import BaselineSource, UpdateRule
+from rankswarm.metrics import MetricsSink
+from shaping import (IndicatorStats, aux_signal, base_advantages, compute_indicators, shaping_bonus,
+                     token_advantages)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepReport:
+    step: int
+    metrics: dict[str, Any]
+    stats: IndicatorStats  # this batch's sufficient statistics: the peer's meta-signal
+
+
+def _nanmean(values: torch.Tensor) -> float | None:
+    finite = values[torch.isfinite(values)]
+    return float(finite.mean()) if finite.numel() else None
+
+
+class Trainer:
+    """Owns the policy, its optimizer seam, the baselines seam, the task and the metrics sink."""
+
+    def __init__(self, cfg: TrainConfig, model, tokenizer, task, *, baselines: BaselineSource,
+                 update: UpdateRule, metrics: MetricsSink):
+        self.cfg = cfg
+        self.model = model
+        self.tokenizer = tokenizer
+        self.task = task
+        self.baselines = baselines
+        self.update = update
+        self.metrics = metrics
+        self.step = 0
+        self.rng = random.Random(cfg.seed)
+        self.eval_problems = task.eval_set(cfg.eval.num_problems)
+        self.ref_model = None
+        if cfg.loss.kl_coef > 0:
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    # -- one step ---------------------------------------------------------------------------
+    def train_step(self) -> StepReport:
+        cfg, group = self.cfg, self.cfg.sampling.group_size
+        timer = time.perf_counter
+        t0 = timer()
+        problems = self.task.sample(self.rng, cfg.algo.prompts_per_step)
+        batch = sample_rollouts(self.model, self.tokenizer, [p.prompt for p in problems], cfg.sampling)
+        t_generate = timer()
+        owners = [problems[i // group] for i in range(len(batch.texts))]
+        rewards = torch.tensor([self.task.score(p, t, cfg.reward) for p, t in zip(owners, batch.texts)],
+                               dtype=torch.float64)  # [B]
+        correct = [self.task.is_correct(p, t) for p, t in zip(owners, batch.texts)]
+        t_reward = timer()
+
+        self.model.train()
+        out = policy_forward(self.model, batch, temperature=cfg.sampling.temperature)
+        ref_logprobs = None
+        if self.ref_model is not None:
+            with torch.no_grad():
+                ref_logprobs = policy_forward(self.ref_model, batch, temperature=cfg.sampling.temperature,
+                                              with_hidden=False).logprobs
+        t_forward = timer()
+
+        # shaping: detached data computed from the hidden states the loss forward produced
+        indicators = compute_indicators(out.hidden, batch.response_mask, cfg.shaping)
+        baselines, baseline_source = self.baselines.current()
+        a0 = base_advantages(rewards.view(-1, group), cfg.algo.estimator).reshape(-1)  # [B]
+        aux = aux_signal(indicators, baselines, cfg.shaping) if cfg.shaping.enabled else None
+        bonus = shaping_bonus(a0, aux.r_aux, cfg.shaping.kappa) if aux is not None else torch.zeros_like(a0)
+        advantages = token_advantages(a0, bonus, batch.response_mask,
+                                      last_token=cfg.shaping.compat.last_token_bonus)  # [B, R]
+        t_shaping = timer()
+
+        parts = policy_loss(out.logprobs, out.logprobs.detach(), advantages, batch.response_mask, cfg.loss,
+                            ref_logprobs=ref_logprobs, entropy=out.entropy)
+        parts.total.backward()
+        update = self.update.apply(len(batch.texts))
+        t_backward = timer()
+
+        stats = IndicatorStats.from_batch(indicators, rewards, aux.gate if aux is not None else None)
+        self.baselines.observe(stats)
+        self.step += 1
+        metrics = {
+            "step": self.step, "reward": float(rewards.mean()), "accuracy": sum(correct) / len(correct),
+            "er": _nanmean(indicators.er), "erv": _nanmean(indicators.erv), "era": _nanmean(indicators.era),
+            "gate": float(aux.gate.mean()) if aux is not None else None,
+            "aux": float(aux.r_aux.mean()) if aux is not None else None, "bonus": float(bonus.mean()),
+            "lambda": aux.lam if aux is not None else None, "baselines": baseline_source,
+            "loss": float(parts.total.detach()), "policy_loss": parts.policy, "kl": parts.kl,
+            "entropy": parts.entropy, "clip_fraction": parts.clip_fraction, "grad_norm": update.grad_norm,
+            "update_applied": update.applied, "response_tokens": batch.num_tokens,
+            "truncated": float(batch.truncated.float().mean()),
+            "time_generate": t_generate - t0, "time_reward": t_reward - t_generate,
+            "time_forward": t_forward - t_reward, "time_shaping": t_shaping - t_forward,
+            "time_backward": t_backward - t_shaping, "time_step": t_backward - t0,
+            "tokens_per_s": batch.num_tokens / max(t_backward - t0, 1e-9),
+            **{f"update_{k}": v for k, v in update.extra.items()},
+        }
+        return StepReport(self.step, metrics, stats)
+
+    # -- evaluation and checkpoints --------------------------------------------------------
+    def evaluate(self) -> EvalResult:
+        ev = self.cfg.eval
+        return evaluate(self.model, self.tokenizer, self.task, self.eval_problems, self.cfg.sampling,
+                        k=ev.pass_k, num_samples=ev.num_samples)
+
+    def state_dict(self) -> dict[str, Any]:
+        version, internal, gauss = self.rng.getstate()
+        return {"baselines": self.baselines.state_dict(), "python_rng": [version, list(internal), gauss]}
+
+    def save(self) -> None:
+        save_checkpoint(f"{self.cfg.run_dir}/checkpoints", self.step, self.model, self.update.optimizer,
+                        self.state_dict(), keep=self.cfg.checkpoint.keep)
+
+    def resume(self) -> bool:
+        """Restore the newest valid checkpoint of run_dir, if any; True when one was loaded."""
+        path = latest_checkpoint(f"{self.cfg.run_dir}/checkpoints")
+        if path is None:
+            return False
+        state = load_checkpoint(path, self.model, self.update.optimizer)
+        self.step = int(state["step"])
+        self.baselines.load_state_dict(state["baselines"])
+        version, internal, gauss = state["python_rng"]
+        self.rng.setstate((version, tuple(internal), gauss))
+        return True
+
+    # -- the driver loop -------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Train until `steps` (or `max_minutes`), evaluating and checkpointing on schedule."""
+        cfg = self.cfg
+        resumed = cfg.checkpoint.resume and self.resume()
+        started = time.monotonic()
+        first_eval = None
+        if not resumed:
+            first_eval = self.evaluate()
+            self._log_eval(first_eval)
+        while self.step < cfg.steps:
+            if cfg.max_minutes is not None and time.monotonic() - started > cfg.max_minutes * 60:
+                log.info("max_minutes reached at step %d", self.step)
+                break
+            report = self.train_step()
+            self.metrics.log({"kind": "train", **report.metrics})
+            if cfg.progress:
+                print_progress(report.metrics, cfg.steps)
+            if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
+                self._log_eval(self.evaluate())
+            if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
+                self.save()
+        final_eval = self.evaluate()
+        self._log_eval(final_eval)
+        self.save()
+        return {"steps": self.step, "minutes": (time.monotonic() - started) / 60,
+                "eval_start": first_eval, "eval_end": final_eval}
+
+    def _log_eval(self, result: EvalResult) -> None:
+        self.metrics.log({"kind": "eval", "step": self.step, "greedy_accuracy": result.greedy_accuracy,
+                          "pass_at_1": result.pass_at_1, "pass_at_k": result.pass_at_k, "k": result.k,
+                          "num_problems": result.num_problems})
+        if self.cfg.progress:
+            extra = f" pass@{result.k} {result.pass_at_k:.3f}" if result.k else ""
+            print(f"\n[eval] step {self.step}: greedy accuracy {result.greedy_accuracy:.3f}{extra}", flush=True)
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_progress(m: dict[str, Any], total_steps: int) -> None:
+    """One status line per step; rewritten in place on a terminal."""
+    line = (f"step {m['step']}/{total_steps} | reward {m['reward']:+.3f} acc {m['accuracy']:.2f} | "
+            f"ER {_fmt(m['er'], '.2f')} ERV {_fmt(m['erv'], '+.3f')} ERA {_fmt(m['era'], '+.3f')} "
+            f"gate {_fmt(m['gate'], '.2f')} bonus {m['bonus']:.3f} | kl {m['kl']:.4f} ent {m['entropy']:.2f} | "
+            f"{m['tokens_per_s']:.0f} tok/s | gen {m['time_generate']:.2f}s fwd {m['time_forward']:.2f}s "
+            f"shape {m['time_shaping'] * 1000:.0f}ms bwd {m['time_backward']:.2f}s")
+    end = "\r" if sys.stdout.isatty() else "\n"
+    print(line, end=end, flush=True)
