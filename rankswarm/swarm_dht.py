@@ -1,0 +1,91 @@
+"""Joining (or starting) a swarm's hivemind DHT, with errors a person can act on.
+
+Users of neighbouring systems mostly trip on bootstrap ("none of the initial peers
+responded") and on the p2p daemon not starting in time; both are turned into a
+`BootstrapError` that lists what was tried and what to check.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Iterable
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+log = logging.getLogger(__name__)
+
+
+class DHTConfig(BaseModel):
+    """How this process joins the swarm's DHT."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    initial_peers: list[str] = Field(default_factory=list, description=(
+        "Multiaddrs of peers already in the swarm, e.g. /ip4/1.2.3.4/tcp/31337/p2p/12D3Koo...; "
+        "empty = start a new swarm and print the address others join with."))
+    host_maddrs: list[str] = Field(default_factory=lambda: ["/ip4/0.0.0.0/tcp/0"], description=(
+        "Where to listen; use a fixed port (e.g. /ip4/0.0.0.0/tcp/31337) on a machine others dial."))
+    announce_maddrs: list[str] = Field(default_factory=list, description=(
+        "Public addresses to advertise when behind NAT/port forwarding (empty = what the daemon sees)."))
+    identity_path: str | None = Field(None, description=(
+        "Private key file giving this process a stable peer id across restarts (created if missing)."))
+    client_mode: bool = Field(False, description="Set on peers that cannot accept incoming connections.")
+    startup_timeout: float = Field(60.0, gt=0, le=600, description="Seconds to wait for the p2p daemon to start.")
+
+    @field_validator("initial_peers", "host_maddrs", "announce_maddrs")
+    @classmethod
+    def _valid_multiaddrs(cls, values: list[str], info) -> list[str]:
+        from hivemind.utils.multiaddr import Multiaddr  # vendored by hivemind 1.1.12
+
+        for text in values:
+            try:
+                addr = Multiaddr(text)
+            except Exception as err:  # the multiaddr package raises several error types
+                raise ValueError(f"{text!r} is not a multiaddr ({err}); expected e.g. /ip4/1.2.3.4/tcp/31337/p2p/12D3Koo...") from None
+            if info.field_name == "initial_peers" and "/p2p/" not in str(addr):
+                raise ValueError(f"initial peer {text!r} has no /p2p/<peer id> part: copy the full address the peer printed")
+        return values
+
+
+class BootstrapError(RuntimeError):
+    """This process could not join the swarm; the message says what was tried and what to check."""
+
+
+def _advice(initial_peers: list[str]) -> str:
+    tried = "\n".join(f"  - {addr}" for addr in initial_peers) or "  (none)"
+    return (f"tried initial peers:\n{tried}\ncheck that:\n"
+            "  - at least one of them is running and its address (including /p2p/<id>) was copied exactly;\n"
+            "  - its host/port is reachable from here (firewall, NAT: it may need a fixed port in host_maddrs\n"
+            "    and announce_maddrs with its public address);\n"
+            "  - you use the same rankswarm/hivemind version as the swarm.")
+
+
+def start_dht(cfg: DHTConfig, *, record_validators: Iterable = ()) -> "hivemind.DHT":
+    """Start a DHT process joined to `cfg.initial_peers` (or a new swarm if there are none)."""
+    import hivemind
+    from hivemind.p2p import P2PDaemonError
+
+    kwargs = dict(host_maddrs=cfg.host_maddrs, client_mode=cfg.client_mode, startup_timeout=cfg.startup_timeout)
+    if cfg.announce_maddrs:
+        kwargs["announce_maddrs"] = cfg.announce_maddrs
+    if cfg.identity_path:
+        kwargs["identity_path"] = cfg.identity_path
+    try:
+        dht = hivemind.DHT(initial_peers=cfg.initial_peers or None, start=True,
+                           record_validators=list(record_validators), **kwargs)
+    except P2PDaemonError as err:
+        if "bootstrap peers" in str(err):  # p2pd itself dials the initial peers before the DHT does
+            raise BootstrapError(f"none of the initial peers answered.\n{_advice(cfg.initial_peers)}") from None
+        raise BootstrapError(f"the p2p daemon did not start: {err}\n"
+                             f"(raise dht.startup_timeout on a slow or loaded machine; check that "
+                             f"host_maddrs {cfg.host_maddrs} are free)") from None
+    except RuntimeError as err:
+        if "bootstrap failed" in str(err):
+            raise BootstrapError(f"none of the initial peers answered.\n{_advice(cfg.initial_peers)}") from None
+        raise
+    return dht
+
+
+def visible_addresses(dht) -> list[str]:
+    """The multiaddrs other peers can join this one with."""
+    return [str(addr) for addr in dht.get_visible_maddrs()]
