@@ -1,0 +1,292 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Reachability(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REACHABILITY_UNSPECIFIED: _ClassVar[Reachability]
+    REACHABILITY_DIRECT: _ClassVar[Reachability]
+    REACHABILITY_RELAYED: _ClassVar[Reachability]
+
+class SwarmEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SWARM_EVENT_KIND_UNSPECIFIED: _ClassVar[SwarmEventKind]
+    ROUND_COMPLETED: _ClassVar[SwarmEventKind]
+    ROUND_SKIPPED: _ClassVar[SwarmEventKind]
+    PEER_JOINED: _ClassVar[SwarmEventKind]
+    PEER_LEFT: _ClassVar[SwarmEventKind]
+    RECORD_REJECTED: _ClassVar[SwarmEventKind]
+REACHABILITY_UNSPECIFIED: Reachability
+REACHABILITY_DIRECT: Reachability
+REACHABILITY_RELAYED: Reachability
+SWARM_EVENT_KIND_UNSPECIFIED: SwarmEventKind
+ROUND_COMPLETED: SwarmEventKind
+ROUND_SKIPPED: SwarmEventKind
+PEER_JOINED: SwarmEventKind
+PEER_LEFT: SwarmEventKind
+RECORD_REJECTED: SwarmEventKind
+
+class IndicatorMoments(_message.Message):
+    __slots__ = ("count", "sum", "sumsq")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    SUM_FIELD_NUMBER: _ClassVar[int]
+    SUMSQ_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    sum: float
+    sumsq: float
+    def __init__(self, count: _Optional[int] = ..., sum: _Optional[float] = ..., sumsq: _Optional[float] = ...) -> None: ...
+
+class SignalStats(_message.Message):
+    __slots__ = ("er", "erv", "era", "score", "gate_sum", "gate_count")
+    ER_FIELD_NUMBER: _ClassVar[int]
+    ERV_FIELD_NUMBER: _ClassVar[int]
+    ERA_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    GATE_SUM_FIELD_NUMBER: _ClassVar[int]
+    GATE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    er: IndicatorMoments
+    erv: IndicatorMoments
+    era: IndicatorMoments
+    score: IndicatorMoments
+    gate_sum: float
+    gate_count: int
+    def __init__(self, er: _Optional[_Union[IndicatorMoments, _Mapping]] = ..., erv: _Optional[_Union[IndicatorMoments, _Mapping]] = ..., era: _Optional[_Union[IndicatorMoments, _Mapping]] = ..., score: _Optional[_Union[IndicatorMoments, _Mapping]] = ..., gate_sum: _Optional[float] = ..., gate_count: _Optional[int] = ...) -> None: ...
+
+class MetaSignal(_message.Message):
+    __slots__ = ("schema_version", "run_id", "peer_id", "step", "stats", "mean_gate", "num_rollouts", "num_tokens", "published_at")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STATS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_GATE_FIELD_NUMBER: _ClassVar[int]
+    NUM_ROLLOUTS_FIELD_NUMBER: _ClassVar[int]
+    NUM_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    run_id: str
+    peer_id: str
+    step: int
+    stats: SignalStats
+    mean_gate: float
+    num_rollouts: int
+    num_tokens: int
+    published_at: float
+    def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., step: _Optional[int] = ..., stats: _Optional[_Union[SignalStats, _Mapping]] = ..., mean_gate: _Optional[float] = ..., num_rollouts: _Optional[int] = ..., num_tokens: _Optional[int] = ..., published_at: _Optional[float] = ...) -> None: ...
+
+class Baselines(_message.Message):
+    __slots__ = ("er", "erv", "era", "score", "ready", "state_json")
+    ER_FIELD_NUMBER: _ClassVar[int]
+    ERV_FIELD_NUMBER: _ClassVar[int]
+    ERA_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    READY_FIELD_NUMBER: _ClassVar[int]
+    STATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    er: float
+    erv: float
+    era: float
+    score: float
+    ready: bool
+    state_json: str
+    def __init__(self, er: _Optional[float] = ..., erv: _Optional[float] = ..., era: _Optional[float] = ..., score: _Optional[float] = ..., ready: _Optional[bool] = ..., state_json: _Optional[str] = ...) -> None: ...
+
+class Balance(_message.Message):
+    __slots__ = ("mean_gate", "explore_share", "exploit_share")
+    MEAN_GATE_FIELD_NUMBER: _ClassVar[int]
+    EXPLORE_SHARE_FIELD_NUMBER: _ClassVar[int]
+    EXPLOIT_SHARE_FIELD_NUMBER: _ClassVar[int]
+    mean_gate: float
+    explore_share: float
+    exploit_share: float
+    def __init__(self, mean_gate: _Optional[float] = ..., explore_share: _Optional[float] = ..., exploit_share: _Optional[float] = ...) -> None: ...
+
+class BalanceWeights(_message.Message):
+    __slots__ = ("schema_version", "run_id", "round", "baselines", "lambda_t", "balance", "merged", "num_peers", "num_contributions", "issued_at", "coordinator_key")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    BASELINES_FIELD_NUMBER: _ClassVar[int]
+    LAMBDA_T_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    MERGED_FIELD_NUMBER: _ClassVar[int]
+    NUM_PEERS_FIELD_NUMBER: _ClassVar[int]
+    NUM_CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_KEY_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    run_id: str
+    round: int
+    baselines: Baselines
+    lambda_t: float
+    balance: Balance
+    merged: SignalStats
+    num_peers: int
+    num_contributions: int
+    issued_at: float
+    coordinator_key: str
+    def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., baselines: _Optional[_Union[Baselines, _Mapping]] = ..., lambda_t: _Optional[float] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., merged: _Optional[_Union[SignalStats, _Mapping]] = ..., num_peers: _Optional[int] = ..., num_contributions: _Optional[int] = ..., issued_at: _Optional[float] = ..., coordinator_key: _Optional[str] = ...) -> None: ...
+
+class PeerStatus(_message.Message):
+    __slots__ = ("schema_version", "run_id", "peer_id", "version", "address", "reachability", "step", "throughput", "bytes_sent", "bytes_received", "reported_at")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REACHABILITY_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    THROUGHPUT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    REPORTED_AT_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    run_id: str
+    peer_id: str
+    version: str
+    address: str
+    reachability: Reachability
+    step: int
+    throughput: float
+    bytes_sent: int
+    bytes_received: int
+    reported_at: float
+    def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., version: _Optional[str] = ..., address: _Optional[str] = ..., reachability: _Optional[_Union[Reachability, str]] = ..., step: _Optional[int] = ..., throughput: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., reported_at: _Optional[float] = ...) -> None: ...
+
+class PeerState(_message.Message):
+    __slots__ = ("peer_id", "first_seen", "last_seen", "last_step", "num_contributions", "active", "status")
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
+    LAST_STEP_FIELD_NUMBER: _ClassVar[int]
+    NUM_CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    peer_id: str
+    first_seen: float
+    last_seen: float
+    last_step: int
+    num_contributions: int
+    active: bool
+    status: PeerStatus
+    def __init__(self, peer_id: _Optional[str] = ..., first_seen: _Optional[float] = ..., last_seen: _Optional[float] = ..., last_step: _Optional[int] = ..., num_contributions: _Optional[int] = ..., active: _Optional[bool] = ..., status: _Optional[_Union[PeerStatus, _Mapping]] = ...) -> None: ...
+
+class SwarmEvent(_message.Message):
+    __slots__ = ("schema_version", "seq", "kind", "at", "round", "peer_id", "detail", "weights")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    seq: int
+    kind: SwarmEventKind
+    at: float
+    round: int
+    peer_id: str
+    detail: str
+    weights: BalanceWeights
+    def __init__(self, schema_version: _Optional[int] = ..., seq: _Optional[int] = ..., kind: _Optional[_Union[SwarmEventKind, str]] = ..., at: _Optional[float] = ..., round: _Optional[int] = ..., peer_id: _Optional[str] = ..., detail: _Optional[str] = ..., weights: _Optional[_Union[BalanceWeights, _Mapping]] = ...) -> None: ...
+
+class RoundRecord(_message.Message):
+    __slots__ = ("weights", "contributions")
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    weights: BalanceWeights
+    contributions: _containers.RepeatedCompositeFieldContainer[MetaSignal]
+    def __init__(self, weights: _Optional[_Union[BalanceWeights, _Mapping]] = ..., contributions: _Optional[_Iterable[_Union[MetaSignal, _Mapping]]] = ...) -> None: ...
+
+class GetBalanceWeightsRequest(_message.Message):
+    __slots__ = ("schema_version",)
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    def __init__(self, schema_version: _Optional[int] = ...) -> None: ...
+
+class GetBalanceWeightsResponse(_message.Message):
+    __slots__ = ("schema_version", "available", "weights")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    available: bool
+    weights: BalanceWeights
+    def __init__(self, schema_version: _Optional[int] = ..., available: _Optional[bool] = ..., weights: _Optional[_Union[BalanceWeights, _Mapping]] = ...) -> None: ...
+
+class GetSwarmStateRequest(_message.Message):
+    __slots__ = ("schema_version",)
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    def __init__(self, schema_version: _Optional[int] = ...) -> None: ...
+
+class SwarmState(_message.Message):
+    __slots__ = ("schema_version", "run_id", "coordinator_key", "round", "latest", "peers", "visible_maddrs", "now")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_KEY_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    LATEST_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    VISIBLE_MADDRS_FIELD_NUMBER: _ClassVar[int]
+    NOW_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    run_id: str
+    coordinator_key: str
+    round: int
+    latest: BalanceWeights
+    peers: _containers.RepeatedCompositeFieldContainer[PeerState]
+    visible_maddrs: _containers.RepeatedScalarFieldContainer[str]
+    now: float
+    def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., coordinator_key: _Optional[str] = ..., round: _Optional[int] = ..., latest: _Optional[_Union[BalanceWeights, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[PeerState, _Mapping]]] = ..., visible_maddrs: _Optional[_Iterable[str]] = ..., now: _Optional[float] = ...) -> None: ...
+
+class WatchSwarmEventsRequest(_message.Message):
+    __slots__ = ("schema_version", "after_seq")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    after_seq: int
+    def __init__(self, schema_version: _Optional[int] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class GetHistoryRequest(_message.Message):
+    __slots__ = ("schema_version", "first_round", "last_round", "max_rounds", "include_contributions")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FIRST_ROUND_FIELD_NUMBER: _ClassVar[int]
+    LAST_ROUND_FIELD_NUMBER: _ClassVar[int]
+    MAX_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    first_round: int
+    last_round: int
+    max_rounds: int
+    include_contributions: bool
+    def __init__(self, schema_version: _Optional[int] = ..., first_round: _Optional[int] = ..., last_round: _Optional[int] = ..., max_rounds: _Optional[int] = ..., include_contributions: _Optional[bool] = ...) -> None: ...
+
+class GetHistoryResponse(_message.Message):
+    __slots__ = ("schema_version", "rounds")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    rounds: _containers.RepeatedCompositeFieldContainer[RoundRecord]
+    def __init__(self, schema_version: _Optional[int] = ..., rounds: _Optional[_Iterable[_Union[RoundRecord, _Mapping]]] = ...) -> None: ...
+
+class ReportPeerStatusRequest(_message.Message):
+    __slots__ = ("schema_version", "status")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    status: PeerStatus
+    def __init__(self, schema_version: _Optional[int] = ..., status: _Optional[_Union[PeerStatus, _Mapping]] = ...) -> None: ...
+
+class ReportPeerStatusResponse(_message.Message):
+    __slots__ = ("schema_version", "round")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    ROUND_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    round: int
+    def __init__(self, schema_version: _Optional[int] = ..., round: _Optional[int] = ...) -> None: ...
