@@ -129,7 +129,7 @@ _EXPLOSIVE = re.compile(r"(\^|\*\*).*(\^|\*\*)|!|\^\s*\{?\s*\d{4,}")
 
 def normalise(answer: str) -> str:
     """Strip delimiters, spacing macros, trailing punctuation and thousands separators."""
-    text = answer.strip()
+    text = answer.strip().rstrip(".").strip()
     changed = True
     while changed:  # peel nested wrappers such as $\text{42}$
         changed = False

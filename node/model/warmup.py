@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+import transformers
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
@@ -45,7 +46,7 @@ class WarmupConfig(BaseModel):
     lr: float = Field(3e-3, gt=0, le=1.0, description="Peak AdamW learning rate (linear warm-up, then flat).")
     lr_warmup_steps: int = Field(50, ge=0, description="Steps of linear learning-rate warm-up.")
     weight_decay: float = Field(0.0, ge=0, le=1.0, description="AdamW weight decay.")
-    eval_every: int = Field(50, ge=1, description="Steps between validation checks of the stopping rule.")
+    eval_every: int = Field(25, ge=1, description="Steps between validation checks of the stopping rule.")
     val_size: int = Field(200, ge=1, le=10_000, description="Validation problems for the stopping rule.")
     target_accuracy: float = Field(0.35, ge=0, le=1, description="Stop once validation greedy accuracy reaches this.")
     eval_problems: int = Field(500, ge=1, description="Held-out (task eval pool) problems for the final report.")
@@ -96,9 +97,29 @@ def _lr_at(step: int, cfg: WarmupConfig) -> float:
     return cfg.lr * min(1.0, (step + 1) / max(1, cfg.lr_warmup_steps))
 
 
+def _sft_step(model: PreTrainedModel, opt: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+              lr: float) -> torch.Tensor:
+    for group in opt.param_groups:
+        group["lr"] = lr
+    loss = model(**batch).loss  # mean cross-entropy over response + <eos> tokens
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return loss.detach()
+
+
 def warm_up(cfg: WarmupConfig, log=print) -> tuple[PreTrainedModel, PreTrainedTokenizerFast, dict]:
     """Run the SFT warm-up; returns the model, its tokenizer and a report dict."""
-    torch.set_num_threads(cfg.threads)
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads)  # the reduction order, hence the exact weights, depend on it
+    try:
+        return _warm_up(cfg, log)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _warm_up(cfg: WarmupConfig, log) -> tuple[PreTrainedModel, PreTrainedTokenizerFast, dict]:
     tokenizer = build_char_tokenizer()
     model = build_tiny_model(cfg.model, tokenizer)
     task = ArithmeticTask(cfg.task)
@@ -109,18 +130,13 @@ def warm_up(cfg: WarmupConfig, log=print) -> tuple[PreTrainedModel, PreTrainedTo
     torch.manual_seed(cfg.seed)
     model.train()
     while step < cfg.max_steps:
-        for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg)
-        loss = model(**encode_sft_batch(tokenizer, task.sample(data_rng, cfg.batch_size))).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        batch = encode_sft_batch(tokenizer, task.sample(data_rng, cfg.batch_size))
+        loss = _sft_step(model, opt, batch, _lr_at(step, cfg))
         step += 1
         if step % cfg.eval_every == 0:
             val_acc = greedy_accuracy(model, tokenizer, task, val)
-            history.append({"step": step, "loss": round(float(loss), 4), "val_greedy_accuracy": val_acc})
-            log(f"step {step} loss {float(loss):.4f} val greedy acc {val_acc:.3f} "
+            history.append({"step": step, "loss": round(loss.item(), 4), "val_greedy_accuracy": val_acc})
+            log(f"step {step} loss {loss.item():.4f} val greedy acc {val_acc:.3f} "
                 f"({time.perf_counter() - start:.0f}s)")
             if val_acc >= cfg.target_accuracy:
                 break
@@ -128,8 +144,9 @@ def warm_up(cfg: WarmupConfig, log=print) -> tuple[PreTrainedModel, PreTrainedTo
     eval_acc = greedy_accuracy(model, tokenizer, task, task.eval_set(cfg.eval_problems))
     report = {"steps": step, "sft_seconds": round(sft_seconds, 1), "val_greedy_accuracy": val_acc,
               "eval_greedy_accuracy": eval_acc, "eval_problems": cfg.eval_problems,
-              "num_parameters": num_parameters(model), "threads": cfg.threads, "history": history,
-              "config": cfg.model_dump()}
+              "num_parameters": num_parameters(model), "threads": cfg.threads,
+              "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+              "history": history, "config": cfg.model_dump()}
     log(f"done: {step} steps in {sft_seconds:.0f}s, held-out greedy accuracy {eval_acc:.3f}")
     return model, tokenizer, report
 

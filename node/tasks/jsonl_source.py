@@ -86,16 +86,16 @@ def _parse_line(line: str, file: Path, number: int, question_field: str, answer_
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
-        raise ValueError(f"{file}:{number}: not valid JSON ({err.msg})") from err
+        raise ValueError(f"{file} line {number}: not valid JSON ({err.msg})") from err
     if not isinstance(record, dict):
-        raise ValueError(f"{file}:{number}: expected a JSON object, got {type(record).__name__}")
+        raise ValueError(f"{file} line {number}: expected a JSON object, got {type(record).__name__}")
     missing = [key for key in (question_field, answer_field) if key not in record]
     if missing:
-        raise ValueError(f"{file}:{number}: missing field(s) {missing}; set task.question_field / "
+        raise ValueError(f"{file} line {number}: missing field(s) {missing}; set task.question_field / "
                          f"task.answer_field to the file's keys (it has {sorted(record)})")
     question, answer = record[question_field], record[answer_field]
     if not isinstance(question, str) or not question.strip() or not isinstance(answer, (str, int, float)):
-        raise ValueError(f"{file}:{number}: question must be a non-empty string and answer a string or number")
+        raise ValueError(f"{file} line {number}: question must be a non-empty string and answer a string or number")
     return question, reference_answer(str(answer))
 
 
