@@ -7,10 +7,12 @@ last "answer: ..." / "#### ..." line, the last number in the text.
 Equivalence (`answers_match`) tries a fast path first (normalised string equality, then exact
 rational comparison of plain numbers, decimals and \\frac{a}{b}) and falls back to
 `math-verify` (parse + verify) for everything symbolic. A numeric gold answer is never matched
-by an expression ("47+38" does not pass for 85: that would reward restating the question). math-verify can take seconds or hang
-on hostile strings, so: candidates longer than MAX_ANSWER_CHARS and power towers / factorials
-are rejected before it runs, its own alarm-based timeouts are used in the main thread
-(VERIFY_TIMEOUT_S), and any exception it raises counts as "not equal". No response, however
+by an expression ("47+38" does not pass for 85: that would reward restating the question).
+math-verify can take seconds or hang on hostile strings, so candidates longer than
+MAX_ANSWER_CHARS, nested deeper than MAX_NESTING, power towers and factorials are rejected
+before it runs, its own alarm-based timeouts (VERIFY_TIMEOUT_S) are used in the main thread
+(signal.alarm is main-thread only; other threads rely on the pre-checks), and any exception it
+raises counts as "not equal". No response, however
 empty, truncated or enormous, makes scoring raise.
 
 Reward modes (verl-method.md section 5):
@@ -75,7 +77,8 @@ def reward_for(judgement: Judgement, mode: RewardMode | RewardConfig) -> float:
 
 _BOX_OPEN = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _BOX_BARE = re.compile(r"\\boxed +([^\s${}]+)")
-_ANSWER_LINE = re.compile(r"(?im)^[ \t*]*(?:final[ \t]+)?answer[ \t*]*[:=][ \t]*(.+?)[ \t]*$|^[ \t]*####[ \t]*(.+?)[ \t]*$")
+_ANSWER_LINE = re.compile(r"(?im)^[ \t*]*(?:final[ \t]+)?answer[ \t*]*[:=][ \t]*(.+?)[ \t]*$"
+                          r"|^[ \t]*####[ \t]*(.+?)[ \t]*$")
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|-?\.\d+")
 
 

@@ -46,7 +46,8 @@ def test_tokenizer_round_trip_is_exact(saved_tokenizer, text):
 
 
 def test_tokenizer_ids_and_whitespace(tokenizer, saved_tokenizer):
-    assert [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id] == [0, 1, 2, 3]
+    special = [tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id]
+    assert special == [0, 1, 2, 3]
     assert len(tokenizer) == len(CHARS) + 4 == 100
     text = "Q:  12 + 34\n\nA: \\boxed{46} , x ."
     assert saved_tokenizer(text).input_ids == tokenizer(text).input_ids

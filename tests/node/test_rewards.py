@@ -1,5 +1,7 @@
 """Answer extraction, answer equivalence and the reward modes of node/rewards.py."""
 
+import threading
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -111,3 +113,17 @@ def test_any_text_scores_within_the_table(text, gold):
 def test_boxed_integer_after_any_work_is_correct(value, work):
     judgement = judge_math(f"{work} \\boxed{{{value}}}", str(value))
     assert judgement.correct and judgement.boxed
+
+
+def test_symbolic_judging_works_off_the_main_thread():
+    # math-verify's own timeouts use signal.alarm, which raises outside the main thread
+    results = {}
+
+    def work():
+        results["symbolic"] = judge_math(r"\boxed{\frac{\sqrt{2}}{2}}", r"\frac{1}{\sqrt{2}}").correct
+        results["wrong"] = judge_math(r"\boxed{\sqrt{3}}", r"\frac{1}{\sqrt{2}}").correct
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join(timeout=60)
+    assert results == {"symbolic": True, "wrong": False}

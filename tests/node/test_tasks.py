@@ -2,6 +2,7 @@
 
 import json
 import random
+import threading
 
 import pytest
 
@@ -112,6 +113,17 @@ def test_reasoning_gym_hostile_answer_is_wrong():
     task = build_task(ReasoningGymTaskConfig(dataset="countdown", eval_size=5, train_size=100))
     problem = task.eval_set(1)[0]
     assert not task.is_correct(problem, "\\boxed{9**9**9**9}")
+
+
+def test_reasoning_gym_scores_off_the_main_thread():
+    task = build_task(ReasoningGymTaskConfig(dataset="countdown", eval_size=5, train_size=100))
+    problem = task.eval_set(1)[0]
+    results = []
+    worker = threading.Thread(target=lambda: results.append(task.score(problem, f"\\boxed{{{problem.answer}}}",
+                                                                        "binary")))
+    worker.start()
+    worker.join(timeout=60)
+    assert results == [1.0]
 
 
 # -- JSONL ---------------------------------------------------------------------------------------
