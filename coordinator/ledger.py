@@ -1,0 +1,145 @@
+"""The coordinator's state of record: round state, history store, peers and events, behind one lock.
+
+The round loop feeds it what the DHT returned (`ingest`, `note_rejected`, `note_statuses`);
+the gRPC service reads from it and pushes status reports into it. It knows nothing of the
+DHT or gRPC, so a test can drive a coordinator's rounds in one process with plain records.
+Every round is committed to the store before it is returned (and so before it is published).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Iterable, Sequence
+
+from coordinator.events import EventKind, EventLog
+from coordinator.rounds import RoundResult, RoundState, merge_round, select_new
+from coordinator.store import HistoryStore
+from coordinator.views import PeerView, RoundView, SwarmStateView
+from rankswarm.dht_records import BalanceRecord, MetaSignalRecord, PeerStatusRecord
+from shaping import ShapingConfig
+
+log = logging.getLogger(__name__)
+
+_MAX_REMEMBERED_REJECTIONS = 10_000  # rejections are announced once; forget them all past this many
+
+
+class Ledger:
+    """Round state + store + events for one run; thread-safe."""
+
+    def __init__(self, store: HistoryStore, events: EventLog, *, run: str, coordinator_key: str,
+                 shaping: ShapingConfig, peer_timeout: float):
+        self.store, self.events = store, events
+        self.run, self.coordinator_key = run, coordinator_key
+        self.shaping, self.peer_timeout = shaping, peer_timeout
+        self._lock = threading.RLock()
+        self._latest = store.latest_round()
+        self._state = RoundState.after(self._latest)
+        self._active: dict[str, float] = {}  # peer id -> last seen (DHT time); empty after a restart
+        self._announced_rejections: set[tuple[str, str]] = set()
+        self._skipping = False
+        if self._latest is not None:
+            log.info("resuming run %s after round %d", run, self._latest.round)
+
+    @property
+    def latest(self) -> BalanceRecord | None:
+        with self._lock:
+            return self._latest
+
+    @property
+    def round(self) -> int:
+        with self._lock:
+            return self._state.round
+
+    # ------------------------------------------------------------ fed by the round loop
+
+    def ingest(self, records: Sequence[MetaSignalRecord], now: float) -> RoundResult | None:
+        """Merge the meta-signals not merged before into a new round, commit it, and return it."""
+        with self._lock:
+            for record in records:
+                self._seen(record.peer_id, min(now, record.published_at), now)
+            merged = self.store.merged_keys((r.peer_id, r.step) for r in records)
+            fresh = select_new(records, lambda peer, step: (peer, step) in merged)
+            result = merge_round(self._state, fresh, self.shaping, run=self.run,
+                                 coordinator_key=self.coordinator_key, issued_at=now)
+            if result is None:
+                self._note_skip(now, len(records))
+                return None
+            self.store.commit_round(result.record, result.contributions, seen_at=now)  # before anyone hears of it
+            self._state, self._latest, self._skipping = result.state, result.record, False
+            self.events.emit(EventKind.ROUND_COMPLETED, now, round=result.record.round, weights=result.record,
+                             detail=f"{result.record.num_contributions} meta-signals from "
+                                    f"{result.record.num_peers} peers")
+            return result
+
+    def note_rejected(self, rejected: Iterable[tuple[str, str]], now: float) -> None:
+        """Announce each (subkey, reason) rejection once (they repeat every round until the record expires)."""
+        with self._lock:
+            for subkey, reason in rejected:
+                if (subkey, reason) in self._announced_rejections:
+                    continue
+                if len(self._announced_rejections) >= _MAX_REMEMBERED_REJECTIONS:
+                    self._announced_rejections.clear()
+                self._announced_rejections.add((subkey, reason))
+                self.events.emit(EventKind.RECORD_REJECTED, now, round=self._state.round, peer_id=subkey,
+                                 detail=reason)
+
+    def note_statuses(self, statuses: Iterable[PeerStatusRecord], now: float) -> None:
+        """Store status reports read from the DHT (signed by their peers)."""
+        for status in statuses:
+            self._save_status(status, now)
+
+    def sweep(self, now: float) -> None:
+        """Announce the peers not seen within the peer timeout as gone."""
+        with self._lock:
+            for peer_id, last_seen in list(self._active.items()):
+                if now - last_seen > self.peer_timeout:
+                    del self._active[peer_id]
+                    self.events.emit(EventKind.PEER_LEFT, now, round=self._state.round, peer_id=peer_id,
+                                     detail=f"not seen for {now - last_seen:.0f} s")
+
+    # ------------------------------------------------------------ used by the gRPC service
+
+    def report_status(self, status: PeerStatusRecord, now: float) -> int:
+        """Store a status a peer pushed over gRPC (advisory: not signed, never used for merging)."""
+        if status.run != self.run:
+            raise ValueError(f"status is for run {status.run!r}; this coordinator serves {self.run!r}")
+        self._save_status(status, now)
+        return self.round
+
+    def swarm_state(self, now: float, visible_maddrs: Sequence[str] = ()) -> SwarmStateView:
+        with self._lock:
+            active = dict(self._active)
+            latest, round_ = self._latest, self._state.round
+        peers = tuple(PeerView(row.peer_id, row.first_seen, row.last_seen, row.last_step, row.num_contributions,
+                               active=row.peer_id in active, status=row.status) for row in self.store.peers())
+        return SwarmStateView(self.run, self.coordinator_key, round_, latest, peers, tuple(visible_maddrs), now)
+
+    def history(self, first: int = 0, last: int = 0, limit: int = 1000,
+                include_contributions: bool = False) -> list[RoundView]:
+        rounds = self.store.rounds(first, last, limit)
+        return [RoundView(record, tuple(self.store.contributions(record.round)) if include_contributions else ())
+                for record in rounds]
+
+    # ------------------------------------------------------------ helpers
+
+    def _save_status(self, status: PeerStatusRecord, now: float) -> None:
+        with self._lock:
+            seen_at = min(now, status.reported_at)
+            self.store.touch_peer(status.peer_id, seen_at, status=status)
+            self._seen(status.peer_id, seen_at, now)
+
+    def _seen(self, peer_id: str, seen_at: float, now: float) -> None:
+        if now - seen_at > self.peer_timeout:
+            return  # an old record still alive in the DHT says nothing about the peer now
+        if peer_id not in self._active:
+            self.events.emit(EventKind.PEER_JOINED, now, round=self._state.round, peer_id=peer_id)
+        self._active[peer_id] = max(seen_at, self._active.get(peer_id, seen_at))
+
+    def _note_skip(self, now: float, num_seen: int) -> None:
+        if self._skipping:
+            return  # announce a streak of empty rounds once, not every interval
+        self._skipping = True
+        reason = ("no meta-signals in the DHT" if num_seen == 0 else
+                  f"all {num_seen} visible meta-signals were merged in earlier rounds")
+        self.events.emit(EventKind.ROUND_SKIPPED, now, round=self._state.round, detail=reason)

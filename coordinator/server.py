@@ -1,0 +1,223 @@
+"""The `Coordinator`: one owner that wires a DHT participant, the round loop, the gRPC server and the store.
+
+Run it with `rankswarm coordinator --config coordinator.toml` (the CLI builds a
+`CoordinatorConfig` and calls `main(cfg)`), or in-process:
+
+    coordinator = Coordinator(cfg); coordinator.start(); ...; coordinator.stop()
+
+Start order: history store (resumes the last committed round), signing key, DHT with the
+record validators, gRPC server, then the round thread. `stop()` undoes them in reverse and
+is safe to call twice or after a failed start. Every `round_interval` seconds the round thread
+reads the peers' meta-signals and status records from the DHT, lets the ledger merge and
+commit a round, then publishes the balance record (and refreshes it before it expires).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from hivemind.utils import get_dht_time
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from coordinator.events import EventLog
+from coordinator.ledger import Ledger
+from coordinator.rounds import RoundResult
+from coordinator.service import CoordinatorService, add_to_server
+from coordinator.store import HistoryStore
+from rankswarm.dht_keys import MAX_RECORD_TTL, SigningIdentity, build_record_validators, check_run_id
+from rankswarm.dht_records import (expires_in, fetch_meta_signals, fetch_peer_statuses, publish_balance)
+from rankswarm.swarm_dht import DHTConfig, start_dht, visible_addresses
+from shaping import ShapingConfig
+
+log = logging.getLogger(__name__)
+
+
+class CoordinatorConfig(BaseModel):
+    """Everything a coordinator needs; forbids unknown keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str = Field(description="Run id: names the DHT keys and the history (A-Z a-z 0-9 _ -, up to 64).")
+    listen: str = Field("127.0.0.1:50051", description=(
+        "gRPC listen address host:port (port 0 = any free port; use 0.0.0.0:PORT to serve other machines)."))
+    db_path: str = Field(description="SQLite history file (created if missing; a restart resumes from it).")
+    signing_key_path: str | None = Field(None, description=(
+        "RSA key that signs balance records (created if missing). Keep it: peers pin its fingerprint. "
+        "None = a new key on every start."))
+    round_interval: float = Field(10.0, ge=0.05, le=3600, description="Seconds between rounds.")
+    fetch_timeout: float = Field(5.0, gt=0, le=120, description="Seconds one DHT read may take.")
+    balance_ttl: float = Field(300.0, gt=0, le=MAX_RECORD_TTL, description=(
+        "Seconds a published balance record lives; refreshed every third of it while the coordinator runs."))
+    peer_timeout: float = Field(120.0, gt=0, le=86400, description="Seconds unseen before a peer counts as gone.")
+    max_history_rounds: int = Field(1000, ge=1, le=100_000, description="Most rounds one GetHistory returns.")
+    grpc_workers: int = Field(16, ge=2, le=256, description=(
+        "gRPC worker threads; each open WatchSwarmEvents stream holds one."))
+    dht: DHTConfig = Field(default_factory=DHTConfig, description=(
+        "How the coordinator joins the swarm's DHT (initial_peers, host_maddrs, identity_path, ...)."))
+    shaping: ShapingConfig = Field(default_factory=ShapingConfig, description=(
+        "Baseline EMA and lambda settings; must match the peers' shaping config."))
+
+    @field_validator("run")
+    @classmethod
+    def _run_id(cls, run: str) -> str:
+        return check_run_id(run)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, listen: str) -> str:
+        host, sep, port = listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"listen={listen!r} must be host:port, e.g. 127.0.0.1:50051 or 0.0.0.0:0")
+        return listen
+
+    @model_validator(mode="after")
+    def _fetch_fits_round(self) -> CoordinatorConfig:
+        if self.balance_ttl < 2 * self.round_interval:
+            raise ValueError(f"balance_ttl ({self.balance_ttl}) must be at least twice round_interval "
+                             f"({self.round_interval}) or the balance record expires between rounds")
+        return self
+
+
+class Coordinator:
+    """Owner of the coordinator role. Not restartable: build a new one to start again."""
+
+    def __init__(self, cfg: CoordinatorConfig):
+        self.cfg = cfg
+        self.identity: SigningIdentity | None = None
+        self.store: HistoryStore | None = None
+        self.events = EventLog()
+        self.ledger: Ledger | None = None
+        self.dht = None
+        self.port: int | None = None
+        self._server: grpc.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._round_lock = threading.Lock()  # the loop and a test's run_round() never overlap
+        self._published_at = float("-inf")  # monotonic time of the last balance publication
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> Coordinator:
+        """Start every part (see the module docstring); on failure, stop what was started and re-raise."""
+        if self._thread is not None or self._stop.is_set():
+            raise RuntimeError("Coordinator.start() called twice; build a new Coordinator to restart")
+        try:
+            self.store = HistoryStore(self.cfg.db_path, self.cfg.run)
+            self.identity = (SigningIdentity.load_or_create(self.cfg.signing_key_path) if self.cfg.signing_key_path
+                             else SigningIdentity.generate())
+            self.ledger = Ledger(self.store, self.events, run=self.cfg.run, coordinator_key=self.identity.fingerprint,
+                                 shaping=self.cfg.shaping, peer_timeout=self.cfg.peer_timeout)
+            self.dht = start_dht(self.cfg.dht, record_validators=build_record_validators(self.identity, self.cfg.run))
+            self._start_grpc()
+            self._thread = threading.Thread(target=self._loop, name="coordinator-rounds", daemon=True)
+            self._thread.start()
+        except BaseException:
+            self.stop()
+            raise
+        log.info("coordinator for run %s: gRPC on %s, key fingerprint %s, DHT %s", self.cfg.run, self.address,
+                 self.identity.fingerprint, self.visible_maddrs())
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the round thread, gRPC server, DHT and store (each bounded by `timeout`); idempotent."""
+        self._stop.set()
+        self.events.close()  # ends WatchSwarmEvents streams
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("round thread did not stop within %.0f s (a DHT call is still running)", timeout)
+        if self._server is not None:
+            self._server.stop(grace=min(timeout, 2.0)).wait(timeout)
+        if self.dht is not None:
+            self.dht.shutdown()
+            self.dht = None
+        if self.store is not None and (self._thread is None or not self._thread.is_alive()):
+            self.store.close()  # committed rounds are already durable; closing only checkpoints the WAL
+
+    def __enter__(self) -> Coordinator:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def address(self) -> str:
+        """host:port the gRPC server actually listens on."""
+        host = self.cfg.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    def visible_maddrs(self) -> list[str]:
+        return visible_addresses(self.dht) if self.dht is not None else []
+
+    def _start_grpc(self) -> None:
+        service = CoordinatorService(self.ledger, self.events, visible_maddrs=self.visible_maddrs,
+                                     max_history_rounds=self.cfg.max_history_rounds)
+        server = grpc.server(ThreadPoolExecutor(max_workers=self.cfg.grpc_workers,
+                                                thread_name_prefix="coordinator-grpc"))
+        add_to_server(service, server)
+        port = server.add_insecure_port(self.cfg.listen)
+        if port == 0:
+            raise OSError(f"cannot listen on {self.cfg.listen} (in use or not a local address); "
+                          f"change coordinator.listen")
+        server.start()
+        self._server, self.port = server, port
+
+    # ------------------------------------------------------------ rounds
+
+    def _loop(self) -> None:
+        next_due = time.monotonic()
+        while not self._stop.wait(max(0.0, next_due - time.monotonic())):
+            next_due = max(next_due + self.cfg.round_interval, time.monotonic())
+            try:
+                self.run_round()
+            except Exception:  # deliberate: a failed round (DHT hiccup, disk full) must not end the coordinator
+                log.exception("round failed; the next one runs in %.1f s", self.cfg.round_interval)
+
+    def run_round(self) -> RoundResult | None:
+        """One round: read the DHT, merge and commit new meta-signals, publish the balance record."""
+        with self._round_lock:
+            now = get_dht_time()
+            fetched = fetch_meta_signals(self.dht, self.cfg.run, timeout=self.cfg.fetch_timeout)
+            if not fetched.reachable:
+                log.warning("could not read meta-signals this round; keeping the last balance record")
+                return None
+            self.ledger.note_rejected(fetched.rejected, now)
+            statuses = fetch_peer_statuses(self.dht, self.cfg.run, timeout=self.cfg.fetch_timeout)
+            self.ledger.note_rejected(statuses.rejected, now)
+            self.ledger.note_statuses(statuses.records, now)
+            result = self.ledger.ingest(fetched.records, now)  # committed to the store before publishing
+            self._publish(refresh=result is None)
+            self.ledger.sweep(now)
+            return result
+
+    def _publish(self, refresh: bool) -> None:
+        latest = self.ledger.latest
+        if latest is None or (refresh and time.monotonic() - self._published_at < self.cfg.balance_ttl / 3):
+            return
+        if publish_balance(self.dht, self.cfg.run, latest, expires_in(self.cfg.balance_ttl),
+                           identity=self.identity, timeout=self.cfg.fetch_timeout):
+            self._published_at = time.monotonic()
+        else:
+            log.warning("publishing round %d's balance record failed; retrying next round", latest.round)
+
+
+def main(cfg: CoordinatorConfig) -> int:
+    """Run a coordinator until SIGINT/SIGTERM; print how to reach it. Returns the exit code."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with Coordinator(cfg) as coordinator:
+            print(f"coordinator for run {cfg.run}\n  gRPC:        {coordinator.address}\n"
+                  f"  key:         {coordinator.identity.fingerprint}  (peers pin this as coordinator_key)\n"
+                  f"  join DHT at: " + "\n               ".join(coordinator.visible_maddrs()), flush=True)
+            while not stop.wait(1.0):
+                pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0

@@ -1,0 +1,219 @@
+"""SQLite history of the coordinator: committed rounds, the meta-signals they merged, and peers.
+
+A round is committed in one transaction (round row, its contributions, the peers it saw)
+before its balance record is published or acknowledged, so a restarted coordinator resumes
+from the last committed round, never merges a (peer, step) twice, and loses nothing it
+has announced. The file uses WAL journaling (readers never block the round writer) and
+carries its schema version in `PRAGMA user_version`; a newer version, another run's file,
+or a file that is not a healthy SQLite database is refused with a StoreError naming the path.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from pydantic import ValidationError
+
+from rankswarm.dht_records import BalanceRecord, MetaSignalRecord, PeerStatusRecord
+
+log = logging.getLogger(__name__)
+
+STORE_SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE rounds (
+    round INTEGER PRIMARY KEY,
+    issued_at REAL NOT NULL,
+    num_peers INTEGER NOT NULL,
+    num_contributions INTEGER NOT NULL,
+    record TEXT NOT NULL                 -- BalanceRecord as JSON, exactly as published
+);
+CREATE TABLE contributions (
+    peer_id TEXT NOT NULL,
+    step INTEGER NOT NULL,
+    round INTEGER NOT NULL REFERENCES rounds(round),
+    record TEXT NOT NULL,                -- MetaSignalRecord as JSON
+    PRIMARY KEY (peer_id, step)          -- a (peer, step) is merged at most once, ever
+);
+CREATE INDEX contributions_by_round ON contributions(round);
+CREATE TABLE peers (
+    peer_id TEXT PRIMARY KEY,
+    first_seen REAL NOT NULL,
+    last_seen REAL NOT NULL,
+    last_step INTEGER,                   -- latest merged step, NULL before the first merge
+    status TEXT                          -- latest PeerStatusRecord as JSON, NULL if none
+);
+"""
+
+
+def _strip_comments(sql: str) -> str:
+    return "\n".join(line.split("--")[0] for line in sql.splitlines())
+
+
+class StoreError(RuntimeError):
+    """The history database cannot be used; the message names the file and what to do."""
+
+
+@dataclass(frozen=True)
+class PeerRow:
+    """One peer as the history knows it."""
+
+    peer_id: str
+    first_seen: float
+    last_seen: float
+    last_step: int | None
+    num_contributions: int
+    status: PeerStatusRecord | None
+
+
+class HistoryStore:
+    """The coordinator's SQLite file; thread-safe (one connection behind a lock)."""
+
+    def __init__(self, path: str | Path, run: str):
+        self.path = Path(path)
+        self.run = run
+        self._lock = threading.Lock()
+        self._conn = self._open()
+
+    # ------------------------------------------------------------ opening and checking
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10.0)
+            self._prepare(conn)
+        except sqlite3.DatabaseError as err:
+            raise StoreError(f"{self.path} is not a usable coordinator history ({err}); it may be corrupt: "
+                             f"move it away to start a fresh history (the run's baselines restart)") from None
+        return conn
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > STORE_SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has history schema {version}, newer than this coordinator's "
+                             f"{STORE_SCHEMA_VERSION}; upgrade rankswarm")
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"integrity check failed: {check}")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # a commit survives power loss before we announce it
+        conn.execute("PRAGMA foreign_keys=ON")
+        if version == 0:
+            self._create(conn)
+        stored_run = conn.execute("SELECT value FROM meta WHERE name='run'").fetchone()
+        if stored_run is None or stored_run[0] != self.run:
+            raise StoreError(f"{self.path} holds the history of run {stored_run and stored_run[0]!r}, "
+                             f"not {self.run!r}; use another db_path for this run")
+
+    def _create(self, conn: sqlite3.Connection) -> None:
+        tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if tables:
+            raise StoreError(f"{self.path} is an SQLite file of something else (it has tables but no "
+                             f"rankswarm schema version); use another db_path")
+        conn.execute("BEGIN IMMEDIATE")  # statement by statement: executescript would commit half-way
+        for statement in filter(str.strip, _strip_comments(_SCHEMA).split(";")):
+            conn.execute(statement)
+        conn.execute("INSERT INTO meta VALUES ('run', ?)", (self.run,))
+        conn.execute(f"PRAGMA user_version={STORE_SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # ------------------------------------------------------------ rounds
+
+    def commit_round(self, record: BalanceRecord, contributions: Sequence[MetaSignalRecord], seen_at: float) -> None:
+        """Write a round, its contributions and the peers it saw in one transaction (all or nothing)."""
+        with self._lock, self._transaction():
+            self._conn.execute("INSERT INTO rounds VALUES (?, ?, ?, ?, ?)",
+                               (record.round, record.issued_at, record.num_peers, record.num_contributions,
+                                record.model_dump_json()))
+            self._conn.executemany("INSERT INTO contributions VALUES (?, ?, ?, ?)",
+                                   [(c.peer_id, c.step, record.round, c.model_dump_json()) for c in contributions])
+            for c in contributions:
+                self._touch_peer(c.peer_id, seen_at, step=c.step)
+
+    def latest_round(self) -> BalanceRecord | None:
+        with self._lock:
+            row = self._conn.execute("SELECT record FROM rounds ORDER BY round DESC LIMIT 1").fetchone()
+        return None if row is None else self._parse(BalanceRecord, row[0])
+
+    def rounds(self, first: int = 0, last: int = 0, limit: int = 1000) -> list[BalanceRecord]:
+        """Rounds in [first, last] (0 = open end), oldest first; the newest `limit` if there are more."""
+        last = last or 2**62
+        with self._lock:
+            rows = self._conn.execute("SELECT record FROM rounds WHERE round BETWEEN ? AND ? "
+                                      "ORDER BY round DESC LIMIT ?", (first, last, limit)).fetchall()
+        return [self._parse(BalanceRecord, row[0]) for row in reversed(rows)]
+
+    def contributions(self, round_: int) -> list[MetaSignalRecord]:
+        with self._lock:
+            rows = self._conn.execute("SELECT record FROM contributions WHERE round=? ORDER BY peer_id, step",
+                                      (round_,)).fetchall()
+        return [self._parse(MetaSignalRecord, row[0]) for row in rows]
+
+    def merged_keys(self, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
+        """Which of these (peer, step) pairs some committed round already merged."""
+        keys = list(keys)
+        with self._lock:
+            return {key for key in keys if self._conn.execute(
+                "SELECT 1 FROM contributions WHERE peer_id=? AND step=?", key).fetchone()}
+
+    # ------------------------------------------------------------ peers
+
+    def touch_peer(self, peer_id: str, seen_at: float, status: PeerStatusRecord | None = None) -> bool:
+        """Note that a peer was seen (with its status, if given); True if it is new to the history."""
+        with self._lock, self._transaction():
+            return self._touch_peer(peer_id, seen_at, status=status)
+
+    def peers(self) -> list[PeerRow]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT p.peer_id, p.first_seen, p.last_seen, p.last_step, p.status, "
+                "(SELECT count(*) FROM contributions c WHERE c.peer_id = p.peer_id) "
+                "FROM peers p ORDER BY p.peer_id").fetchall()
+        return [PeerRow(peer_id, first, last, step, count, None if status is None else
+                        self._parse(PeerStatusRecord, status))
+                for peer_id, first, last, step, status, count in rows]
+
+    def _touch_peer(self, peer_id: str, seen_at: float, step: int | None = None,
+                    status: PeerStatusRecord | None = None) -> bool:
+        new = self._conn.execute("SELECT 1 FROM peers WHERE peer_id=?", (peer_id,)).fetchone() is None
+        if new:
+            self._conn.execute("INSERT INTO peers VALUES (?, ?, ?, NULL, NULL)", (peer_id, seen_at, seen_at))
+        self._conn.execute("UPDATE peers SET last_seen=max(last_seen, ?) WHERE peer_id=?", (seen_at, peer_id))
+        if step is not None:
+            self._conn.execute("UPDATE peers SET last_step=max(coalesce(last_step, -1), ?) WHERE peer_id=?",
+                               (step, peer_id))
+        if status is not None:
+            self._conn.execute("UPDATE peers SET status=? WHERE peer_id=?", (status.model_dump_json(), peer_id))
+        return new
+
+    # ------------------------------------------------------------ helpers
+
+    def _transaction(self):
+        conn = self._conn
+
+        class _Tx:
+            def __enter__(self):
+                conn.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type, exc, tb):
+                conn.execute("ROLLBACK" if exc_type else "COMMIT")
+                return False
+        return _Tx()
+
+    def _parse(self, model, text: str):
+        try:
+            return model.model_validate_json(text)
+        except ValidationError as err:
+            raise StoreError(f"{self.path} holds a {model.__name__} that no longer validates ({err.errors()[0]['msg']}); "
+                             f"the file is corrupt or from an incompatible version") from None

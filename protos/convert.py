@@ -1,0 +1,228 @@
+"""Protobuf <-> typed objects, at the edge where messages enter or leave a process.
+
+Only the gRPC service and client import this; everything else handles the pydantic records
+of `rankswarm.dht_records` and the views of `coordinator.views`. `*_from_pb` functions check
+`schema_version` (SchemaVersionError naming both versions when newer, ValueError when
+missing) and raise ValueError on malformed contents.
+"""
+
+from __future__ import annotations
+
+import json
+
+from pydantic import ValidationError
+
+from coordinator.events import EventKind, SwarmEvent
+from coordinator.views import PeerView, RoundView, SwarmStateView
+from protos import swarm_pb2
+from rankswarm.dht_records import (SCHEMA_VERSION, BalanceRecord, MetaSignalRecord, PeerStatusRecord,
+                                   SchemaVersionError, check_schema_version)
+from shaping import INDICATORS, Baselines, IndicatorStats
+
+__all__ = ["SCHEMA_VERSION"]  # plus the functions below
+
+_REACHABILITY = {"unknown": swarm_pb2.REACHABILITY_UNSPECIFIED, "direct": swarm_pb2.REACHABILITY_DIRECT,
+                 "relayed": swarm_pb2.REACHABILITY_RELAYED}
+_EVENT_KINDS = {EventKind.ROUND_COMPLETED: swarm_pb2.ROUND_COMPLETED, EventKind.ROUND_SKIPPED: swarm_pb2.ROUND_SKIPPED,
+                EventKind.PEER_JOINED: swarm_pb2.PEER_JOINED, EventKind.PEER_LEFT: swarm_pb2.PEER_LEFT,
+                EventKind.RECORD_REJECTED: swarm_pb2.RECORD_REJECTED}
+
+
+def check_request_version(version: int, what: str) -> None:
+    """Refuse a request of a missing (ValueError) or newer (SchemaVersionError) schema."""
+    if version == 0:
+        raise ValueError(f"{what} has no schema_version; set schema_version={SCHEMA_VERSION}")
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(f"{what} has schema_version {version}, newer than this coordinator's "
+                                 f"{SCHEMA_VERSION}; upgrade the coordinator or use an older client")
+
+
+def check_message_version(version: int, what: str) -> None:
+    """Refuse a received message of a missing or newer schema (either direction)."""
+    check_schema_version(version, what)
+
+
+def _validated(model, **fields):
+    try:
+        return model.model_validate(fields)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise ValueError(f"{model.__name__}.{'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+
+
+# ---------------------------------------------------------------- statistics and baselines
+
+def stats_to_pb(stats: IndicatorStats) -> swarm_pb2.SignalStats:
+    data = stats.to_dict()
+    message = swarm_pb2.SignalStats(gate_sum=data["gate_sum"], gate_count=data["gate_count"])
+    for name in INDICATORS:
+        moments = data[name]
+        getattr(message, name).CopyFrom(swarm_pb2.IndicatorMoments(
+            count=moments["count"], sum=moments["sum"], sumsq=moments["sumsq"]))
+    return message
+
+
+def stats_from_pb(message: swarm_pb2.SignalStats) -> IndicatorStats:
+    data = {name: {"count": getattr(message, name).count, "sum": getattr(message, name).sum,
+                   "sumsq": getattr(message, name).sumsq} for name in INDICATORS}
+    data.update(gate_sum=message.gate_sum, gate_count=message.gate_count)
+    return IndicatorStats.from_dict(data)  # ValueError on inconsistent moments
+
+
+def baselines_to_pb(baselines: Baselines) -> swarm_pb2.Baselines:
+    message = swarm_pb2.Baselines(ready=baselines.ready, state_json=json.dumps(baselines.to_dict()))
+    for name in INDICATORS:
+        value = baselines.value(name)
+        if value is not None:
+            setattr(message, name, value)
+    return message
+
+
+def baselines_from_pb(message: swarm_pb2.Baselines) -> Baselines:
+    """The exact baseline state from `state_json` (the per-indicator values are for display only)."""
+    try:
+        state = json.loads(message.state_json)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"Baselines.state_json is not JSON ({err})") from None
+    if not isinstance(state, dict):
+        raise ValueError("Baselines.state_json must hold a JSON object")
+    return Baselines.from_dict(state)
+
+
+def _optional(message, name: str) -> float | None:
+    return getattr(message, name) if message.HasField(name) else None
+
+
+# ---------------------------------------------------------------- records
+
+def meta_signal_to_pb(record: MetaSignalRecord) -> swarm_pb2.MetaSignal:
+    message = swarm_pb2.MetaSignal(schema_version=record.schema_version, run_id=record.run, peer_id=record.peer_id,
+                                   step=record.step, stats=stats_to_pb(record.stats),
+                                   num_rollouts=record.num_rollouts, num_tokens=record.num_tokens,
+                                   published_at=record.published_at)
+    if record.mean_gate is not None:
+        message.mean_gate = record.mean_gate
+    return message
+
+
+def meta_signal_from_pb(message: swarm_pb2.MetaSignal) -> MetaSignalRecord:
+    check_message_version(message.schema_version, "MetaSignal")
+    return _validated(MetaSignalRecord, schema_version=message.schema_version, run=message.run_id,
+                      peer_id=message.peer_id, step=message.step, stats=stats_from_pb(message.stats),
+                      num_rollouts=message.num_rollouts, num_tokens=message.num_tokens,
+                      published_at=message.published_at)
+
+
+def balance_to_pb(record: BalanceRecord) -> swarm_pb2.BalanceWeights:
+    balance = swarm_pb2.Balance()
+    for name in ("mean_gate", "explore_share", "exploit_share"):
+        if getattr(record, name) is not None:
+            setattr(balance, name, getattr(record, name))
+    return swarm_pb2.BalanceWeights(
+        schema_version=record.schema_version, run_id=record.run, round=record.round,
+        baselines=baselines_to_pb(record.baselines), lambda_t=record.lambda_t, balance=balance,
+        merged=stats_to_pb(record.merged), num_peers=record.num_peers, num_contributions=record.num_contributions,
+        issued_at=record.issued_at, coordinator_key=record.coordinator_key)
+
+
+def balance_from_pb(message: swarm_pb2.BalanceWeights) -> BalanceRecord:
+    check_message_version(message.schema_version, "BalanceWeights")
+    balance = message.balance
+    return _validated(BalanceRecord, schema_version=message.schema_version, run=message.run_id, round=message.round,
+                      baselines=baselines_from_pb(message.baselines), lambda_t=message.lambda_t,
+                      mean_gate=_optional(balance, "mean_gate"), explore_share=_optional(balance, "explore_share"),
+                      exploit_share=_optional(balance, "exploit_share"), merged=stats_from_pb(message.merged),
+                      num_peers=message.num_peers, num_contributions=message.num_contributions,
+                      issued_at=message.issued_at, coordinator_key=message.coordinator_key)
+
+
+def balance_response(record: BalanceRecord | None) -> swarm_pb2.GetBalanceWeightsResponse:
+    if record is None:
+        return swarm_pb2.GetBalanceWeightsResponse(schema_version=SCHEMA_VERSION, available=False)
+    return swarm_pb2.GetBalanceWeightsResponse(schema_version=SCHEMA_VERSION, available=True,
+                                               weights=balance_to_pb(record))
+
+
+def balance_from_response(message: swarm_pb2.GetBalanceWeightsResponse) -> BalanceRecord | None:
+    check_message_version(message.schema_version, "GetBalanceWeightsResponse")
+    return balance_from_pb(message.weights) if message.available else None
+
+
+def peer_status_to_pb(record: PeerStatusRecord) -> swarm_pb2.PeerStatus:
+    return swarm_pb2.PeerStatus(
+        schema_version=record.schema_version, run_id=record.run, peer_id=record.peer_id, version=record.version,
+        address=record.address, reachability=_REACHABILITY[record.reachability], step=record.step,
+        throughput=record.throughput, bytes_sent=record.bytes_sent, bytes_received=record.bytes_received,
+        reported_at=record.reported_at)
+
+
+def peer_status_from_pb(message: swarm_pb2.PeerStatus) -> PeerStatusRecord:
+    check_message_version(message.schema_version, "PeerStatus")
+    reachability = {code: name for name, code in _REACHABILITY.items()}.get(message.reachability)
+    if reachability is None:
+        raise ValueError(f"PeerStatus.reachability {message.reachability} is not a known Reachability value")
+    return _validated(PeerStatusRecord, schema_version=message.schema_version, run=message.run_id,
+                      peer_id=message.peer_id, version=message.version, address=message.address,
+                      reachability=reachability, step=message.step, throughput=message.throughput,
+                      bytes_sent=message.bytes_sent, bytes_received=message.bytes_received,
+                      reported_at=message.reported_at)
+
+
+# ---------------------------------------------------------------- coordinator views
+
+def round_to_pb(view: RoundView) -> swarm_pb2.RoundRecord:
+    return swarm_pb2.RoundRecord(weights=balance_to_pb(view.weights),
+                                 contributions=[meta_signal_to_pb(c) for c in view.contributions])
+
+
+def round_from_pb(message: swarm_pb2.RoundRecord) -> RoundView:
+    return RoundView(balance_from_pb(message.weights), tuple(meta_signal_from_pb(c) for c in message.contributions))
+
+
+def _peer_to_pb(peer: PeerView) -> swarm_pb2.PeerState:
+    message = swarm_pb2.PeerState(peer_id=peer.peer_id, first_seen=peer.first_seen, last_seen=peer.last_seen,
+                                  last_step=peer.last_step or 0, num_contributions=peer.num_contributions,
+                                  active=peer.active)
+    if peer.status is not None:
+        message.status.CopyFrom(peer_status_to_pb(peer.status))
+    return message
+
+
+def _peer_from_pb(message: swarm_pb2.PeerState) -> PeerView:
+    return PeerView(message.peer_id, message.first_seen, message.last_seen,
+                    message.last_step if message.num_contributions else None, message.num_contributions,
+                    message.active, peer_status_from_pb(message.status) if message.HasField("status") else None)
+
+
+def swarm_state_to_pb(view: SwarmStateView) -> swarm_pb2.SwarmState:
+    message = swarm_pb2.SwarmState(schema_version=SCHEMA_VERSION, run_id=view.run,
+                                   coordinator_key=view.coordinator_key, round=view.round,
+                                   peers=[_peer_to_pb(p) for p in view.peers],
+                                   visible_maddrs=list(view.visible_maddrs), now=view.now)
+    if view.latest is not None:
+        message.latest.CopyFrom(balance_to_pb(view.latest))
+    return message
+
+
+def swarm_state_from_pb(message: swarm_pb2.SwarmState) -> SwarmStateView:
+    check_message_version(message.schema_version, "SwarmState")
+    latest = balance_from_pb(message.latest) if message.HasField("latest") else None
+    return SwarmStateView(message.run_id, message.coordinator_key, message.round, latest,
+                          tuple(_peer_from_pb(p) for p in message.peers), tuple(message.visible_maddrs), message.now)
+
+
+def event_to_pb(event: SwarmEvent) -> swarm_pb2.SwarmEvent:
+    message = swarm_pb2.SwarmEvent(schema_version=SCHEMA_VERSION, seq=event.seq, kind=_EVENT_KINDS[event.kind],
+                                   at=event.at, round=event.round, peer_id=event.peer_id, detail=event.detail)
+    if event.weights is not None:
+        message.weights.CopyFrom(balance_to_pb(event.weights))
+    return message
+
+
+def event_from_pb(message: swarm_pb2.SwarmEvent) -> SwarmEvent:
+    check_message_version(message.schema_version, "SwarmEvent")
+    kind = {code: kind for kind, code in _EVENT_KINDS.items()}.get(message.kind)
+    if kind is None:
+        raise ValueError(f"SwarmEvent.kind {message.kind} is not a known event kind (newer coordinator?)")
+    weights = balance_from_pb(message.weights) if message.HasField("weights") else None
+    return SwarmEvent(message.seq, kind, message.at, message.round, message.peer_id, message.detail, weights)

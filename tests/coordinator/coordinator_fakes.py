@@ -1,0 +1,36 @@
+"""Small fakes for coordinator tests: real IndicatorStats built from per-response values, and records."""
+
+from __future__ import annotations
+
+import random
+
+from rankswarm.dht_records import MetaSignalRecord
+from shaping import INDICATORS, IndicatorStats
+
+RUN = "test-run"
+
+
+def batch_stats(values: dict[str, list[float | None]], gates: list[float]) -> IndicatorStats:
+    """IndicatorStats of one batch from its per-response values (None = indicator missing)."""
+    data: dict = {}
+    for name in INDICATORS:
+        present = [v for v in values.get(name, []) if v is not None]
+        data[name] = {"count": len(present), "sum": float(sum(present)), "sumsq": float(sum(v * v for v in present))}
+    data.update(gate_sum=float(sum(gates)), gate_count=len(gates))
+    return IndicatorStats.from_dict(data)
+
+
+def random_batch(rng: random.Random, size: int) -> tuple[dict[str, list[float | None]], list[float]]:
+    """Per-response values of a random batch (some ERA/ERV missing, as for short responses)."""
+    values = {"er": [rng.uniform(1, 40) for _ in range(size)],
+              "erv": [rng.uniform(-2, 2) if rng.random() > 0.2 else None for _ in range(size)],
+              "era": [rng.uniform(-1, 1) if rng.random() > 0.3 else None for _ in range(size)],
+              "score": [rng.choice([-1.0, -0.5, 0.5, 1.0]) for _ in range(size)]}
+    gates = [rng.random() for v in values["era"] if v is not None]
+    return values, gates
+
+
+def meta_record(peer: str, step: int, stats: IndicatorStats, *, published_at: float = 1000.0,
+                run: str = RUN) -> MetaSignalRecord:
+    return MetaSignalRecord(run=run, peer_id=peer, step=step, stats=stats, num_rollouts=8, num_tokens=640,
+                            published_at=published_at)

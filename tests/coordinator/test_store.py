@@ -1,0 +1,96 @@
+"""SQLite history: rounds survive a restart unchanged, commits are atomic, bad files are refused clearly."""
+
+import random
+import sqlite3
+
+import pytest
+
+from coordinator.rounds import RoundState, merge_round
+from coordinator.store import HistoryStore, StoreError
+from coordinator_fakes import RUN, batch_stats, meta_record, random_batch
+from rankswarm.dht_records import PeerStatusRecord
+from shaping import ShapingConfig
+
+
+def _commit_rounds(store: HistoryStore, num_rounds: int, seed: int = 0) -> list:
+    rng, state, results = random.Random(seed), RoundState.initial(), []
+    for r in range(num_rounds):
+        records = [meta_record(peer, r, batch_stats(*random_batch(rng, 6))) for peer in ("a", "b")]
+        result = merge_round(state, records, ShapingConfig(), run=RUN, coordinator_key="k", issued_at=100.0 + r)
+        store.commit_round(result.record, result.contributions, seen_at=100.0 + r)
+        state = result.state
+        results.append(result)
+    return results
+
+
+@pytest.mark.unit
+def test_reopened_store_serves_the_same_history(tmp_path):
+    path = tmp_path / "history.db"
+    store = HistoryStore(path, RUN)
+    results = _commit_rounds(store, 3)
+    status = PeerStatusRecord(run=RUN, peer_id="a", version="0.1.0", reachability="relayed", reported_at=99.0)
+    store.touch_peer("a", 99.0, status=status)
+    before = (store.rounds(), [store.contributions(r) for r in (1, 2, 3)], store.peers())
+    store.close()
+
+    reopened = HistoryStore(path, RUN)
+    assert (reopened.rounds(), [reopened.contributions(r) for r in (1, 2, 3)], reopened.peers()) == before
+    assert reopened.latest_round() == results[-1].record
+    assert reopened.rounds(2, 2) == [results[1].record]
+    assert reopened.rounds(limit=2) == [results[1].record, results[2].record]  # the newest, oldest first
+    assert reopened.merged_keys([("a", 0), ("b", 2), ("a", 9)]) == {("a", 0), ("b", 2)}
+    peer_a = next(p for p in reopened.peers() if p.peer_id == "a")
+    assert peer_a.status == status and peer_a.last_step == 2 and peer_a.num_contributions == 3
+    reopened.close()
+
+
+@pytest.mark.unit
+def test_a_failed_commit_leaves_nothing_behind(tmp_path):
+    store = HistoryStore(tmp_path / "h.db", RUN)
+    first = _commit_rounds(store, 1)[0]
+    again = merge_round(first.state, list(first.contributions), ShapingConfig(), run=RUN, coordinator_key="k",
+                        issued_at=200.0)  # the same (peer, step) pairs: the unique key refuses them
+    with pytest.raises(sqlite3.IntegrityError):
+        store.commit_round(again.record, again.contributions, seen_at=200.0)
+    assert store.latest_round() == first.record and store.rounds() == [first.record]
+    store.close()
+
+
+@pytest.mark.unit
+def test_corrupt_file_is_refused_with_the_path(tmp_path):
+    path = tmp_path / "h.db"
+    path.write_bytes(b"this is not an sqlite database at all" * 200)
+    with pytest.raises(StoreError, match="corrupt") as info:
+        HistoryStore(path, RUN)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.unit
+def test_damaged_pages_are_refused(tmp_path):
+    path = tmp_path / "h.db"
+    store = HistoryStore(path, RUN)
+    _commit_rounds(store, 20)
+    store.close()
+    data = bytearray(path.read_bytes())
+    assert len(data) > 3 * 4096
+    data[2 * 4096:3 * 4096] = b"\xff" * 4096  # wipe a b-tree page in the middle of the file
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match="corrupt"):
+        HistoryStore(path, RUN).rounds()
+
+
+@pytest.mark.unit
+def test_other_run_newer_schema_and_foreign_files_are_refused(tmp_path):
+    HistoryStore(tmp_path / "h.db", RUN).close()
+    with pytest.raises(StoreError, match="another db_path"):
+        HistoryStore(tmp_path / "h.db", "other-run")
+    conn = sqlite3.connect(tmp_path / "h.db")
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(StoreError, match="schema 99, newer than this coordinator's 1"):
+        HistoryStore(tmp_path / "h.db", RUN)
+    foreign = sqlite3.connect(tmp_path / "foreign.db")
+    foreign.execute("CREATE TABLE t (x)")
+    foreign.close()
+    with pytest.raises(StoreError, match="something else"):
+        HistoryStore(tmp_path / "foreign.db", RUN)
