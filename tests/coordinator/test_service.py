@@ -1,0 +1,131 @@
+"""The gRPC service on a real server at 127.0.0.1:0 (no DHT): version refusal, history, status, events."""
+
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+
+from coordinator.client import CoordinatorClient, CoordinatorError, render_status
+from coordinator.events import EventKind, EventLog
+from coordinator.ledger import Ledger
+from coordinator.service import CoordinatorService, add_to_server
+from coordinator.store import HistoryStore
+from coordinator_fakes import RUN, batch_stats, meta_record, random_batch
+from protos import swarm_pb2, swarm_pb2_grpc
+from rankswarm.dht_records import PeerStatusRecord
+from shaping import ShapingConfig
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A ledger behind a real gRPC server; yields (ledger, events, address)."""
+    events = EventLog()
+    ledger = Ledger(HistoryStore(tmp_path / "h.db", RUN), events, run=RUN, coordinator_key="k",
+                    shaping=ShapingConfig(), peer_timeout=60.0)
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    add_to_server(CoordinatorService(ledger, events, visible_maddrs=lambda: ["/ip4/127.0.0.1/tcp/1/p2p/Qm"],
+                                     max_history_rounds=2, watch_poll_s=0.05), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield ledger, events, f"127.0.0.1:{port}"
+    events.close()
+    server.stop(grace=None).wait(5)
+    ledger.store.close()
+
+
+def _ingest_rounds(ledger: Ledger, num_rounds: int) -> list:
+    rng = random.Random(7)
+    return [ledger.ingest([meta_record(p, r, batch_stats(*random_batch(rng, 4)), published_at=100.0 + r)
+                           for p in ("a", "b")], now=100.5 + r) for r in range(num_rounds)]
+
+
+REQUESTS = {
+    "GetBalanceWeights": swarm_pb2.GetBalanceWeightsRequest,
+    "GetSwarmState": swarm_pb2.GetSwarmStateRequest,
+    "GetHistory": swarm_pb2.GetHistoryRequest,
+    "ReportPeerStatus": swarm_pb2.ReportPeerStatusRequest,
+}
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", [*REQUESTS, "WatchSwarmEvents"])
+def test_wrong_schema_versions_are_refused_by_every_method(served, method):
+    _, _, address = served
+    with grpc.insecure_channel(address) as channel:
+        call = getattr(swarm_pb2_grpc.CoordinatorStub(channel), method)
+        request_type = REQUESTS.get(method, swarm_pb2.WatchSwarmEventsRequest)
+        for version, code, text in [(2, grpc.StatusCode.FAILED_PRECONDITION, "schema_version 2, newer than "
+                                     "this coordinator's 1"), (0, grpc.StatusCode.INVALID_ARGUMENT, "no schema_version")]:
+            with pytest.raises(grpc.RpcError) as info:
+                reply = call(request_type(schema_version=version), timeout=5)
+                if method == "WatchSwarmEvents":
+                    next(iter(reply))
+            assert info.value.code() == code and text in info.value.details()
+
+
+@pytest.mark.integration
+def test_a_newer_nested_status_is_refused(served):
+    ledger, _, address = served
+    status = swarm_pb2.PeerStatus(schema_version=5, run_id=RUN, peer_id="a", reported_at=1.0)
+    with grpc.insecure_channel(address) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            swarm_pb2_grpc.CoordinatorStub(channel).ReportPeerStatus(
+                swarm_pb2.ReportPeerStatusRequest(schema_version=1, status=status), timeout=5)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "PeerStatus has schema_version 5, newer than this process's 1" in info.value.details()
+    assert ledger.swarm_state(now=2.0).peers == ()
+
+
+@pytest.mark.integration
+def test_typed_client_reads_what_the_ledger_committed(served):
+    ledger, _, address = served
+    with CoordinatorClient(address) as client:
+        assert client.balance_weights() is None
+        results = _ingest_rounds(ledger, 3)
+        assert client.balance_weights() == results[-1].record
+        history = client.history(include_contributions=True)
+        assert [view.weights for view in history] == [r.record for r in results[1:]]  # server cap: 2 rounds
+        assert history[0].contributions == results[1].contributions
+        assert [v.weights.round for v in client.history(first_round=1, last_round=1)] == [1]
+        assert client.history(first_round=1, last_round=1)[0].contributions == ()
+        status = PeerStatusRecord(run=RUN, peer_id="a", version="0.1.0", reachability="direct", step=2,
+                                  throughput=3.0, bytes_sent=2_000_000, bytes_received=5_000_000, reported_at=103.0)
+        assert client.report_status(status) == 3
+        state = client.swarm_state()
+        assert state.round == 3 and state.latest == results[-1].record and state.coordinator_key == "k"
+        assert {p.peer_id: p.status for p in state.peers} == {"a": status, "b": None}
+        text = render_status(state, now=104.0)
+        assert "round 3" in text and "2 active / 2 seen" in text and "direct" in text and "2.0/5.0" in text
+        with pytest.raises(CoordinatorError, match="INVALID_ARGUMENT.*first_round 3 is after last_round 2"):
+            client.history(first_round=3, last_round=2)
+        with pytest.raises(CoordinatorError, match="serves 'test-run'"):
+            client.report_status(status.model_copy(update={"run": "other-run"}))
+
+
+@pytest.mark.integration
+def test_events_stream_and_resume_after_a_sequence_number(served):
+    ledger, events, address = served
+    received, done = [], threading.Event()
+
+    def watch():
+        with CoordinatorClient(address) as client:
+            for event in client.watch_events(duration=10.0):
+                received.append(event)
+                if event.kind is EventKind.ROUND_COMPLETED:
+                    done.set()
+                    return
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    results = _ingest_rounds(ledger, 1)
+    assert done.wait(10.0)
+    watcher.join(10.0)
+    assert [e.kind for e in received] == [EventKind.PEER_JOINED, EventKind.PEER_JOINED, EventKind.ROUND_COMPLETED]
+    assert received[-1].weights == results[0].record
+    with CoordinatorClient(address) as client:
+        resumed = list(client.watch_events(after_seq=2, duration=0.5))
+        assert [e.seq for e in resumed] == [3]
+        from_the_future = list(client.watch_events(after_seq=999, duration=0.5))  # coordinator restarted
+        assert [e.seq for e in from_the_future] == [1, 2, 3]
