@@ -1,0 +1,191 @@
+"""A real coordinator and real peers on 127.0.0.1: hivemind DHTs, signed records, gRPC, SQLite.
+
+Fake peers are just a DHT plus publish_meta_signal with real IndicatorStats; every wait is
+bounded (poll deadlines, gRPC timeouts). About 10 s in all, mostly p2p daemon start-up.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from types import SimpleNamespace
+
+import grpc
+import hivemind
+import pytest
+from hivemind.utils import get_dht_time
+
+from coordinator.client import CoordinatorClient, wait_for_round
+from coordinator.events import EventKind
+from coordinator.server import Coordinator, CoordinatorConfig
+from protos import swarm_pb2, swarm_pb2_grpc
+from rankswarm.dht_keys import SigningIdentity, build_record_validators, meta_signals_key
+from rankswarm.dht_records import (MetaSignalRecord, expires_in, fetch_balance, fetch_meta_signals, poll,
+                                   poll_balance, publish_meta_signal)
+from rankswarm.swarm_dht import DHTConfig, start_dht
+from shaping import INDICATORS, IndicatorStats
+
+LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
+RUN = "swarm-test"
+
+
+def random_stats(rng: random.Random) -> IndicatorStats:
+    """Real statistics of a random batch of 3-9 responses (ERA missing on some)."""
+    size = rng.randint(3, 9)
+    data = {}
+    for name in INDICATORS:
+        values = [rng.uniform(-2, 30) for _ in range(size) if name != "era" or rng.random() > 0.3]
+        data[name] = {"count": len(values), "sum": sum(values), "sumsq": sum(v * v for v in values)}
+    gates = [rng.random() for _ in range(data["era"]["count"])]
+    return IndicatorStats.from_dict({**data, "gate_sum": sum(gates), "gate_count": len(gates)})
+
+
+def make_peer(identity: SigningIdentity, initial_peers: list[str], run: str = RUN):
+    return start_dht(DHTConfig(host_maddrs=LOOPBACK, initial_peers=initial_peers),
+                     record_validators=build_record_validators(identity, run))
+
+
+def publish(dht, identity: SigningIdentity, step: int, stats: IndicatorStats, run: str = RUN) -> MetaSignalRecord:
+    record = MetaSignalRecord(run=run, peer_id=identity.fingerprint, step=step, stats=stats, num_rollouts=8,
+                              num_tokens=512, published_at=get_dht_time())
+    assert publish_meta_signal(dht, run, record, expires_in(120), identity=identity)
+    return record
+
+
+def wait_for_records(dht, run: str, count: int, timeout: float = 15.0):
+    polled = poll(lambda: fetch_meta_signals(dht, run), lambda r: len(r.records) >= count,
+                  deadline=time.monotonic() + timeout)
+    assert polled.complete, f"only {len(polled.result.records)} of {count} records became visible"
+    return polled.result
+
+
+def coordinator_config(tmp_path, run: str = RUN, **changes) -> CoordinatorConfig:
+    return CoordinatorConfig(run=run, listen="127.0.0.1:0", db_path=str(tmp_path / "history.db"),
+                             signing_key_path=str(tmp_path / "coordinator.key"), fetch_timeout=5.0,
+                             dht=DHTConfig(host_maddrs=LOOPBACK, **changes.pop("dht", {})), **changes)
+
+
+@pytest.fixture(scope="module")
+def swarm(tmp_path_factory):
+    """A coordinator whose rounds the tests drive by hand, and two honest peers, alice and bob."""
+    started = []
+    try:
+        coordinator = Coordinator(coordinator_config(tmp_path_factory.mktemp("coordinator"), round_interval=60))
+        started.append(coordinator.start())
+        alice, bob = SigningIdentity.generate(), SigningIdentity.generate()
+        alice_dht = make_peer(alice, coordinator.visible_maddrs())
+        started.append(alice_dht)
+        bob_dht = make_peer(bob, coordinator.visible_maddrs())
+        started.append(bob_dht)
+        yield SimpleNamespace(coordinator=coordinator, alice=alice, alice_dht=alice_dht, bob=bob, bob_dht=bob_dht)
+    finally:
+        for part in reversed(started):
+            part.stop() if isinstance(part, Coordinator) else part.shutdown()
+
+
+@pytest.mark.integration
+def test_round_merges_what_the_peers_published_and_peers_verify_the_balance(swarm):
+    rng = random.Random(11)
+    published = [publish(swarm.alice_dht, swarm.alice, step, random_stats(rng)) for step in (0, 1)]
+    published.append(publish(swarm.bob_dht, swarm.bob, 0, random_stats(rng)))
+    wait_for_records(swarm.coordinator.dht, RUN, 3)
+
+    result = swarm.coordinator.run_round()
+
+    assert result is not None and set(result.contributions) == set(published)
+    expected = IndicatorStats.merge_all([r.stats for r in sorted(published, key=lambda r: (r.peer_id, r.step))])
+    assert result.record.merged == expected
+    assert (result.record.num_peers, result.record.num_contributions) == (2, 3)
+    trusted = swarm.coordinator.identity.fingerprint
+    polled = poll_balance(swarm.alice_dht, RUN, trusted, deadline=time.monotonic() + 15,
+                          after_round=result.record.round - 1)
+    assert polled.complete and polled.result.records == [result.record]
+    assert fetch_balance(swarm.bob_dht, RUN, trusted) == result.record
+    assert fetch_balance(swarm.bob_dht, RUN, swarm.alice.fingerprint) is None  # alice is not the coordinator
+    with CoordinatorClient(swarm.coordinator.address) as client:
+        assert client.balance_weights() == result.record
+        state = client.swarm_state()
+        assert state.coordinator_key == trusted and state.visible_maddrs
+        assert {p.peer_id for p in state.peers} >= {swarm.alice.fingerprint, swarm.bob.fingerprint}
+
+
+@pytest.mark.integration
+def test_forged_and_malformed_records_are_rejected_and_the_coordinator_keeps_serving(swarm):
+    rng = random.Random(12)
+    mallory = SigningIdentity.generate()
+    mallory_dht = make_peer(mallory, swarm.coordinator.visible_maddrs())
+    rogue_dht = hivemind.DHT(initial_peers=swarm.coordinator.visible_maddrs(), host_maddrs=LOOPBACK, start=True)
+    try:
+        key = meta_signals_key(RUN)
+        forged = MetaSignalRecord(run=RUN, peer_id=swarm.alice.fingerprint, step=50, stats=random_stats(rng),
+                                  published_at=get_dht_time()).model_dump(mode="json")
+        # under alice's subkey without her key: mallory's own node refuses to sign or store it
+        assert not mallory_dht.store(key, forged, expires_in(120), subkey=swarm.alice.owner_subkey(50))
+        # a node that runs no validators stores it locally, but honest readers drop what it serves
+        rogue_dht.store(key, forged, expires_in(120), subkey=swarm.alice.owner_subkey(51))
+        rogue_dht.store(key, forged, expires_in(120), subkey=b"no-owner")
+        # signed by mallory under her own subkey, but not a valid record: rejected with a reason
+        own = MetaSignalRecord(run=RUN, peer_id=mallory.fingerprint, step=1, stats=random_stats(rng),
+                               published_at=get_dht_time()).model_dump(mode="json")
+        assert mallory_dht.store(key, {**own, "schema_version": 2}, expires_in(120), subkey=mallory.owner_subkey(1))
+        assert mallory_dht.store(key, forged, expires_in(120), subkey=mallory.owner_subkey(50))  # claims alice
+        assert mallory_dht.store(key, "garbage", expires_in(120), subkey=mallory.owner_subkey(2))
+        honest = publish(swarm.bob_dht, swarm.bob, 7, random_stats(rng))
+
+        fetched = poll(lambda: fetch_meta_signals(swarm.coordinator.dht, RUN), lambda r: len(r.rejected) >= 3,
+                       deadline=time.monotonic() + 15).result
+        reasons = dict(fetched.rejected)
+        assert "newer than this process's 1" in reasons[f"{mallory.fingerprint}#1"]
+        assert f"signed by {mallory.fingerprint}" in reasons[f"{mallory.fingerprint}#50"]
+        assert "not a record dict" in reasons[f"{mallory.fingerprint}#2"]
+        assert all(r.peer_id != mallory.fingerprint and r.step not in (50, 51) for r in fetched.records)
+
+        result = swarm.coordinator.run_round()
+        assert result is not None and result.contributions == (honest,)
+        with CoordinatorClient(swarm.coordinator.address) as client:
+            assert client.balance_weights() == result.record
+            rejected = [e for e in client.watch_events(duration=1.0) if e.kind is EventKind.RECORD_REJECTED]
+            assert {e.peer_id for e in rejected} >= {f"{mallory.fingerprint}#{s}" for s in (1, 2, 50)}
+    finally:
+        mallory_dht.shutdown()
+        rogue_dht.shutdown()
+
+
+@pytest.mark.integration
+def test_a_wrong_version_request_is_refused_by_the_running_coordinator(swarm):
+    with grpc.insecure_channel(swarm.coordinator.address) as channel:
+        stub = swarm_pb2_grpc.CoordinatorStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.GetHistory(swarm_pb2.GetHistoryRequest(schema_version=2), timeout=5)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "schema_version 2, newer than this coordinator's 1" in info.value.details()
+        assert stub.GetHistory(swarm_pb2.GetHistoryRequest(schema_version=1), timeout=5).rounds
+
+
+@pytest.mark.integration
+def test_restarted_coordinator_serves_the_same_history_and_merges_nothing_twice(tmp_path):
+    run, rng = "restart-test", random.Random(13)
+    peer = SigningIdentity.generate()
+    peer_dht = make_peer(peer, [], run=run)
+    cfg = coordinator_config(tmp_path, run=run, round_interval=0.2, dht={"initial_peers": [
+        str(a) for a in peer_dht.get_visible_maddrs()]})
+    try:
+        first = [publish(peer_dht, peer, step, random_stats(rng), run=run) for step in (0, 1)]
+        with Coordinator(cfg) as coordinator, CoordinatorClient(coordinator.address) as client:
+            wait_for_round(client, 1, timeout=15)
+            before = (client.history(include_contributions=True), client.balance_weights())
+            key = coordinator.identity.fingerprint
+        assert before[0][0].contributions == tuple(first)
+
+        with Coordinator(cfg) as restarted, CoordinatorClient(restarted.address) as client:
+            assert restarted.identity.fingerprint == key
+            assert (client.history(include_contributions=True), client.balance_weights()) == before
+            skipped = [e for e in client.watch_events(duration=1.0) if e.kind is EventKind.ROUND_SKIPPED]
+            assert skipped and client.balance_weights().round == 1  # the records still live were merged before
+            later = publish(peer_dht, peer, 2, random_stats(rng), run=run)
+            second = wait_for_round(client, 2, timeout=15)
+            assert client.history(first_round=2, include_contributions=True)[0].contributions == (later,)
+            polled = poll_balance(peer_dht, run, key, deadline=time.monotonic() + 15, after_round=1)
+            assert polled.complete and polled.result.records == [second]
+    finally:
+        peer_dht.shutdown()
