@@ -18,6 +18,7 @@ from coordinator.events import SwarmEvent
 from coordinator.views import RoundView, SwarmStateView
 from protos import convert, swarm_pb2, swarm_pb2_grpc
 from rankswarm.dht_records import BalanceRecord, PeerStatusRecord
+from shaping import INDICATORS
 
 
 class CoordinatorError(RuntimeError):
@@ -123,7 +124,7 @@ def render_status(state: SwarmStateView, *, now: float | None = None) -> str:
         base = latest.baselines
         lines += [f"last round {_ago(now, latest.issued_at)}: {latest.num_contributions} meta-signals from "
                   f"{latest.num_peers} peers   lambda_t {latest.lambda_t:.4g}",
-                  "baselines  " + "  ".join(f"{name} {_fmt(base.value(name))}" for name in ("er", "erv", "era", "score"))
+                  "baselines  " + "  ".join(f"{name} {_fmt(base.value(name))}" for name in INDICATORS)
                   + ("" if base.ready else "   (not ready: no auxiliary signal yet)"),
                   "balance    " + _balance_bar(latest.explore_share)]
     active = sum(peer.active for peer in state.peers)

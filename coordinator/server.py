@@ -93,6 +93,7 @@ class Coordinator:
         self.events = EventLog()
         self.ledger: Ledger | None = None
         self.dht = None
+        self._maddrs: list[str] = []  # read once: the DHT's pipe is not safe to share with gRPC threads
         self.port: int | None = None
         self._server: grpc.Server | None = None
         self._thread: threading.Thread | None = None
@@ -113,6 +114,7 @@ class Coordinator:
             self.ledger = Ledger(self.store, self.events, run=self.cfg.run, coordinator_key=self.identity.fingerprint,
                                  shaping=self.cfg.shaping, peer_timeout=self.cfg.peer_timeout)
             self.dht = start_dht(self.cfg.dht, record_validators=build_record_validators(self.identity, self.cfg.run))
+            self._maddrs = visible_addresses(self.dht)
             self._start_grpc()
             self._thread = threading.Thread(target=self._loop, name="coordinator-rounds", daemon=True)
             self._thread.start()
@@ -152,7 +154,8 @@ class Coordinator:
         return f"{host}:{self.port}"
 
     def visible_maddrs(self) -> list[str]:
-        return visible_addresses(self.dht) if self.dht is not None else []
+        """Multiaddrs peers join the swarm's DHT with (as seen at start)."""
+        return list(self._maddrs)
 
     def _start_grpc(self) -> None:
         service = CoordinatorService(self.ledger, self.events, visible_maddrs=self.visible_maddrs,

@@ -215,5 +215,6 @@ class HistoryStore:
         try:
             return model.model_validate_json(text)
         except ValidationError as err:
-            raise StoreError(f"{self.path} holds a {model.__name__} that no longer validates ({err.errors()[0]['msg']}); "
+            reason = err.errors()[0]["msg"]
+            raise StoreError(f"{self.path} holds a {model.__name__} that no longer validates ({reason}); "
                              f"the file is corrupt or from an incompatible version") from None

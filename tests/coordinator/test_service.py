@@ -56,8 +56,9 @@ def test_wrong_schema_versions_are_refused_by_every_method(served, method):
     with grpc.insecure_channel(address) as channel:
         call = getattr(swarm_pb2_grpc.CoordinatorStub(channel), method)
         request_type = REQUESTS.get(method, swarm_pb2.WatchSwarmEventsRequest)
-        for version, code, text in [(2, grpc.StatusCode.FAILED_PRECONDITION, "schema_version 2, newer than "
-                                     "this coordinator's 1"), (0, grpc.StatusCode.INVALID_ARGUMENT, "no schema_version")]:
+        refusals = [(2, grpc.StatusCode.FAILED_PRECONDITION, "schema_version 2, newer than this coordinator's 1"),
+                    (0, grpc.StatusCode.INVALID_ARGUMENT, "no schema_version")]
+        for version, code, text in refusals:
             with pytest.raises(grpc.RpcError) as info:
                 reply = call(request_type(schema_version=version), timeout=5)
                 if method == "WatchSwarmEvents":

@@ -9,11 +9,11 @@ from hivemind.utils import ValueWithExpiration, get_dht_time
 from rankswarm.dht_keys import SigningIdentity, balance_key, meta_signals_key
 from rankswarm.dht_records import (BalanceRecord, FetchResult, MetaSignalRecord, expires_in, fetch_balance,
                                    fetch_meta_signals, poll, publish_meta_signal)
-from shaping import Baselines, IndicatorStats
+from shaping import INDICATORS, Baselines, IndicatorStats
 
 RUN = "r"
 ALICE, BOB, COORD = SigningIdentity.generate(), SigningIdentity.generate(), SigningIdentity.generate()
-STATS = IndicatorStats.from_dict({**{n: {"count": 2, "sum": 1.0, "sumsq": 0.625} for n in ("er", "erv", "era", "score")},
+STATS = IndicatorStats.from_dict({**{n: {"count": 2, "sum": 1.0, "sumsq": 0.625} for n in INDICATORS},
                                   "gate_sum": 1.25, "gate_count": 2})
 
 
