@@ -150,7 +150,7 @@ def prefix_ranks_batch(z: torch.Tensor, mask: torch.Tensor, stride: int, window:
     for n in sorted({n for s in sizes for n in s}):
         members = [b for b, s in enumerate(sizes) if n in s]
         if n <= dim:  # n x n centred minor of the window Gram
-            mats = _centred_minors(torch.stack([grams[b] for b in members]), n)
+            mats = _centred_minors(torch.stack([grams[b][:n, :n] for b in members]), n)
         else:  # the d x d side is smaller
             mats = torch.stack([_prefix_covariance(windows[b], n) for b in members])
         values = er_from_singular_values(singular_values_from_gram(mats)).tolist()
