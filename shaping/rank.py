@@ -128,47 +128,71 @@ def effective_rank_batch(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(lengths >= 2, er, torch.full_like(er, float("nan")))
 
 
-def _windows(z64: torch.Tensor, lengths: torch.Tensor, window: int) -> list[torch.Tensor]:
-    """Each response's last `window` rows, shifted by their own mean (ER is shift-invariant)."""
-    out = []
-    for b, length in enumerate(lengths.tolist()):
-        rows = z64[b, max(0, length - window):length]
-        out.append(rows - rows.mean(dim=0, keepdim=True) if length else rows)
-    return out
+def _window_rows(z64: torch.Tensor, lengths: torch.Tensor, window: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each response's last `window` rows moved to start at row 0 and shifted by their own mean
+    (ER is shift-invariant); returns rows [B, L, d] (zero padding) and window lengths [B]."""
+    num, num_rows, dim = z64.shape
+    win = lengths.clamp(max=window)  # [B]
+    width = max(int(win.max()), 1)
+    positions = torch.arange(width, device=z64.device)
+    valid = positions[None, :] < win[:, None]  # [B, L]
+    index = ((lengths - win)[:, None] + positions[None, :]).clamp(max=num_rows - 1)
+    rows = z64.gather(1, index[..., None].expand(num, width, dim)) * valid[..., None]
+    mean = rows.sum(dim=1, keepdim=True) / win.clamp(min=1)[:, None, None].to(z64.dtype)
+    return (rows - mean) * valid[..., None], win
 
 
-def prefix_ranks_batch(z: torch.Tensor, mask: torch.Tensor, stride: int, window: int) -> list[list[float]]:
-    """E_1..E_J for every response, all checkpoints of equal size solved in one batched eigen-solve."""
+def prefix_ranks_batch(z: torch.Tensor, mask: torch.Tensor, stride: int, window: int) -> torch.Tensor:
+    """E_j for every response and checkpoint: [B, J] float64, NaN where a response has no checkpoint j.
+
+    Checkpoint j of a response exists while t_j = (j + 1) * stride < its window length, so every
+    response's checkpoints of one size are solved together in one batched eigen-solve."""
     if stride < 1 or window < 2:
         raise ValueError(f"stride must be >= 1 and window >= 2, got stride={stride}, window={window}")
     z64, lengths = _check_batch(z, mask)
-    windows = _windows(z64, lengths, window)
-    sizes = [checkpoint_sizes(len(w), stride) for w in windows]
+    rows, win = _window_rows(z64, lengths, window)
     dim = z64.shape[2]
-    grams = {b: w @ w.T for b, w in enumerate(windows) if sizes[b] and sizes[b][0] <= dim}
-    ranks: list[dict[int, float]] = [{} for _ in windows]
-    for n in sorted({n for s in sizes for n in s}):
-        members = [b for b, s in enumerate(sizes) if n in s]
-        if n <= dim:  # n x n centred minor of the window Gram
-            mats = _centred_minors(torch.stack([grams[b][:n, :n] for b in members]), n)
+    sizes = checkpoint_sizes(rows.shape[1], stride)
+    ranks = torch.full((rows.shape[0], len(sizes)), float("nan"), dtype=torch.float64)
+    gram = rows @ rows.transpose(1, 2) if sizes and sizes[0] <= dim else None  # [B, L, L]
+    for j, n in enumerate(sizes):
+        members = win >= n
+        if n <= dim:  # the n x n centred leading minor of the window Gram
+            mats = _centred_minors(gram[members], n)
         else:  # the d x d side is smaller
-            mats = torch.stack([_prefix_covariance(windows[b], n) for b in members])
-        values = er_from_singular_values(singular_values_from_gram(mats)).tolist()
-        for b, value in zip(members, values):
-            ranks[b][n] = value
-    return [[ranks[b][n] for n in s] for b, s in enumerate(sizes)]
+            mats = _prefix_covariance(rows[members], n)
+        ranks[members, j] = er_from_singular_values(singular_values_from_gram(mats))
+    return ranks
+
+
+def dynamics_from_rank_matrix(ranks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Vectorised `dynamics_from_prefix_ranks` over rows of a NaN-padded [B, J] matrix."""
+    present = torch.isfinite(ranks)
+    count = present.sum(dim=1)  # checkpoints are a prefix of the columns
+    values = torch.where(present, ranks, torch.zeros_like(ranks))
+    j = torch.arange(1, ranks.shape[1], dtype=torch.float64)
+    velocity = values[:, 1:] - values.cumsum(dim=1)[:, :-1] / j  # [B, J-1]; V_j for j >= 2
+    v_ok = present[:, 1:]
+    accel = velocity[:, 1:] - velocity[:, :-1]  # [B, J-2]
+    a_ok = present[:, 2:]
+    erv = (velocity * v_ok).sum(dim=1) / v_ok.sum(dim=1).clamp(min=1)
+    era = (accel * a_ok).sum(dim=1) / a_ok.sum(dim=1).clamp(min=1)
+    nan = torch.full_like(erv, float("nan"))
+    enough = count >= 3
+    return torch.where(enough, erv, nan), torch.where(enough, era, nan)
 
 
 def rank_dynamics_batch(z: torch.Tensor, mask: torch.Tensor, stride: int = 40, window: int = 512,
                         zero_short: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(ERV [B], ERA [B]) float64; NaN where a response is too short (0 with `zero_short`)."""
-    missing = 0.0 if zero_short else float("nan")
-    erv, era = [], []
-    for ranks in prefix_ranks_batch(z, mask, stride, window):
-        dyn = dynamics_from_prefix_ranks(ranks)
-        erv.append(missing if dyn is None else dyn[0])
-        era.append(missing if dyn is None else dyn[1])
-    return torch.tensor(erv, dtype=torch.float64), torch.tensor(era, dtype=torch.float64)
+    ranks = prefix_ranks_batch(z, mask, stride, window)
+    if ranks.shape[1] < 3:
+        nan = torch.full((ranks.shape[0],), 0.0 if zero_short else float("nan"), dtype=torch.float64)
+        return nan, nan.clone()
+    erv, era = dynamics_from_rank_matrix(ranks)
+    if zero_short:
+        erv, era = torch.nan_to_num(erv, nan=0.0), torch.nan_to_num(era, nan=0.0)
+    return erv, era
 
 
 def compute_indicators(hidden: torch.Tensor, mask: torch.Tensor, cfg: ShapingConfig) -> RankIndicators:
@@ -194,7 +218,8 @@ def rank_dynamics(z: torch.Tensor, stride: int = 40, window: int = 512,
                   zero_short: bool = False) -> tuple[float, float] | None:
     """(ERV, ERA) of one response; None when too short (or (0, 0) with `zero_short`)."""
     zb, mb = _as_batch(z)
-    dyn = dynamics_from_prefix_ranks(prefix_ranks_batch(zb, mb, stride, window)[0])
+    ranks = prefix_ranks_batch(zb, mb, stride, window)[0]
+    dyn = dynamics_from_prefix_ranks(ranks[torch.isfinite(ranks)].tolist())
     if dyn is None:
         return (0.0, 0.0) if zero_short else None
     return dyn
