@@ -34,7 +34,7 @@ class Ledger:
         self.shaping, self.peer_timeout = shaping, peer_timeout
         self._lock = threading.RLock()
         self._latest = store.latest_round()
-        self._state = RoundState.after(self._latest)
+        self._state = RoundState.after(self._latest, shaping)
         self._active: dict[str, float] = {}  # peer id -> last seen (DHT time); empty after a restart
         self._announced_rejections: set[tuple[str, str]] = set()
         self._skipping = False

@@ -24,13 +24,13 @@ class RoundState:
     baselines: Baselines
 
     @classmethod
-    def initial(cls) -> RoundState:
-        return cls(round=0, baselines=Baselines.initial())
+    def initial(cls, cfg: ShapingConfig) -> RoundState:
+        return cls(round=0, baselines=Baselines.initial(cfg))
 
     @classmethod
-    def after(cls, record: BalanceRecord | None) -> RoundState:
+    def after(cls, record: BalanceRecord | None, cfg: ShapingConfig) -> RoundState:
         """Resume after a committed round (or from scratch when there is none)."""
-        return cls.initial() if record is None else cls(round=record.round, baselines=record.baselines)
+        return cls.initial(cfg) if record is None else cls(round=record.round, baselines=record.baselines)
 
 
 @dataclass(frozen=True)

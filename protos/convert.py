@@ -8,8 +8,6 @@ missing) and raise ValueError on malformed contents.
 
 from __future__ import annotations
 
-import json
-
 from pydantic import ValidationError
 
 from coordinator.events import EventKind, SwarmEvent
@@ -53,25 +51,28 @@ def _validated(model, **fields):
 # ---------------------------------------------------------------- statistics and baselines
 
 def stats_to_pb(stats: IndicatorStats) -> swarm_pb2.SignalStats:
-    data = stats.to_dict()
-    message = swarm_pb2.SignalStats(gate_sum=data["gate_sum"], gate_count=data["gate_count"])
+    message = swarm_pb2.SignalStats(gate_sum=stats.gate_sum, gate_count=stats.gate_count)
     for name in INDICATORS:
-        moments = data[name]
+        moments = stats.moments[name]
         getattr(message, name).CopyFrom(swarm_pb2.IndicatorMoments(
-            count=moments["count"], sum=moments["sum"], sumsq=moments["sumsq"]))
+            count=moments.count, sum=moments.sum, sumsq=moments.sumsq))
     return message
 
 
 def stats_from_pb(message: swarm_pb2.SignalStats) -> IndicatorStats:
-    data = {name: {"count": getattr(message, name).count, "sum": getattr(message, name).sum,
-                   "sumsq": getattr(message, name).sumsq} for name in INDICATORS}
-    data.update(gate_sum=message.gate_sum, gate_count=message.gate_count)
-    return IndicatorStats.from_dict(data)  # ValueError on inconsistent moments
+    moments = {name: [getattr(message, name).count, getattr(message, name).sum, getattr(message, name).sumsq]
+               for name in INDICATORS}
+    # through from_dict: the same checks (finite, consistent moments, gates in [0, 1]) as for DHT records
+    return IndicatorStats.from_dict({"moments": moments, "gate_sum": message.gate_sum,
+                                     "gate_count": message.gate_count})
 
 
 def baselines_to_pb(baselines: Baselines) -> swarm_pb2.Baselines:
-    message = swarm_pb2.Baselines(ready=baselines.ready, state_json=json.dumps(baselines.to_dict()))
+    state = baselines.to_dict()
+    message = swarm_pb2.Baselines(ready=baselines.ready, alpha=state["alpha"], bias_corrected=state["corrected"])
     for name in INDICATORS:
+        getattr(message, f"{name}_state").CopyFrom(
+            swarm_pb2.EmaState(raw=state["raw"][name], updates=state["updates"][name]))
         value = baselines.value(name)
         if value is not None:
             setattr(message, name, value)
@@ -79,14 +80,11 @@ def baselines_to_pb(baselines: Baselines) -> swarm_pb2.Baselines:
 
 
 def baselines_from_pb(message: swarm_pb2.Baselines) -> Baselines:
-    """The exact baseline state from `state_json` (the per-indicator values are for display only)."""
-    try:
-        state = json.loads(message.state_json)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"Baselines.state_json is not JSON ({err})") from None
-    if not isinstance(state, dict):
-        raise ValueError("Baselines.state_json must hold a JSON object")
-    return Baselines.from_dict(state)
+    """The exact baseline state from the EMA states (the m_k values are derived, for display only)."""
+    states = {name: getattr(message, f"{name}_state") for name in INDICATORS}
+    return Baselines.from_dict({"raw": {k: s.raw for k, s in states.items()},
+                                "updates": {k: s.updates for k, s in states.items()},
+                                "alpha": message.alpha, "corrected": message.bias_corrected})  # ValueError if bad
 
 
 def _optional(message, name: str) -> float | None:

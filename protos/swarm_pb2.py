@@ -24,55 +24,57 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/swarm.proto\x12\x0crankswarm.v1\"=\n\x10IndicatorMoments\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x0b\n\x03sum\x18\x02 \x01(\x01\x12\r\n\x05sumsq\x18\x03 \x01(\x01\"\xe8\x01\n\x0bSignalStats\x12*\n\x02\x65r\x18\x01 \x01(\x0b\x32\x1e.rankswarm.v1.IndicatorMoments\x12+\n\x03\x65rv\x18\x02 \x01(\x0b\x32\x1e.rankswarm.v1.IndicatorMoments\x12+\n\x03\x65ra\x18\x03 \x01(\x0b\x32\x1e.rankswarm.v1.IndicatorMoments\x12-\n\x05score\x18\x04 \x01(\x0b\x32\x1e.rankswarm.v1.IndicatorMoments\x12\x10\n\x08gate_sum\x18\x05 \x01(\x01\x12\x12\n\ngate_count\x18\x06 \x01(\x04\"\xe3\x01\n\nMetaSignal\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07peer_id\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x04\x12(\n\x05stats\x18\x05 \x01(\x0b\x32\x19.rankswarm.v1.SignalStats\x12\x16\n\tmean_gate\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cnum_rollouts\x18\x07 \x01(\x04\x12\x12\n\nnum_tokens\x18\x08 \x01(\x04\x12\x14\n\x0cpublished_at\x18\t \x01(\x01\x42\x0c\n\n_mean_gate\"\x98\x01\n\tBaselines\x12\x0f\n\x02\x65r\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03\x65rv\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x03\x65ra\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\x05score\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\r\n\x05ready\x18\x05 \x01(\x08\x12\x12\n\nstate_json\x18\x06 \x01(\tB\x05\n\x03_erB\x06\n\x04_ervB\x06\n\x04_eraB\x08\n\x06_score\"\x8b\x01\n\x07\x42\x61lance\x12\x16\n\tmean_gate\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rexplore_share\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1a\n\rexploit_share\x18\x03 \x01(\x01H\x02\x88\x01\x01\x42\x0c\n\n_mean_gateB\x10\n\x0e_explore_shareB\x10\n\x0e_exploit_share\"\xb2\x02\n\x0e\x42\x61lanceWeights\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x04\x12*\n\tbaselines\x18\x04 \x01(\x0b\x32\x17.rankswarm.v1.Baselines\x12\x10\n\x08lambda_t\x18\x05 \x01(\x01\x12&\n\x07\x62\x61lance\x18\x06 \x01(\x0b\x32\x15.rankswarm.v1.Balance\x12)\n\x06merged\x18\x07 \x01(\x0b\x32\x19.rankswarm.v1.SignalStats\x12\x11\n\tnum_peers\x18\x08 \x01(\r\x12\x19\n\x11num_contributions\x18\t \x01(\r\x12\x11\n\tissued_at\x18\n \x01(\x01\x12\x17\n\x0f\x63oordinator_key\x18\x0b \x01(\t\"\xfc\x01\n\nPeerStatus\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07peer_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\x30\n\x0creachability\x18\x06 \x01(\x0e\x32\x1a.rankswarm.v1.Reachability\x12\x0c\n\x04step\x18\x07 \x01(\x04\x12\x12\n\nthroughput\x18\x08 \x01(\x01\x12\x12\n\nbytes_sent\x18\t \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\n \x01(\x04\x12\x13\n\x0breported_at\x18\x0b \x01(\x01\"\xab\x01\n\tPeerState\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x12\n\nfirst_seen\x18\x02 \x01(\x01\x12\x11\n\tlast_seen\x18\x03 \x01(\x01\x12\x11\n\tlast_step\x18\x04 \x01(\x04\x12\x19\n\x11num_contributions\x18\x05 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\x06 \x01(\x08\x12(\n\x06status\x18\x07 \x01(\x0b\x32\x18.rankswarm.v1.PeerStatus\"\xc8\x01\n\nSwarmEvent\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12*\n\x04kind\x18\x03 \x01(\x0e\x32\x1c.rankswarm.v1.SwarmEventKind\x12\n\n\x02\x61t\x18\x04 \x01(\x01\x12\r\n\x05round\x18\x05 \x01(\x04\x12\x0f\n\x07peer_id\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12-\n\x07weights\x18\x08 \x01(\x0b\x32\x1c.rankswarm.v1.BalanceWeights\"m\n\x0bRoundRecord\x12-\n\x07weights\x18\x01 \x01(\x0b\x32\x1c.rankswarm.v1.BalanceWeights\x12/\n\rcontributions\x18\x02 \x03(\x0b\x32\x18.rankswarm.v1.MetaSignal\"2\n\x18GetBalanceWeightsRequest\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\"u\n\x19GetBalanceWeightsResponse\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12-\n\x07weights\x18\x03 \x01(\x0b\x32\x1c.rankswarm.v1.BalanceWeights\".\n\x14GetSwarmStateRequest\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\"\xd7\x01\n\nSwarmState\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63oordinator_key\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x04\x12,\n\x06latest\x18\x05 \x01(\x0b\x32\x1c.rankswarm.v1.BalanceWeights\x12&\n\x05peers\x18\x06 \x03(\x0b\x32\x17.rankswarm.v1.PeerState\x12\x16\n\x0evisible_maddrs\x18\x07 \x03(\t\x12\x0b\n\x03now\x18\x08 \x01(\x01\"D\n\x17WatchSwarmEventsRequest\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"\x87\x01\n\x11GetHistoryRequest\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x13\n\x0b\x66irst_round\x18\x02 \x01(\x04\x12\x12\n\nlast_round\x18\x03 \x01(\x04\x12\x12\n\nmax_rounds\x18\x04 \x01(\r\x12\x1d\n\x15include_contributions\x18\x05 \x01(\x08\"W\n\x12GetHistoryResponse\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12)\n\x06rounds\x18\x02 \x03(\x0b\x32\x19.rankswarm.v1.RoundRecord\"[\n\x17ReportPeerStatusRequest\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x18.rankswarm.v1.PeerStatus\"A\n\x18ReportPeerStatusResponse\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\r\n\x05round\x18\x02 \x01(\x04*_\n\x0cReachability\x12\x1c\n\x18REACHABILITY_UNSPECIFIED\x10\x00\x12\x17\n\x13REACHABILITY_DIRECT\x10\x01\x12\x18\n\x14REACHABILITY_RELAYED\x10\x02*\x8f\x01\n\x0eSwarmEventKind\x12 \n\x1cSWARM_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fROUND_COMPLETED\x10\x01\x12\x11\n\rROUND_SKIPPED\x10\x02\x12\x0f\n\x0bPEER_JOINED\x10\x03\x12\r\n\tPEER_LEFT\x10\x04\x12\x13\n\x0fRECORD_REJECTED\x10\x05\x32\xcd\x03\n\x0b\x43oordinator\x12\x64\n\x11GetBalanceWeights\x12&.rankswarm.v1.GetBalanceWeightsRequest\x1a\'.rankswarm.v1.GetBalanceWeightsResponse\x12M\n\rGetSwarmState\x12\".rankswarm.v1.GetSwarmStateRequest\x1a\x18.rankswarm.v1.SwarmState\x12U\n\x10WatchSwarmEvents\x12%.rankswarm.v1.WatchSwarmEventsRequest\x1a\x18.rankswarm.v1.SwarmEvent0\x01\x12O\n\nGetHistory\x12\x1f.rankswarm.v1.GetHistoryRequest\x1a .rankswarm.v1.GetHistoryResponse\x12\x61\n\x10ReportPeerStatus\x12%.rankswarm.v1.ReportPeerStatusRequest\x1a&.rankswarm.v1.ReportPeerStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12protos/swarm.proto\x12\x0crankswarm.v1\"=\n\x10IndicatorMoments\x12\r\n\x05\x63ount\x18\x01 \x01(\x04\x12\x0b\n\x03sum\x18\x02 \x01(\x01\x12\r\n\x05sumsq\x18\x03 \x01(\x01\"\xe8\x01\n\x0bSignalStats\x12*\n\x02\x65r\x18\x01 \x01(\x0b\x32\x1e.rankswarm.v1.IndicatorMoments\x12+\n\x03\x65rv\x18\x02 \x01(\x0b\x32\x1e.rankswarm.v1.IndicatorMoments\x12+\n\x03\x65ra\x18\x03 \x01(\x0b\x32\x1e.rankswarm.v1.IndicatorMoments\x12-\n\x05score\x18\x04 \x01(\x0b\x32\x1e.rankswarm.v1.IndicatorMoments\x12\x10\n\x08gate_sum\x18\x05 \x01(\x01\x12\x12\n\ngate_count\x18\x06 \x01(\x04\"\xe3\x01\n\nMetaSignal\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07peer_id\x18\x03 \x01(\t\x12\x0c\n\x04step\x18\x04 \x01(\x04\x12(\n\x05stats\x18\x05 \x01(\x0b\x32\x19.rankswarm.v1.SignalStats\x12\x16\n\tmean_gate\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x14\n\x0cnum_rollouts\x18\x07 \x01(\x04\x12\x12\n\nnum_tokens\x18\x08 \x01(\x04\x12\x14\n\x0cpublished_at\x18\t \x01(\x01\x42\x0c\n\n_mean_gate\"(\n\x08\x45maState\x12\x0b\n\x03raw\x18\x01 \x01(\x01\x12\x0f\n\x07updates\x18\x02 \x01(\x04\"\xd8\x02\n\tBaselines\x12\x0f\n\x02\x65r\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03\x65rv\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x10\n\x03\x65ra\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x12\n\x05score\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\r\n\x05ready\x18\x05 \x01(\x08\x12(\n\x08\x65r_state\x18\x06 \x01(\x0b\x32\x16.rankswarm.v1.EmaState\x12)\n\terv_state\x18\x07 \x01(\x0b\x32\x16.rankswarm.v1.EmaState\x12)\n\tera_state\x18\x08 \x01(\x0b\x32\x16.rankswarm.v1.EmaState\x12+\n\x0bscore_state\x18\t \x01(\x0b\x32\x16.rankswarm.v1.EmaState\x12\r\n\x05\x61lpha\x18\n \x01(\x01\x12\x16\n\x0e\x62ias_corrected\x18\x0b \x01(\x08\x42\x05\n\x03_erB\x06\n\x04_ervB\x06\n\x04_eraB\x08\n\x06_score\"\x8b\x01\n\x07\x42\x61lance\x12\x16\n\tmean_gate\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\rexplore_share\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1a\n\rexploit_share\x18\x03 \x01(\x01H\x02\x88\x01\x01\x42\x0c\n\n_mean_gateB\x10\n\x0e_explore_shareB\x10\n\x0e_exploit_share\"\xb2\x02\n\x0e\x42\x61lanceWeights\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\x04\x12*\n\tbaselines\x18\x04 \x01(\x0b\x32\x17.rankswarm.v1.Baselines\x12\x10\n\x08lambda_t\x18\x05 \x01(\x01\x12&\n\x07\x62\x61lance\x18\x06 \x01(\x0b\x32\x15.rankswarm.v1.Balance\x12)\n\x06merged\x18\x07 \x01(\x0b\x32\x19.rankswarm.v1.SignalStats\x12\x11\n\tnum_peers\x18\x08 \x01(\r\x12\x19\n\x11num_contributions\x18\t \x01(\r\x12\x11\n\tissued_at\x18\n \x01(\x01\x12\x17\n\x0f\x63oordinator_key\x18\x0b \x01(\t\"\xfc\x01\n\nPeerStatus\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x0f\n\x07peer_id\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x05 \x01(\t\x12\x30\n\x0creachability\x18\x06 \x01(\x0e\x32\x1a.rankswarm.v1.Reachability\x12\x0c\n\x04step\x18\x07 \x01(\x04\x12\x12\n\nthroughput\x18\x08 \x01(\x01\x12\x12\n\nbytes_sent\x18\t \x01(\x04\x12\x16\n\x0e\x62ytes_received\x18\n \x01(\x04\x12\x13\n\x0breported_at\x18\x0b \x01(\x01\"\xab\x01\n\tPeerState\x12\x0f\n\x07peer_id\x18\x01 \x01(\t\x12\x12\n\nfirst_seen\x18\x02 \x01(\x01\x12\x11\n\tlast_seen\x18\x03 \x01(\x01\x12\x11\n\tlast_step\x18\x04 \x01(\x04\x12\x19\n\x11num_contributions\x18\x05 \x01(\x04\x12\x0e\n\x06\x61\x63tive\x18\x06 \x01(\x08\x12(\n\x06status\x18\x07 \x01(\x0b\x32\x18.rankswarm.v1.PeerStatus\"\xc8\x01\n\nSwarmEvent\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12*\n\x04kind\x18\x03 \x01(\x0e\x32\x1c.rankswarm.v1.SwarmEventKind\x12\n\n\x02\x61t\x18\x04 \x01(\x01\x12\r\n\x05round\x18\x05 \x01(\x04\x12\x0f\n\x07peer_id\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12-\n\x07weights\x18\x08 \x01(\x0b\x32\x1c.rankswarm.v1.BalanceWeights\"m\n\x0bRoundRecord\x12-\n\x07weights\x18\x01 \x01(\x0b\x32\x1c.rankswarm.v1.BalanceWeights\x12/\n\rcontributions\x18\x02 \x03(\x0b\x32\x18.rankswarm.v1.MetaSignal\"2\n\x18GetBalanceWeightsRequest\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\"u\n\x19GetBalanceWeightsResponse\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x11\n\tavailable\x18\x02 \x01(\x08\x12-\n\x07weights\x18\x03 \x01(\x0b\x32\x1c.rankswarm.v1.BalanceWeights\".\n\x14GetSwarmStateRequest\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\"\xd7\x01\n\nSwarmState\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63oordinator_key\x18\x03 \x01(\t\x12\r\n\x05round\x18\x04 \x01(\x04\x12,\n\x06latest\x18\x05 \x01(\x0b\x32\x1c.rankswarm.v1.BalanceWeights\x12&\n\x05peers\x18\x06 \x03(\x0b\x32\x17.rankswarm.v1.PeerState\x12\x16\n\x0evisible_maddrs\x18\x07 \x03(\t\x12\x0b\n\x03now\x18\x08 \x01(\x01\"D\n\x17WatchSwarmEventsRequest\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x11\n\tafter_seq\x18\x02 \x01(\x04\"\x87\x01\n\x11GetHistoryRequest\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\x13\n\x0b\x66irst_round\x18\x02 \x01(\x04\x12\x12\n\nlast_round\x18\x03 \x01(\x04\x12\x12\n\nmax_rounds\x18\x04 \x01(\r\x12\x1d\n\x15include_contributions\x18\x05 \x01(\x08\"W\n\x12GetHistoryResponse\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12)\n\x06rounds\x18\x02 \x03(\x0b\x32\x19.rankswarm.v1.RoundRecord\"[\n\x17ReportPeerStatusRequest\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12(\n\x06status\x18\x02 \x01(\x0b\x32\x18.rankswarm.v1.PeerStatus\"A\n\x18ReportPeerStatusResponse\x12\x16\n\x0eschema_version\x18\x01 \x01(\r\x12\r\n\x05round\x18\x02 \x01(\x04*_\n\x0cReachability\x12\x1c\n\x18REACHABILITY_UNSPECIFIED\x10\x00\x12\x17\n\x13REACHABILITY_DIRECT\x10\x01\x12\x18\n\x14REACHABILITY_RELAYED\x10\x02*\x8f\x01\n\x0eSwarmEventKind\x12 \n\x1cSWARM_EVENT_KIND_UNSPECIFIED\x10\x00\x12\x13\n\x0fROUND_COMPLETED\x10\x01\x12\x11\n\rROUND_SKIPPED\x10\x02\x12\x0f\n\x0bPEER_JOINED\x10\x03\x12\r\n\tPEER_LEFT\x10\x04\x12\x13\n\x0fRECORD_REJECTED\x10\x05\x32\xcd\x03\n\x0b\x43oordinator\x12\x64\n\x11GetBalanceWeights\x12&.rankswarm.v1.GetBalanceWeightsRequest\x1a\'.rankswarm.v1.GetBalanceWeightsResponse\x12M\n\rGetSwarmState\x12\".rankswarm.v1.GetSwarmStateRequest\x1a\x18.rankswarm.v1.SwarmState\x12U\n\x10WatchSwarmEvents\x12%.rankswarm.v1.WatchSwarmEventsRequest\x1a\x18.rankswarm.v1.SwarmEvent0\x01\x12O\n\nGetHistory\x12\x1f.rankswarm.v1.GetHistoryRequest\x1a .rankswarm.v1.GetHistoryResponse\x12\x61\n\x10ReportPeerStatus\x12%.rankswarm.v1.ReportPeerStatusRequest\x1a&.rankswarm.v1.ReportPeerStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protos.swarm_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REACHABILITY']._serialized_start=2807
-  _globals['_REACHABILITY']._serialized_end=2902
-  _globals['_SWARMEVENTKIND']._serialized_start=2905
-  _globals['_SWARMEVENTKIND']._serialized_end=3048
+  _globals['_REACHABILITY']._serialized_start=3041
+  _globals['_REACHABILITY']._serialized_end=3136
+  _globals['_SWARMEVENTKIND']._serialized_start=3139
+  _globals['_SWARMEVENTKIND']._serialized_end=3282
   _globals['_INDICATORMOMENTS']._serialized_start=36
   _globals['_INDICATORMOMENTS']._serialized_end=97
   _globals['_SIGNALSTATS']._serialized_start=100
   _globals['_SIGNALSTATS']._serialized_end=332
   _globals['_METASIGNAL']._serialized_start=335
   _globals['_METASIGNAL']._serialized_end=562
-  _globals['_BASELINES']._serialized_start=565
-  _globals['_BASELINES']._serialized_end=717
-  _globals['_BALANCE']._serialized_start=720
-  _globals['_BALANCE']._serialized_end=859
-  _globals['_BALANCEWEIGHTS']._serialized_start=862
-  _globals['_BALANCEWEIGHTS']._serialized_end=1168
-  _globals['_PEERSTATUS']._serialized_start=1171
-  _globals['_PEERSTATUS']._serialized_end=1423
-  _globals['_PEERSTATE']._serialized_start=1426
-  _globals['_PEERSTATE']._serialized_end=1597
-  _globals['_SWARMEVENT']._serialized_start=1600
-  _globals['_SWARMEVENT']._serialized_end=1800
-  _globals['_ROUNDRECORD']._serialized_start=1802
-  _globals['_ROUNDRECORD']._serialized_end=1911
-  _globals['_GETBALANCEWEIGHTSREQUEST']._serialized_start=1913
-  _globals['_GETBALANCEWEIGHTSREQUEST']._serialized_end=1963
-  _globals['_GETBALANCEWEIGHTSRESPONSE']._serialized_start=1965
-  _globals['_GETBALANCEWEIGHTSRESPONSE']._serialized_end=2082
-  _globals['_GETSWARMSTATEREQUEST']._serialized_start=2084
-  _globals['_GETSWARMSTATEREQUEST']._serialized_end=2130
-  _globals['_SWARMSTATE']._serialized_start=2133
-  _globals['_SWARMSTATE']._serialized_end=2348
-  _globals['_WATCHSWARMEVENTSREQUEST']._serialized_start=2350
-  _globals['_WATCHSWARMEVENTSREQUEST']._serialized_end=2418
-  _globals['_GETHISTORYREQUEST']._serialized_start=2421
-  _globals['_GETHISTORYREQUEST']._serialized_end=2556
-  _globals['_GETHISTORYRESPONSE']._serialized_start=2558
-  _globals['_GETHISTORYRESPONSE']._serialized_end=2645
-  _globals['_REPORTPEERSTATUSREQUEST']._serialized_start=2647
-  _globals['_REPORTPEERSTATUSREQUEST']._serialized_end=2738
-  _globals['_REPORTPEERSTATUSRESPONSE']._serialized_start=2740
-  _globals['_REPORTPEERSTATUSRESPONSE']._serialized_end=2805
-  _globals['_COORDINATOR']._serialized_start=3051
-  _globals['_COORDINATOR']._serialized_end=3512
+  _globals['_EMASTATE']._serialized_start=564
+  _globals['_EMASTATE']._serialized_end=604
+  _globals['_BASELINES']._serialized_start=607
+  _globals['_BASELINES']._serialized_end=951
+  _globals['_BALANCE']._serialized_start=954
+  _globals['_BALANCE']._serialized_end=1093
+  _globals['_BALANCEWEIGHTS']._serialized_start=1096
+  _globals['_BALANCEWEIGHTS']._serialized_end=1402
+  _globals['_PEERSTATUS']._serialized_start=1405
+  _globals['_PEERSTATUS']._serialized_end=1657
+  _globals['_PEERSTATE']._serialized_start=1660
+  _globals['_PEERSTATE']._serialized_end=1831
+  _globals['_SWARMEVENT']._serialized_start=1834
+  _globals['_SWARMEVENT']._serialized_end=2034
+  _globals['_ROUNDRECORD']._serialized_start=2036
+  _globals['_ROUNDRECORD']._serialized_end=2145
+  _globals['_GETBALANCEWEIGHTSREQUEST']._serialized_start=2147
+  _globals['_GETBALANCEWEIGHTSREQUEST']._serialized_end=2197
+  _globals['_GETBALANCEWEIGHTSRESPONSE']._serialized_start=2199
+  _globals['_GETBALANCEWEIGHTSRESPONSE']._serialized_end=2316
+  _globals['_GETSWARMSTATEREQUEST']._serialized_start=2318
+  _globals['_GETSWARMSTATEREQUEST']._serialized_end=2364
+  _globals['_SWARMSTATE']._serialized_start=2367
+  _globals['_SWARMSTATE']._serialized_end=2582
+  _globals['_WATCHSWARMEVENTSREQUEST']._serialized_start=2584
+  _globals['_WATCHSWARMEVENTSREQUEST']._serialized_end=2652
+  _globals['_GETHISTORYREQUEST']._serialized_start=2655
+  _globals['_GETHISTORYREQUEST']._serialized_end=2790
+  _globals['_GETHISTORYRESPONSE']._serialized_start=2792
+  _globals['_GETHISTORYRESPONSE']._serialized_end=2879
+  _globals['_REPORTPEERSTATUSREQUEST']._serialized_start=2881
+  _globals['_REPORTPEERSTATUSREQUEST']._serialized_end=2972
+  _globals['_REPORTPEERSTATUSRESPONSE']._serialized_start=2974
+  _globals['_REPORTPEERSTATUSRESPONSE']._serialized_end=3039
+  _globals['_COORDINATOR']._serialized_start=3285
+  _globals['_COORDINATOR']._serialized_end=3746
 # @@protoc_insertion_point(module_scope)

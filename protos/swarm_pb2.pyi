@@ -79,21 +79,39 @@ class MetaSignal(_message.Message):
     published_at: float
     def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., step: _Optional[int] = ..., stats: _Optional[_Union[SignalStats, _Mapping]] = ..., mean_gate: _Optional[float] = ..., num_rollouts: _Optional[int] = ..., num_tokens: _Optional[int] = ..., published_at: _Optional[float] = ...) -> None: ...
 
+class EmaState(_message.Message):
+    __slots__ = ("raw", "updates")
+    RAW_FIELD_NUMBER: _ClassVar[int]
+    UPDATES_FIELD_NUMBER: _ClassVar[int]
+    raw: float
+    updates: int
+    def __init__(self, raw: _Optional[float] = ..., updates: _Optional[int] = ...) -> None: ...
+
 class Baselines(_message.Message):
-    __slots__ = ("er", "erv", "era", "score", "ready", "state_json")
+    __slots__ = ("er", "erv", "era", "score", "ready", "er_state", "erv_state", "era_state", "score_state", "alpha", "bias_corrected")
     ER_FIELD_NUMBER: _ClassVar[int]
     ERV_FIELD_NUMBER: _ClassVar[int]
     ERA_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     READY_FIELD_NUMBER: _ClassVar[int]
-    STATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    ER_STATE_FIELD_NUMBER: _ClassVar[int]
+    ERV_STATE_FIELD_NUMBER: _ClassVar[int]
+    ERA_STATE_FIELD_NUMBER: _ClassVar[int]
+    SCORE_STATE_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    BIAS_CORRECTED_FIELD_NUMBER: _ClassVar[int]
     er: float
     erv: float
     era: float
     score: float
     ready: bool
-    state_json: str
-    def __init__(self, er: _Optional[float] = ..., erv: _Optional[float] = ..., era: _Optional[float] = ..., score: _Optional[float] = ..., ready: _Optional[bool] = ..., state_json: _Optional[str] = ...) -> None: ...
+    er_state: EmaState
+    erv_state: EmaState
+    era_state: EmaState
+    score_state: EmaState
+    alpha: float
+    bias_corrected: bool
+    def __init__(self, er: _Optional[float] = ..., erv: _Optional[float] = ..., era: _Optional[float] = ..., score: _Optional[float] = ..., ready: _Optional[bool] = ..., er_state: _Optional[_Union[EmaState, _Mapping]] = ..., erv_state: _Optional[_Union[EmaState, _Mapping]] = ..., era_state: _Optional[_Union[EmaState, _Mapping]] = ..., score_state: _Optional[_Union[EmaState, _Mapping]] = ..., alpha: _Optional[float] = ..., bias_corrected: _Optional[bool] = ...) -> None: ...
 
 class Balance(_message.Message):
     __slots__ = ("mean_gate", "explore_share", "exploit_share")

@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import random
 
+import torch
+
 from rankswarm.dht_records import MetaSignalRecord
-from shaping import INDICATORS, IndicatorStats
+from shaping import IndicatorStats, RankIndicators
 
 RUN = "test-run"
 
 
+def _column(values: list[float | None], size: int) -> torch.Tensor:
+    """[B] float64, NaN where an indicator is missing (shaping's convention)."""
+    padded = values + [None] * (size - len(values))
+    return torch.tensor([float("nan") if v is None else v for v in padded], dtype=torch.float64)
+
+
 def batch_stats(values: dict[str, list[float | None]], gates: list[float]) -> IndicatorStats:
-    """IndicatorStats of one batch from its per-response values (None = indicator missing)."""
-    data: dict = {}
-    for name in INDICATORS:
-        present = [v for v in values.get(name, []) if v is not None]
-        data[name] = {"count": len(present), "sum": float(sum(present)), "sumsq": float(sum(v * v for v in present))}
-    data.update(gate_sum=float(sum(gates)), gate_count=len(gates))
-    return IndicatorStats.from_dict(data)
+    """IndicatorStats of one batch from its per-response values (None = indicator missing), via shaping."""
+    size = max(len(v) for v in values.values())
+    indicators = RankIndicators(*(_column(values.get(name, []), size) for name in ("er", "erv", "era")))
+    return IndicatorStats.from_batch(indicators, _column(values.get("score", []), size),
+                                     torch.tensor(gates, dtype=torch.float64))
 
 
 def random_batch(rng: random.Random, size: int) -> tuple[dict[str, list[float | None]], list[float]]:

@@ -17,7 +17,7 @@ def _round(gated: bool = True):
     rng = random.Random(5)
     values, gates = random_batch(rng, 6)
     records = [meta_record("a", 3, batch_stats(values, gates if gated else []))]
-    return merge_round(RoundState.initial(), records, ShapingConfig(), run=RUN, coordinator_key="k", issued_at=7.5)
+    return merge_round(RoundState.initial(ShapingConfig()), records, ShapingConfig(), run=RUN, coordinator_key="k", issued_at=7.5)
 
 
 def _status() -> PeerStatusRecord:
@@ -75,8 +75,8 @@ def test_newer_or_missing_schema_versions_are_refused():
 @pytest.mark.unit
 def test_malformed_messages_are_refused():
     message = convert.balance_to_pb(_round().record)
-    message.baselines.state_json = "{not json"
-    with pytest.raises(ValueError, match="state_json is not JSON"):
+    message.baselines.alpha = 0.0  # a message that never set it
+    with pytest.raises(ValueError, match="alpha"):
         convert.balance_from_pb(message)
     status = convert.peer_status_to_pb(_status())
     status.reachability = 7  # an enum value from a newer peer
@@ -93,3 +93,17 @@ def test_malformed_messages_are_refused():
     assert swarm_pb2.SwarmEvent(schema_version=1, kind=99).kind == 99
     with pytest.raises(ValueError, match="kind 99"):
         convert.event_from_pb(swarm_pb2.SwarmEvent(schema_version=1, kind=99))
+
+
+@pytest.mark.unit
+def test_baselines_state_survives_the_wire_exactly_in_both_modes():
+    rng = random.Random(9)
+    for cfg in (ShapingConfig(), ShapingConfig.reference()):
+        state = RoundState.initial(cfg)
+        for step in range(3):
+            values, gates = random_batch(rng, 5)
+            state = merge_round(state, [meta_record("a", step, batch_stats(values, gates))], cfg, run=RUN,
+                                coordinator_key="k", issued_at=1.0).state
+        message = _wire(convert.baselines_to_pb(state.baselines))
+        assert convert.baselines_from_pb(message) == state.baselines
+        assert message.era == pytest.approx(state.baselines.value("era"))

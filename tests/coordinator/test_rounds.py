@@ -14,13 +14,13 @@ CFG = ShapingConfig()
 
 
 def _assert_stats_close(actual: IndicatorStats, expected: IndicatorStats) -> None:
-    got, want = actual.to_dict(), expected.to_dict()
     for name in INDICATORS:
-        assert got[name]["count"] == want[name]["count"], name
-        assert got[name]["sum"] == pytest.approx(want[name]["sum"], rel=1e-12, abs=1e-9), name
-        assert got[name]["sumsq"] == pytest.approx(want[name]["sumsq"], rel=1e-12, abs=1e-9), name
-    assert got["gate_count"] == want["gate_count"]
-    assert got["gate_sum"] == pytest.approx(want["gate_sum"], rel=1e-12, abs=1e-9)
+        got, want = actual.moments[name], expected.moments[name]
+        assert got.count == want.count, name
+        assert got.sum == pytest.approx(want.sum, rel=1e-12, abs=1e-9), name
+        assert got.sumsq == pytest.approx(want.sumsq, rel=1e-12, abs=1e-9), name
+    assert actual.gate_count == expected.gate_count
+    assert actual.gate_sum == pytest.approx(expected.gate_sum, rel=1e-12, abs=1e-9)
 
 
 @pytest.mark.unit
@@ -39,12 +39,12 @@ def test_merged_round_equals_one_batch_of_all_responses(seed, num_peers, steps):
             records.append(meta_record(f"peer{peer}", step, batch_stats(values, gates)))
     rng.shuffle(records)  # arrival order must not matter
 
-    result = merge_round(RoundState.initial(), select_new(records, lambda p, s: False), CFG,
+    result = merge_round(RoundState.initial(CFG), select_new(records, lambda p, s: False), CFG,
                          run="test-run", coordinator_key="k", issued_at=5.0)
 
     one_batch = batch_stats(everything, all_gates)
     _assert_stats_close(result.record.merged, one_batch)
-    expected_baselines = RoundState.initial().baselines.update(one_batch, CFG)
+    expected_baselines = RoundState.initial(CFG).baselines.update(one_batch, CFG)
     for name in INDICATORS:
         assert result.record.baselines.value(name) == pytest.approx(expected_baselines.value(name), rel=1e-9)
     assert result.record.num_peers == num_peers and result.record.num_contributions == num_peers * steps
@@ -66,7 +66,7 @@ def test_select_new_counts_each_peer_step_once():
 @pytest.mark.unit
 def test_rounds_advance_from_the_previous_state():
     rng = random.Random(1)
-    first = merge_round(RoundState.initial(), [meta_record("a", 0, batch_stats(*random_batch(rng, 5)))], CFG,
+    first = merge_round(RoundState.initial(CFG), [meta_record("a", 0, batch_stats(*random_batch(rng, 5)))], CFG,
                         run="test-run", coordinator_key="k", issued_at=1.0)
     stats = batch_stats(*random_batch(rng, 5))
     second = merge_round(first.state, [meta_record("a", 1, stats)], CFG, run="test-run", coordinator_key="k",

@@ -13,7 +13,7 @@ from shaping import ShapingConfig
 
 
 def _commit_rounds(store: HistoryStore, num_rounds: int, seed: int = 0) -> list:
-    rng, state, results = random.Random(seed), RoundState.initial(), []
+    rng, state, results = random.Random(seed), RoundState.initial(ShapingConfig()), []
     for r in range(num_rounds):
         records = [meta_record(peer, r, batch_stats(*random_batch(rng, 6))) for peer in ("a", "b")]
         result = merge_round(state, records, ShapingConfig(), run=RUN, coordinator_key="k", issued_at=100.0 + r)

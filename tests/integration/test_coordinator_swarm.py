@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import grpc
 import hivemind
 import pytest
+import torch
 from hivemind.utils import get_dht_time
 
 from coordinator.client import CoordinatorClient, wait_for_round
@@ -23,7 +24,7 @@ from rankswarm.dht_keys import SigningIdentity, build_record_validators, meta_si
 from rankswarm.dht_records import (MetaSignalRecord, expires_in, fetch_balance, fetch_meta_signals, poll,
                                    poll_balance, publish_meta_signal)
 from rankswarm.swarm_dht import DHTConfig, start_dht
-from shaping import INDICATORS, IndicatorStats
+from shaping import INDICATORS, IndicatorStats, RankIndicators
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 RUN = "swarm-test"
@@ -32,12 +33,11 @@ RUN = "swarm-test"
 def random_stats(rng: random.Random) -> IndicatorStats:
     """Real statistics of a random batch of 3-9 responses (ERA missing on some)."""
     size = rng.randint(3, 9)
-    data = {}
-    for name in INDICATORS:
-        values = [rng.uniform(-2, 30) for _ in range(size) if name != "era" or rng.random() > 0.3]
-        data[name] = {"count": len(values), "sum": sum(values), "sumsq": sum(v * v for v in values)}
-    gates = [rng.random() for _ in range(data["era"]["count"])]
-    return IndicatorStats.from_dict({**data, "gate_sum": sum(gates), "gate_count": len(gates)})
+    column = {name: torch.tensor([rng.uniform(-2, 30) if name != "era" or rng.random() > 0.3 else float("nan")
+                                  for _ in range(size)], dtype=torch.float64) for name in INDICATORS}
+    gates = torch.tensor([rng.random() for _ in range(int(column["era"].isfinite().sum()))], dtype=torch.float64)
+    indicators = RankIndicators(column["er"], column["erv"], column["era"])
+    return IndicatorStats.from_batch(indicators, column["score"], gates)
 
 
 def make_peer(identity: SigningIdentity, initial_peers: list[str], run: str = RUN):
@@ -92,8 +92,9 @@ def test_round_merges_what_the_peers_published_and_peers_verify_the_balance(swar
 
     result = swarm.coordinator.run_round()
 
-    assert result is not None and set(result.contributions) == set(published)
-    expected = IndicatorStats.merge_all([r.stats for r in sorted(published, key=lambda r: (r.peer_id, r.step))])
+    in_order = sorted(published, key=lambda r: (r.peer_id, r.step))
+    assert result is not None and list(result.contributions) == in_order
+    expected = IndicatorStats.merge_all([r.stats for r in in_order])
     assert result.record.merged == expected
     assert (result.record.num_peers, result.record.num_contributions) == (2, 3)
     trusted = swarm.coordinator.identity.fingerprint

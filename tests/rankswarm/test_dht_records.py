@@ -13,7 +13,7 @@ from shaping import INDICATORS, Baselines, IndicatorStats
 
 RUN = "r"
 ALICE, BOB, COORD = SigningIdentity.generate(), SigningIdentity.generate(), SigningIdentity.generate()
-STATS = IndicatorStats.from_dict({**{n: {"count": 2, "sum": 1.0, "sumsq": 0.625} for n in INDICATORS},
+STATS = IndicatorStats.from_dict({"moments": {n: [2, 1.0, 0.625] for n in INDICATORS},
                                   "gate_sum": 1.25, "gate_count": 2})
 
 
