@@ -6,8 +6,16 @@ bounded (poll deadlines, gRPC timeouts). About 10 s in all, mostly p2p daemon st
 
 from __future__ import annotations
 
+import json
+import os
+import queue
 import random
+import signal
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
@@ -28,6 +36,7 @@ from shaping import INDICATORS, IndicatorStats, RankIndicators
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 RUN = "swarm-test"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def random_stats(rng: random.Random) -> IndicatorStats:
@@ -57,6 +66,19 @@ def wait_for_records(dht, run: str, count: int, timeout: float = 15.0):
                   deadline=time.monotonic() + timeout)
     assert polled.complete, f"only {len(polled.result.records)} of {count} records became visible"
     return polled.result
+
+
+def read_lines(stream, count: int, timeout: float) -> list[str]:
+    """Up to `count` lines from a child's stdout, waiting at most `timeout` seconds in all."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in stream], daemon=True).start()
+    deadline, received = time.monotonic() + timeout, []
+    while len(received) < count and time.monotonic() < deadline:
+        try:
+            received.append(lines.get(timeout=max(0.01, deadline - time.monotonic())))
+        except queue.Empty:
+            break
+    return received
 
 
 def coordinator_config(tmp_path, run: str = RUN, **changes) -> CoordinatorConfig:
@@ -192,3 +214,25 @@ def test_restarted_coordinator_serves_the_same_history_and_merges_nothing_twice(
             assert polled.complete and polled.result.records == [second]
     finally:
         peer_dht.shutdown()
+
+
+@pytest.mark.integration
+def test_main_prints_how_to_reach_it_and_stops_on_sigterm(tmp_path):
+    cfg = coordinator_config(tmp_path, run="main-test", round_interval=0.5)
+    script = ("import sys; from coordinator.server import CoordinatorConfig, main; "
+              "sys.exit(main(CoordinatorConfig.model_validate_json(sys.argv[1])))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg.model_dump(mode="json"))],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=REPO)
+    try:
+        lines = read_lines(proc.stdout, 4, timeout=60)
+        address = next(line.split()[-1] for line in lines if "gRPC:" in line)
+        with CoordinatorClient(address) as client:
+            assert client.swarm_state().run == "main-test"
+        assert any(SigningIdentity.load_or_create(cfg.signing_key_path).fingerprint in line for line in lines)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
