@@ -10,19 +10,17 @@ or a file that is not a healthy SQLite database is refused with a StoreError nam
 
 from __future__ import annotations
 
-import json
-import logging
+import contextlib
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from pydantic import ValidationError
 
 from rankswarm.dht_records import BalanceRecord, MetaSignalRecord, PeerStatusRecord
 
-log = logging.getLogger(__name__)
 
 STORE_SCHEMA_VERSION = 1
 
@@ -199,17 +197,16 @@ class HistoryStore:
 
     # ------------------------------------------------------------ helpers
 
-    def _transaction(self):
-        conn = self._conn
-
-        class _Tx:
-            def __enter__(self):
-                conn.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self, exc_type, exc, tb):
-                conn.execute("ROLLBACK" if exc_type else "COMMIT")
-                return False
-        return _Tx()
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """All statements inside commit together or not at all (the caller holds the lock)."""
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
 
     def _parse(self, model, text: str):
         try:
