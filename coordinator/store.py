@@ -21,7 +21,6 @@ from pydantic import ValidationError
 
 from rankswarm.dht_records import BalanceRecord, MetaSignalRecord, PeerStatusRecord
 
-
 STORE_SCHEMA_VERSION = 1
 
 _SCHEMA = """
