@@ -17,6 +17,10 @@ from node.training.rollout import SamplingConfig
 from shaping import ShapingConfig
 
 
+# Rank-dynamics checkpoints every 4 tokens: responses of the arithmetic task are 17-43 tokens.
+_SHAPING_DEFAULTS = {"stride": 4, "window": 512}
+
+
 class ModelConfig(BaseModel):
     """Which policy to train and where."""
 
@@ -87,9 +91,19 @@ class TrainConfig(BaseModel):
     loss: LossConfig = LossConfig()
     optim: OptimConfig = OptimConfig()
     algo: AlgoConfig = AlgoConfig()
-    shaping: ShapingConfig = ShapingConfig(stride=4, window=512)
+    shaping: ShapingConfig = ShapingConfig(**_SHAPING_DEFAULTS)
     eval: EvalConfig = EvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+
+    @field_validator("shaping", mode="before")
+    @classmethod
+    def _task_sized_shaping(cls, value: object) -> object:
+        # A partial [shaping] table or `--set shaping.x=...` is validated on its own, so without
+        # this it would fall back to ShapingConfig's reference stride 40, which leaves the short
+        # arithmetic responses with no velocity checkpoint (ERV/ERA silently missing).
+        if isinstance(value, dict):
+            return {**_SHAPING_DEFAULTS, **value}
+        return value
 
     @field_validator("run_dir")
     @classmethod
