@@ -33,7 +33,8 @@ class LocalBaselines:
 
     def __init__(self, cfg: ShapingConfig, baselines: Baselines | None = None):
         self.cfg = cfg
-        self.baselines = baselines if baselines is not None else Baselines.initial()
+        # the config decides alpha and the reference zero-start mode, so it must reach the initial state
+        self.baselines = baselines if baselines is not None else Baselines.initial(cfg)
 
     def current(self) -> tuple[Baselines, str]:
         return self.baselines, "local"

@@ -21,3 +21,16 @@ def test_explicit_shaping_stride_still_wins():
     cfg = load_config(TrainConfig, overrides=["shaping.stride=40", "shaping.compat.last_token_bonus=true"])
     assert cfg.shaping.stride == 40
     assert cfg.shaping.compat.last_token_bonus is True
+
+
+@pytest.mark.unit
+def test_local_baselines_follow_the_shaping_config():
+    from node.training.seams import LocalBaselines
+    from shaping import ShapingConfig
+
+    compat = ShapingConfig(alpha=0.5, compat={"zero_start_baselines": True})
+    baselines, _ = LocalBaselines(compat).current()
+    assert baselines.alpha == 0.5
+    assert baselines.corrected is False and baselines.ready  # reference mode: zero baselines from step 1
+    ours, _ = LocalBaselines(ShapingConfig()).current()
+    assert ours.corrected is True and not ours.ready
