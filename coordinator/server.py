@@ -209,15 +209,24 @@ class Coordinator:
             log.warning("publishing round %d's balance record failed; retrying next round", latest.round)
 
 
-def main(cfg: CoordinatorConfig) -> int:
-    """Run a coordinator until SIGINT/SIGTERM; print how to reach it. Returns the exit code."""
+def main(cfg: CoordinatorConfig, ready_file: str | None = None) -> int:
+    """Run a coordinator until SIGINT/SIGTERM; print how to reach it. Returns the exit code.
+
+    `ready_file`: once serving, write {grpc_address, maddrs, public_key} there as JSON (atomically),
+    so a launcher (the demo, tests) can start peers against it."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with Coordinator(cfg) as coordinator:
             print(f"coordinator for run {cfg.run}\n  gRPC:        {coordinator.address}\n"
-                  f"  key:         {coordinator.identity.fingerprint}  (peers pin this as coordinator_key)\n"
+                  f"  key:         {coordinator.identity.fingerprint}  (peers pin this as coordinator.trusted_key)\n"
                   f"  join DHT at: " + "\n               ".join(coordinator.visible_maddrs()), flush=True)
+            if ready_file is not None:
+                from rankswarm.processes import write_json_atomic
+
+                write_json_atomic(ready_file, {"grpc_address": coordinator.address,
+                                               "maddrs": coordinator.visible_maddrs(),
+                                               "public_key": coordinator.identity.fingerprint})
             while not stop.wait(1.0):
                 pass
     finally:

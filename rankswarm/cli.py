@@ -1,8 +1,12 @@
 """The `rankswarm` command: thin entry points that parse the config first and import heavy
 libraries (torch, transformers, hivemind) only inside the chosen subcommand.
 
-  rankswarm train  [--config FILE ...] [--set section.key=value ...]   single-node training
-  rankswarm config show [train]                                       print the default config
+  rankswarm demo        [--set peers=3 ...]          coordinator + N peers on 127.0.0.1, live progress
+  rankswarm train       [-c FILE ...] [--set k=v ...] single-node training
+  rankswarm node        [-c FILE ...] [--set k=v ...] one swarm peer
+  rankswarm coordinator [-c FILE ...] [--set k=v ...] the swarm's coordinator (gRPC + DHT)
+  rankswarm status      [--coordinator HOST:PORT]     the swarm at a glance
+  rankswarm config show [train|node|coordinator|demo] every key with its default
 """
 
 from __future__ import annotations
@@ -38,11 +42,57 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_config(args: argparse.Namespace) -> int:
-    from node.training.config import TrainConfig
+def _cmd_node(args: argparse.Namespace) -> int:
+    from rankswarm.config_loading import load_config
+    from node.swarm.config import NodeConfig
 
-    models = {"train": TrainConfig}
-    print(json.dumps(models[args.role]().model_dump(mode="json"), indent=2))
+    cfg = load_config(NodeConfig, args.config, args.overrides)
+    from node.swarm.peer import main
+
+    return main(cfg)
+
+
+def _cmd_coordinator(args: argparse.Namespace) -> int:
+    from rankswarm.config_loading import load_config
+    from coordinator.server import CoordinatorConfig
+
+    cfg = load_config(CoordinatorConfig, args.config, args.overrides)
+    from coordinator.server import main
+
+    return main(cfg, ready_file=args.ready_file)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from rankswarm.config_loading import load_config
+    from rankswarm.demo import DemoConfig, run_demo
+
+    return run_demo(load_config(DemoConfig, args.config, args.overrides))
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from coordinator.client import CoordinatorClient, CoordinatorError, render_status
+
+    try:
+        with CoordinatorClient(args.coordinator, timeout=args.timeout) as client:
+            print(render_status(client.swarm_state()))
+    except CoordinatorError as err:
+        print(f"rankswarm status: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _default_models() -> dict:
+    from coordinator.server import CoordinatorConfig
+    from node.swarm.config import NodeConfig
+    from node.training.config import TrainConfig
+    from rankswarm.demo import DemoConfig
+
+    return {"train": TrainConfig(), "node": NodeConfig(), "demo": DemoConfig(),
+            "coordinator": CoordinatorConfig(run="my-run", db_path="runs/coordinator/history.db")}
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    print(json.dumps(_default_models()[args.role].model_dump(mode="json"), indent=2))
     return 0
 
 
@@ -53,9 +103,23 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="single-node VERL-shaped GRPO training")
     _add_config_args(train)
     train.set_defaults(func=_cmd_train)
+    node = sub.add_parser("node", help="run one swarm peer")
+    _add_config_args(node)
+    node.set_defaults(func=_cmd_node)
+    coord = sub.add_parser("coordinator", help="run the swarm's coordinator")
+    _add_config_args(coord)
+    coord.add_argument("--ready-file", default=None, help="write addresses and key here (JSON) once serving")
+    coord.set_defaults(func=_cmd_coordinator)
+    demo = sub.add_parser("demo", help="a coordinator and N peers on this machine, with live progress")
+    _add_config_args(demo)
+    demo.set_defaults(func=_cmd_demo)
+    status = sub.add_parser("status", help="print the swarm's state from a coordinator")
+    status.add_argument("--coordinator", default="127.0.0.1:50051", help="coordinator gRPC address host:port")
+    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the coordinator")
+    status.set_defaults(func=_cmd_status)
     config = sub.add_parser("config", help="print the default config of a role as JSON")
     config.add_argument("action", choices=["show"])
-    config.add_argument("role", nargs="?", default="train", choices=["train"])
+    config.add_argument("role", nargs="?", default="train", choices=["train", "node", "coordinator", "demo"])
     config.set_defaults(func=_cmd_config)
     return parser
 

@@ -76,7 +76,7 @@ class LocalUpdate:
         if not torch.isfinite(torch.tensor(norm)):
             # a non-finite gradient would poison AdamW's moments for good: skip the step
             self.optimizer.zero_grad(set_to_none=True)
-            return UpdateReport(False, norm, {"skipped": "non-finite gradient"})
+            return UpdateReport(False, norm, {"update_skipped": "non-finite gradient"})
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return UpdateReport(True, norm)

@@ -16,7 +16,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -121,7 +121,7 @@ class Trainer:
             "time_forward": t_forward - t_reward, "time_shaping": t_shaping - t_forward,
             "time_backward": t_backward - t_shaping, "time_step": t_backward - t0,
             "tokens_per_s": batch.num_tokens / max(t_backward - t0, 1e-9),
-            **{f"update_{k}": v for k, v in update.extra.items()},
+            **update.extra,
         }
         return StepReport(self.step, metrics, stats)
 
@@ -152,8 +152,12 @@ class Trainer:
         return True
 
     # -- the driver loop -------------------------------------------------------------------
-    def run(self) -> dict[str, Any]:
-        """Train until `steps` (or `max_minutes`), evaluating and checkpointing on schedule."""
+    def run(self, on_step: Callable[[StepReport], None] | None = None,
+            before_first_step: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Train until `steps` (or `max_minutes`), evaluating and checkpointing on schedule.
+
+        `before_first_step` runs after the start evaluation (a swarm peer downloads state there);
+        `on_step` sees every step's report (a swarm peer publishes its meta-signal there)."""
         cfg = self.cfg
         resumed = cfg.checkpoint.resume and self.resume()
         started = time.monotonic()
@@ -161,11 +165,15 @@ class Trainer:
         if not resumed:
             first_eval = self.evaluate()
             self._log_eval(first_eval)
+        if before_first_step is not None:
+            before_first_step()
         while self.step < cfg.steps:
             if cfg.max_minutes is not None and time.monotonic() - started > cfg.max_minutes * 60:
                 log.info("max_minutes reached at step %d", self.step)
                 break
             report = self.train_step()
+            if on_step is not None:
+                on_step(report)
             self.metrics.log({"kind": "train", **report.metrics})
             if cfg.progress:
                 print_progress(report.metrics, cfg.steps)

@@ -1,0 +1,1 @@
+"""Benchmark scripts: speed and quality measurements whose numbers go into docs/benchmarks.md."""

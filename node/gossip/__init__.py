@@ -1,0 +1,1 @@
+"""Compressed gradient gossip between peers (hivemind averaging with PowerSGD)."""

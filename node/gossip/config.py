@@ -1,0 +1,29 @@
+"""`GossipConfig`: how a peer averages gradients with the swarm."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GossipConfig(BaseModel):
+    """Gradient averaging through `hivemind.Optimizer` (accumulate to a swarm batch, average, step)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target_batch_size: int = Field(384, ge=1, description=(
+        "Rollouts the whole swarm accumulates per optimizer step; all peers then average and apply the same "
+        "update. Set it to about (expected peers) x (rollouts per local step)."))
+    compression: Literal["powersgd", "fp16", "none"] = Field("powersgd", description=(
+        "powersgd: rank-r factors with error feedback, sent in fp16; fp16: dense half precision; "
+        "none: dense fp32 (the baseline the byte ratio is measured against)."))
+    rank: int = Field(4, ge=1, le=256, description="PowerSGD rank r (a matrix m x n sends r(m + n) numbers).")
+    matchmaking_time: float = Field(5.0, gt=0, le=600, description=(
+        "Seconds peers wait to form an averaging group at each swarm step."))
+    averaging_timeout: float = Field(60.0, gt=0, le=3600, description=(
+        "Seconds an averaging round may take before the peers give up on it and retry next step."))
+    load_state_timeout: float = Field(120.0, gt=0, le=3600, description="Seconds a late joiner waits for state.")
+    average_state_every: int = Field(50, ge=1, description=(
+        "Every N swarm steps peers also average parameters (fp16) to remove float drift; its bytes are counted."))
+    verbose: bool = Field(False, description="Log hivemind's per-step progress.")

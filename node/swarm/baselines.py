@@ -1,0 +1,81 @@
+"""`SwarmBaselines`: shape with the coordinator's global baselines when fresh, local EMA otherwise.
+
+A background thread reads the signed balance record from the DHT every `poll_interval_s`
+(backing off up to 8x while reads fail), so the training step only ever reads a field: a
+missing, slow or dead coordinator can make the peer fall back to its own EMA, never wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from hivemind.utils import get_dht_time
+
+from node.training.seams import LocalBaselines
+from rankswarm.dht_records import BalanceRecord, fetch_balance
+from shaping import Baselines, IndicatorStats
+
+log = logging.getLogger(__name__)
+
+
+class SwarmBaselines:
+    """A `BaselineSource` preferring fresh global baselines; the local EMA is always kept warm."""
+
+    def __init__(self, local: LocalBaselines, dht, run: str, trusted_key: str, *, max_age_s: float,
+                 poll_interval_s: float, dht_lock: threading.Lock | None = None):
+        self.local = local
+        self.dht = dht
+        self.run = run
+        self.trusted_key = trusted_key
+        self.max_age_s = max_age_s
+        self.poll_interval_s = poll_interval_s
+        # hivemind's DHT handle sends over one pipe without a lock: our threads take turns
+        self.dht_lock = dht_lock or threading.Lock()
+        self.latest: BalanceRecord | None = None
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, name="balance-poller", daemon=True)
+
+    def start(self) -> "SwarmBaselines":
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            try:
+                with self.dht_lock:
+                    record = fetch_balance(self.dht, self.run, self.trusted_key, timeout=self.poll_interval_s * 2)
+                if record is not None and (self.latest is None or record.round >= self.latest.round):
+                    self.latest = record
+                self.failures = 0
+            except Exception as err:  # network boundary: log, back off, keep training on local baselines
+                self.failures += 1
+                log.warning("reading the balance record failed (%d in a row): %s", self.failures, err)
+            self._stop.wait(self.poll_interval_s * min(2 ** self.failures, 8))
+
+    def fresh_record(self) -> BalanceRecord | None:
+        record = self.latest
+        if record is None or get_dht_time() - record.issued_at > self.max_age_s:
+            return None
+        return record
+
+    def current(self) -> tuple[Baselines, str]:
+        record = self.fresh_record()
+        if record is not None and record.baselines.ready:
+            return record.baselines, "global"
+        return self.local.baselines, "local"
+
+    def observe(self, stats: IndicatorStats) -> None:
+        self.local.observe(stats)
+
+    def state_dict(self) -> dict:
+        return self.local.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.local.load_state_dict(state)

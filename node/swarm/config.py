@@ -1,0 +1,33 @@
+"""`NodeConfig`: the single-node `TrainConfig` plus how this peer joins and talks to the swarm."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from node.gossip.config import GossipConfig
+from node.training.config import TrainConfig
+from rankswarm.swarm_dht import DHTConfig
+
+
+class CoordinatorLinkConfig(BaseModel):
+    """Where the coordinator's balance weights come from and whom to trust for them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trusted_key: str | None = Field(None, description=(
+        "The coordinator's public key (as printed by `rankswarm coordinator`); balance records signed by "
+        "any other key are ignored. None = shape with local baselines only."))
+    grpc_address: str | None = Field(None, description="host:port of the coordinator's gRPC API, for status reports.")
+    max_age_s: float = Field(120.0, gt=0, description="Balance weights older than this are stale: use the local EMA.")
+    poll_interval_s: float = Field(2.0, gt=0, le=600, description="Seconds between DHT reads of the balance record.")
+
+
+class NodeConfig(TrainConfig):
+    """Everything `rankswarm node` needs: training plus swarm membership."""
+
+    run_id: str = Field("rankswarm-demo", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
+                        description="Swarm run name: peers and coordinator of one run share it.")
+    dht: DHTConfig = DHTConfig()
+    gossip: GossipConfig = Field(default_factory=GossipConfig)
+    coordinator: CoordinatorLinkConfig = CoordinatorLinkConfig()
+    meta_signal_ttl_s: float = Field(300.0, gt=0, description="Expiration of this peer's meta-signal records in the DHT.")

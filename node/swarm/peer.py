@@ -1,0 +1,175 @@
+"""`Node`: one swarm peer. Run with `rankswarm node [--config node.toml] [--set key=value ...]`.
+
+Start order: signing identity, DHT (joined through `dht.initial_peers`, or a new swarm whose
+address is printed), the trainer with the two swarm seams (gossip update, swarm baselines),
+state download from peers, then the training loop. After every step the peer publishes its
+meta-signal (signed, expiring) and, every few steps, its status; both go through a single
+background publisher so DHT latency never lands on the training step.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from hivemind.utils import get_dht_time
+
+from node.swarm.baselines import SwarmBaselines
+from node.swarm.config import NodeConfig
+from node.training.build import build_trainer
+from node.training.seams import LocalBaselines
+from node.training.trainer import StepReport, Trainer
+from rankswarm.dht_keys import SigningIdentity, build_record_validators
+from rankswarm.dht_records import (MetaSignalRecord, PeerStatusRecord, publish_meta_signal,
+                                   publish_peer_status)
+from rankswarm.metrics import MetricsSink
+from rankswarm.swarm_dht import start_dht, visible_addresses
+
+log = logging.getLogger(__name__)
+
+VERSION = "0.1.0"
+STATUS_EVERY_STEPS = 5
+
+
+class Publisher:
+    """One background thread that writes this peer's DHT records in order; drops nothing silently."""
+
+    def __init__(self, dht_lock: threading.Lock):
+        self.dht_lock = dht_lock
+        self.queue: queue.Queue[Callable[[], bool] | None] = queue.Queue(maxsize=64)
+        self.published = 0
+        self.failed = 0
+        self._thread = threading.Thread(target=self._work, name="dht-publisher", daemon=True)
+        self._thread.start()
+
+    def submit(self, write: Callable[[], bool]) -> None:
+        try:
+            self.queue.put_nowait(write)
+        except queue.Full:
+            self.failed += 1
+            log.warning("DHT publisher is %d records behind: dropping the newest", self.queue.qsize())
+
+    def _work(self) -> None:
+        while (write := self.queue.get()) is not None:
+            try:
+                with self.dht_lock:
+                    ok = write()
+            except Exception as err:  # network boundary: count and log, keep training
+                ok = False
+                log.warning("publishing a DHT record failed: %s", err)
+            self.published += int(ok)
+            self.failed += int(not ok)
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.queue.put(None)
+        self._thread.join(timeout)
+
+
+class Node:
+    """Owns the DHT, the trainer and the publisher of one peer."""
+
+    def __init__(self, cfg: NodeConfig, *, update_factory=None):
+        self.cfg = cfg
+        self.update_factory = update_factory
+        self.dht = None
+        self.trainer: Trainer | None = None
+        self.baselines: SwarmBaselines | None = None
+        self.publisher: Publisher | None = None
+        self.dht_lock = threading.Lock()
+        self.started_at = time.monotonic()
+        self.rollouts_done = 0
+
+    def start(self) -> "Node":
+        cfg = self.cfg
+        Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
+        self.identity = SigningIdentity.load_or_create(Path(cfg.run_dir) / "signing.key")
+        self.dht = start_dht(cfg.dht, record_validators=build_record_validators(self.identity, cfg.run_id))
+        self.addresses = visible_addresses(self.dht)
+        print(f"peer {self.identity.fingerprint} joined run {cfg.run_id}; others can join with:\n  "
+              + "\n  ".join(self.addresses), flush=True)
+        local = LocalBaselines(cfg.shaping)
+        source = local
+        if cfg.coordinator.trusted_key:
+            self.baselines = SwarmBaselines(local, self.dht, cfg.run_id, cfg.coordinator.trusted_key,
+                                            max_age_s=cfg.coordinator.max_age_s,
+                                            poll_interval_s=cfg.coordinator.poll_interval_s,
+                                            dht_lock=self.dht_lock).start()
+            source = self.baselines
+        metrics = MetricsSink(f"{cfg.run_dir}/metrics.jsonl", labels={"peer": self.identity.fingerprint[:8]})
+        factory = self.update_factory or self._default_update_factory()
+        self.trainer = build_trainer(cfg, baselines=source, update_factory=factory, metrics=metrics)
+        self.publisher = Publisher(self.dht_lock)
+        return self
+
+    def _default_update_factory(self):
+        from node.swarm.update import build_gossip_update
+
+        return lambda model, cfg: build_gossip_update(self.dht, model, cfg)
+
+    # -- per-step hooks ------------------------------------------------------------------------
+    def _download_state(self) -> None:
+        loader = getattr(self.trainer.update, "load_state_from_peers", None)
+        if loader is not None and self.cfg.dht.initial_peers:
+            loaded = loader()
+            log.info("state download from peers: %s", "done" if loaded else "no peer had state; starting fresh")
+
+    def _on_step(self, report: StepReport) -> None:
+        cfg = self.cfg
+        self.rollouts_done += cfg.algo.prompts_per_step * cfg.sampling.group_size
+        record = MetaSignalRecord(run=cfg.run_id, peer_id=self.identity.fingerprint, step=report.step,
+                                  stats=report.stats, num_rollouts=report.stats.num_responses,
+                                  num_tokens=int(report.metrics["response_tokens"]), published_at=get_dht_time())
+        expiration = get_dht_time() + cfg.meta_signal_ttl_s
+        self.publisher.submit(lambda: publish_meta_signal(self.dht, cfg.run_id, record, expiration,
+                                                          identity=self.identity))
+        if report.step % STATUS_EVERY_STEPS == 1:
+            status = self.status_record(report.step, report.metrics)
+            self.publisher.submit(lambda: publish_peer_status(self.dht, cfg.run_id, status, expiration,
+                                                              identity=self.identity))
+        report.metrics["published"] = self.publisher.published
+        report.metrics["publish_failed"] = self.publisher.failed
+
+    def status_record(self, step: int, metrics: dict[str, Any]) -> PeerStatusRecord:
+        elapsed = max(time.monotonic() - self.started_at, 1e-9)
+        return PeerStatusRecord(run=self.cfg.run_id, peer_id=self.identity.fingerprint, version=VERSION,
+                                address=self.addresses[0] if self.addresses else "",
+                                reachability="relayed" if self.cfg.dht.client_mode else "direct", step=step,
+                                throughput=self.rollouts_done / elapsed,
+                                bytes_sent=int(metrics.get("bytes_sent_total") or 0),
+                                bytes_received=int(metrics.get("bytes_received_total") or 0),
+                                reported_at=get_dht_time())
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        return self.trainer.run(on_step=self._on_step, before_first_step=self._download_state)
+
+    def stop(self) -> None:
+        if self.publisher is not None:
+            self.publisher.close()
+        if self.baselines is not None:
+            self.baselines.stop()
+        shutdown = getattr(getattr(self.trainer, "update", None), "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+        if self.trainer is not None:
+            self.trainer.metrics.close()
+        if self.dht is not None:
+            self.dht.shutdown()
+            self.dht = None
+
+
+def main(cfg: NodeConfig) -> int:
+    node = Node(cfg)
+    try:
+        node.start()
+        summary = node.run()
+    finally:
+        node.stop()
+    start, end = summary["eval_start"], summary["eval_end"]
+    if start is not None:
+        print(f"held-out greedy accuracy: {start.greedy_accuracy:.3f} -> {end.greedy_accuracy:.3f}", flush=True)
+    return 0

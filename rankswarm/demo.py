@@ -1,0 +1,197 @@
+"""`rankswarm demo`: a coordinator and N peers as separate processes on 127.0.0.1.
+
+The demo only starts processes and reads what they publish through the one metrics
+pipeline (each process's metrics.jsonl); it never reaches into their internals. Ctrl-C (or
+the time budget) stops every process it started, p2p daemons included.
+
+    rankswarm demo                      # 3 peers, embedded model and arithmetic task
+    rankswarm demo --set peers=2 --set steps=20
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from rankswarm.metrics import read_jsonl
+from rankswarm.processes import ManagedProcess, rankswarm_argv, wait_for_json
+
+
+class DemoConfig(BaseModel):
+    """The local swarm demo."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    peers: int = Field(3, ge=1, le=16, description="Peers to start (each a separate process).")
+    steps: int = Field(30, ge=1, description="Training steps each peer runs.")
+    run_dir: str = Field("runs/demo", description="Everything the demo's processes write (wiped at start).")
+    max_minutes: float = Field(9.0, gt=0, description="Stop everything after this many minutes.")
+    run_id: str = Field("rankswarm-demo", description="Run id shared by the coordinator and the peers.")
+    prompts_per_step: int = Field(8, ge=1, description="Prompts per peer step (each with group_size rollouts).")
+    group_size: int = Field(8, ge=2, description="Rollouts per prompt.")
+    round_interval: float = Field(2.0, gt=0, description="Seconds between coordinator rounds.")
+    node_overrides: list[str] = Field(default_factory=list, description="Extra `key=value` overrides for every peer.")
+    refresh_s: float = Field(2.0, gt=0, description="Seconds between progress refreshes.")
+
+
+def _last(rows: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    for row in reversed(rows):
+        if row.get("kind") == kind:
+            return row
+    return None
+
+
+def _first(rows: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
+    return next((row for row in rows if row.get("kind") == kind), None)
+
+
+def _read(path: Path) -> list[dict[str, Any]]:
+    return read_jsonl(path) if path.is_file() else []
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+class DemoSwarm:
+    """Owns the demo's processes: start, watch, summarise, stop."""
+
+    def __init__(self, cfg: DemoConfig):
+        self.cfg = cfg
+        self.root = Path(cfg.run_dir)
+        self.processes: list[ManagedProcess] = []
+        self.ready: dict[str, Any] = {}
+        self.rounds = 0
+
+    def peer_dir(self, index: int) -> Path:
+        return self.root / f"peer{index}"
+
+    def start(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.root.mkdir(parents=True)
+        coord_dir = self.root / "coordinator"
+        overrides = [f"run={json.dumps(self.cfg.run_id)}", f"db_path={json.dumps(str(coord_dir / 'history.db'))}",
+                     'listen="127.0.0.1:0"', 'dht.host_maddrs=["/ip4/127.0.0.1/tcp/0"]',
+                     f"round_interval={self.cfg.round_interval}"]
+        argv = rankswarm_argv("coordinator", "--ready-file", str(coord_dir / "ready.json"),
+                              *[arg for o in overrides for arg in ("--set", o)])
+        coordinator = ManagedProcess("coordinator", argv, coord_dir / "log.txt")
+        self.processes.append(coordinator)
+        ready = wait_for_json(coord_dir / "ready.json", 120, processes=[coordinator])
+        self.ready = ready
+        print(f"coordinator up: gRPC {ready['grpc_address']}, DHT {ready['maddrs'][0]}", flush=True)
+        for index in range(self.cfg.peers):
+            self._start_peer(index, ready)
+
+    def _start_peer(self, index: int, ready: dict[str, Any]) -> None:
+        run_dir = self.peer_dir(index)
+        overrides = [
+            f"run_dir={json.dumps(str(run_dir))}", f"seed={index}", f"steps={self.cfg.steps}",
+            f"run_id={json.dumps(self.cfg.run_id)}", f"algo.prompts_per_step={self.cfg.prompts_per_step}",
+            f"sampling.group_size={self.cfg.group_size}", "checkpoint.every=0", "eval.every=0",
+            f"gossip.target_batch_size={self.cfg.peers * self.cfg.prompts_per_step * self.cfg.group_size}",
+            f"dht.initial_peers={json.dumps(ready['maddrs'])}", 'dht.host_maddrs=["/ip4/127.0.0.1/tcp/0"]',
+            f"coordinator.grpc_address={json.dumps(ready['grpc_address'])}", "torch_threads=1",
+            f"coordinator.trusted_key={json.dumps(ready['public_key'])}", "progress=false",
+            *self.cfg.node_overrides,
+        ]
+        argv = rankswarm_argv("node", *[arg for o in overrides for arg in ("--set", o)])
+        self.processes.append(ManagedProcess(f"peer{index}", argv, run_dir / "log.txt"))
+
+    def peers_rows(self) -> list[list[dict[str, Any]]]:
+        return [_read(self.peer_dir(i) / "metrics.jsonl") for i in range(self.cfg.peers)]
+
+    def progress(self) -> str:
+        lines = [f"{'peer':<6}{'step':>6}{'reward':>9}{'acc':>7}{'ER':>7}{'gate':>7}{'base':>8}"
+                 f"{'sent MB':>9}{'ratio':>7}  state"]
+        for i, rows in enumerate(self.peers_rows()):
+            m = _last(rows, "train") or {}
+            proc = self.processes[i + 1]
+            state = "running" if proc.alive else f"exited {proc.proc.returncode}"
+            lines.append(
+                f"peer{i:<2}{_fmt(m.get('step'), 'd'):>6}{_fmt(m.get('reward'), '+.3f'):>9}"
+                f"{_fmt(m.get('accuracy'), '.2f'):>7}{_fmt(m.get('er'), '.2f'):>7}{_fmt(m.get('gate'), '.2f'):>7}"
+                f"{m.get('baselines', '-'):>8}{_fmt(_mb(m.get('bytes_sent_total')), '.2f'):>9}"
+                f"{_fmt(m.get('compression_ratio'), '.0f'):>7}  {state}")
+        lines.append(self.coordinator_line())
+        return "\n".join(lines)
+
+    def coordinator_line(self) -> str:
+        from coordinator.client import CoordinatorClient, CoordinatorError
+
+        try:
+            with CoordinatorClient(self.ready["grpc_address"], timeout=2.0) as client:
+                state = client.swarm_state()
+        except CoordinatorError as err:
+            return f"coordinator: unreachable ({err})"
+        latest = state.latest
+        self.rounds = state.round
+        if latest is None:
+            return f"coordinator: round {state.round}, waiting for meta-signals"
+        return (f"coordinator: round {state.round}, peers {latest.num_peers}, explore share "
+                f"{_fmt(latest.explore_share, '.2f')}, lambda {latest.lambda_t:.2f}, "
+                f"ER baseline {_fmt(latest.baselines.value('er'), '.2f')}")
+
+    def finished(self) -> bool:
+        peers = self.processes[1:]
+        return all(not p.alive for p in peers)
+
+    def watch(self) -> None:
+        deadline = time.monotonic() + self.cfg.max_minutes * 60
+        while time.monotonic() < deadline and not self.finished():
+            print(self.progress() + "\n", flush=True)
+            time.sleep(self.cfg.refresh_s)
+        if not self.finished():
+            print(f"time budget of {self.cfg.max_minutes} min reached: stopping the peers", flush=True)
+
+    def summary(self) -> str:
+        rows = self.peers_rows()
+        evals = [(_first(r, "eval"), _last(r, "eval")) for r in rows]
+        lines = ["", "== demo summary =="]
+        for i, (start, end) in enumerate(evals):
+            if start and end:
+                lines.append(f"peer{i}: held-out greedy accuracy {start['greedy_accuracy']:.3f} -> "
+                             f"{end['greedy_accuracy']:.3f} (step {end['step']})")
+        sent = sum((_last(r, "train") or {}).get("bytes_sent_total") or 0 for r in rows)
+        dense = sum((_last(r, "train") or {}).get("dense_bytes_total") or 0 for r in rows)
+        if sent:
+            lines.append(f"gradient bytes sent {sent / 1e6:.2f} MB vs {dense / 1e6:.2f} MB dense fp32 "
+                         f"({dense / sent:.0f}x fewer, {(dense - sent) / 1e6:.2f} MB saved)")
+        lines.append(f"coordinator rounds completed: {self.rounds}")
+        return "\n".join(lines)
+
+    def stop_peers(self) -> None:
+        for proc in reversed(self.processes[1:]):
+            proc.stop()
+
+    def stop(self) -> None:
+        # peers first, so the coordinator sees them leave; then the coordinator
+        for proc in reversed(self.processes):
+            proc.stop()
+
+
+def _mb(value: Any) -> float | None:
+    return None if value is None else value / 1e6
+
+
+def run_demo(cfg: DemoConfig) -> int:
+    swarm = DemoSwarm(cfg)
+    try:
+        swarm.start()
+        swarm.watch()
+        swarm.stop_peers()
+        if swarm.ready:
+            swarm.coordinator_line()  # the final round count
+        print(swarm.summary(), flush=True)
+    finally:
+        swarm.stop()
+    failed = [p.name for p in swarm.processes[1:] if p.proc.returncode not in (0, None)]
+    if failed:
+        print(f"processes that failed: {', '.join(failed)}; their logs are in {cfg.run_dir}/<name>/log.txt")
+        return 1
+    return 0
