@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -23,6 +24,8 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FILES = ("model.safetensors", "optimizer.pt", "rng.safetensors", "state.json")
@@ -87,12 +90,20 @@ def _prune(root: Path, keep: int) -> None:
 
 
 def latest_checkpoint(root: str | Path) -> Path | None:
-    """The newest complete checkpoint directory (one with a manifest), or None."""
+    """The newest complete checkpoint directory (one with a manifest), or None.
+
+    Newer directories without a manifest (an interrupted write) are skipped with a warning
+    that names them; a complete one is only verified when it is loaded."""
     root = Path(root)
     if not root.is_dir():
         return None
-    done = sorted(p for p in root.glob("step_*") if (p / MANIFEST).is_file() and not p.name.endswith(".tmp"))
-    return done[-1] if done else None
+    dirs = sorted(p for p in root.glob("step_*") if p.is_dir())
+    done = [p for p in dirs if (p / MANIFEST).is_file() and not p.name.endswith(".tmp")]
+    newest = done[-1] if done else None
+    for skipped in (p for p in dirs if p not in done and (newest is None or p.name > newest.name)):
+        log.warning("skipping partial checkpoint %s (no %s: interrupted write?); resuming from %s",
+                    skipped, MANIFEST, newest or "scratch")
+    return newest
 
 
 def verify_checkpoint(path: str | Path) -> dict[str, Any]:

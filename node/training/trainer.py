@@ -32,6 +32,7 @@ from shaping import (IndicatorStats, aux_signal, base_advantages, compute_indica
                      token_advantages)
 
 log = logging.getLogger(__name__)
+_EVAL_SEED_OFFSET = 7_919  # evaluation samples on seed + this, apart from the training stream
 
 
 @dataclass
@@ -127,9 +128,18 @@ class Trainer:
 
     # -- evaluation and checkpoints --------------------------------------------------------
     def evaluate(self) -> EvalResult:
+        """Held-out evaluation that leaves the training RNG stream untouched.
+
+        Sampled pass@k draws from torch's global RNG. Without the fork, a run stopped after its
+        final evaluation (which comes before the last checkpoint) and resumed would continue on a
+        different stream than an uninterrupted run; the fixed seed also gives every evaluation
+        the same random numbers, so estimates at different steps or arms are paired."""
         ev = self.cfg.eval
-        return evaluate(self.model, self.tokenizer, self.task, self.eval_problems, self.cfg.sampling,
-                        k=ev.pass_k, num_samples=ev.num_samples)
+        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(self.cfg.seed + _EVAL_SEED_OFFSET)
+            return evaluate(self.model, self.tokenizer, self.task, self.eval_problems, self.cfg.sampling,
+                            k=ev.pass_k, num_samples=ev.num_samples)
 
     def state_dict(self) -> dict[str, Any]:
         version, internal, gauss = self.rng.getstate()

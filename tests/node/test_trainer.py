@@ -1,9 +1,13 @@
-"""The trainer end to end on the embedded model: a step learns, resume is exact, reward rises."""
+"""The trainer end to end on the embedded model: a step learns, resume is exact (and refuses a
+corrupt checkpoint), reward rises."""
+
+import logging
 
 import pytest
 import torch
 
 from node.training.build import build_trainer
+from node.training.checkpoint import CheckpointError, checkpoint_dir
 from node.training.config import TrainConfig
 from rankswarm.metrics import read_jsonl
 
@@ -39,11 +43,19 @@ def test_one_step_changes_weights_with_a_finite_loss(tmp_path):
     assert report.stats.to_dict()  # the meta-signal of the batch is serialisable
 
 
+# what a step computes, without the wall-clock timings (which differ run to run)
+_TIMING = ("time_generate", "time_reward", "time_forward", "time_shaping", "time_backward", "time_step",
+           "tokens_per_s", "time")
+
+
+def _comparable(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k not in _TIMING}
+
+
 @pytest.mark.unit
 def test_resume_continues_exactly(tmp_path):
     straight = build_trainer(_config(tmp_path / "a", steps=4))
-    for _ in range(4):
-        straight.train_step()
+    expected_metrics = [_comparable(straight.train_step().metrics) for _ in range(4)]
     expected = _weights(straight.model)
 
     first = build_trainer(_config(tmp_path / "b", steps=2))
@@ -52,10 +64,57 @@ def test_resume_continues_exactly(tmp_path):
     first.save()
     resumed = build_trainer(_config(tmp_path / "b", steps=4))
     assert resumed.resume() and resumed.step == 2
-    for _ in range(2):
-        resumed.train_step()
+    metrics = [_comparable(resumed.train_step().metrics) for _ in range(2)]
+    assert metrics == expected_metrics[2:]  # rewards, loss, ER/ERV/ERA, gate, grad norm: all equal
     for a, b in zip(expected, resumed.model.parameters()):
         assert torch.equal(a, b)
+    assert resumed.baselines.state_dict() == straight.baselines.state_dict()
+    assert resumed.rng.getstate() == straight.rng.getstate()
+
+
+def _train_rows(run_dir) -> dict[int, dict]:
+    return {r["step"]: _comparable(r) for r in read_jsonl(run_dir / "metrics.jsonl") if r["kind"] == "train"}
+
+
+@pytest.mark.unit
+def test_stopped_and_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    """Through the driver loop, with sampled pass@k evaluations in between: the stopped run
+    evaluates (drawing random numbers) before its last checkpoint, which must not shift the
+    training stream the resumed run continues on."""
+    ev = {"every": 2, "num_problems": 4, "pass_k": 2, "num_samples": 2}
+    straight = build_trainer(_config(tmp_path / "a", steps=3, eval=ev))
+    straight_summary = straight.run()
+    build_trainer(_config(tmp_path / "b", steps=1, eval=ev)).run()
+    resumed = build_trainer(_config(tmp_path / "b", steps=3, eval=ev))
+    summary = resumed.run()
+    assert summary["eval_start"] is None and summary["steps"] == 3  # resumed, not restarted
+    for a, b in zip(straight.model.parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b)
+    expected, got = _train_rows(tmp_path / "a" / "run"), _train_rows(tmp_path / "b" / "run")
+    assert sorted(got) == [1, 2, 3] and got == expected
+    assert summary["eval_end"] == straight_summary["eval_end"]
+
+
+@pytest.mark.unit
+def test_resume_refuses_a_corrupt_checkpoint_and_skips_a_partial_one(tmp_path, caplog):
+    trainer = build_trainer(_config(tmp_path, steps=1))
+    trainer.train_step()
+    trainer.save()
+    trainer.train_step()
+    newest = checkpoint_dir(tmp_path / "run" / "checkpoints", 2)
+    trainer.save()
+    weights = newest / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit inside the tensor data
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="model.safetensors does not match its manifest"):
+        build_trainer(_config(tmp_path, steps=3)).run()
+
+    (newest / "manifest.json").unlink()  # now it looks like an interrupted write
+    fresh = build_trainer(_config(tmp_path, steps=3))
+    with caplog.at_level(logging.WARNING, logger="node.training.checkpoint"):
+        assert fresh.resume() and fresh.step == 1  # the complete step-1 checkpoint, not the partial one
+    assert "step_00000002" in caplog.text and "partial" in caplog.text
 
 
 @pytest.mark.slow
