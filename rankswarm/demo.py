@@ -36,6 +36,9 @@ class DemoConfig(BaseModel):
     group_size: int = Field(8, ge=2, description="Rollouts per prompt.")
     round_interval: float = Field(2.0, gt=0, description="Seconds between coordinator rounds.")
     node_overrides: list[str] = Field(default_factory=list, description="Extra `key=value` overrides for every peer.")
+    local_steps_per_round: int = Field(2, ge=1, description=(
+        "Local steps each peer accumulates per averaging round (sets gossip.target_batch_size)."))
+    matchmaking_time: float = Field(3.0, gt=0, description="Seconds peers wait to form an averaging group.")
     refresh_s: float = Field(2.0, gt=0, description="Seconds between progress refreshes.")
 
 
@@ -68,6 +71,12 @@ class DemoSwarm:
         self.ready: dict[str, Any] = {}
         self.rounds = 0
 
+    @property
+    def target_batch_size(self) -> int:
+        """Rollouts per swarm step: every peer contributes `local_steps_per_round` local steps."""
+        cfg = self.cfg
+        return cfg.peers * cfg.local_steps_per_round * cfg.prompts_per_step * cfg.group_size
+
     def peer_dir(self, index: int) -> Path:
         return self.root / f"peer{index}"
 
@@ -94,7 +103,9 @@ class DemoSwarm:
             f"run_dir={json.dumps(str(run_dir))}", f"seed={index}", f"steps={self.cfg.steps}",
             f"run_id={json.dumps(self.cfg.run_id)}", f"algo.prompts_per_step={self.cfg.prompts_per_step}",
             f"sampling.group_size={self.cfg.group_size}", "checkpoint.every=0", "eval.every=0",
-            f"gossip.target_batch_size={self.cfg.peers * self.cfg.prompts_per_step * self.cfg.group_size}",
+            f"gossip.target_batch_size={self.target_batch_size}",
+            # loopback peers find each other in well under a second; the default suits the internet
+            f"gossip.matchmaking_time={self.cfg.matchmaking_time}",
             f"dht.initial_peers={json.dumps(ready['maddrs'])}", 'dht.host_maddrs=["/ip4/127.0.0.1/tcp/0"]',
             f"coordinator.grpc_address={json.dumps(ready['grpc_address'])}", "torch_threads=1",
             f"coordinator.trusted_key={json.dumps(ready['public_key'])}", "progress=false",

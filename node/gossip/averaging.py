@@ -21,7 +21,7 @@ from typing import Callable, Iterable
 import torch
 
 from node.gossip.config import GossipConfig
-from node.gossip.traffic import CountingCompression, install_traffic_counter
+from node.gossip.traffic import ALLREDUCE_SECONDS, STATE_SYNC, CountingCompression, install_traffic_counter
 
 log = logging.getLogger(__name__)
 
@@ -31,11 +31,14 @@ class GossipStepReport:
     applied: bool  # a swarm (or solo) optimizer step happened during this call
     epoch: int  # the swarm step count after this call
     num_peers: int  # peers the tracker currently sees (including this one)
-    bytes_sent: int  # averaging payload bytes sent during this call
+    bytes_sent: int  # all-reduce payload bytes sent during this call
     bytes_received: int
-    dense_bytes: int  # what dense fp32 all-reduce would have sent for the same rounds
-    averaging_seconds: float  # wall time of this call (accumulation, matchmaking, all-reduce, step)
-    waiting_seconds: float  # part of it spent waiting for peers (matchmaking)
+    dense_bytes: int  # what a dense fp32 all-reduce would have sent for the same rounds
+    state_bytes_sent: int  # full state served to peers that joined late or fell behind
+    state_bytes_received: int  # full state this peer downloaded (it was behind)
+    averaging_seconds: float  # wall time of this call: waiting for peers, all-reduce, optimizer step
+    allreduce_seconds: float  # part of it inside formed groups' all-reduce rounds
+    waiting_seconds: float  # the rest: progress tracking, matchmaking, waiting for slower peers
     error: str | None = None
 
 
@@ -58,22 +61,25 @@ class GradientGossip:
 
     def __init__(self, dht, params: Iterable[torch.nn.Parameter],
                  optimizer_factory: Callable[[list], torch.optim.Optimizer], cfg: GossipConfig, *, run_id: str,
-                 batch_size_per_step: int):
+                 batch_size_per_step: int, private_key=None):
         import hivemind
         from hivemind.compression import Float16Compression
 
         self.cfg = cfg
-        self.traffic = install_traffic_counter()
+        self.traffic, self.state_traffic = install_traffic_counter()
         self.params = [p for p in params if p.requires_grad]
         self.numel = sum(p.numel() for p in self.params)
         self.optimizer = hivemind.Optimizer(
-            dht=dht, run_id=f"{run_id}.gossip", target_batch_size=cfg.target_batch_size,
+            dht=dht, run_id=f"{run_id}_gossip", target_batch_size=cfg.target_batch_size,
             batch_size_per_step=batch_size_per_step, optimizer=optimizer_factory, params=self.params,
             matchmaking_time=cfg.matchmaking_time, averaging_timeout=cfg.averaging_timeout,
             load_state_timeout=cfg.load_state_timeout, average_state_every=cfg.average_state_every,
             use_local_updates=False, grad_averager_factory=_grad_averager_factory(cfg),
             grad_compression=_codec(cfg), state_averaging_compression=CountingCompression(Float16Compression()),
-            load_state_compression=CountingCompression(Float16Compression()), verbose=cfg.verbose,
+            load_state_compression=CountingCompression(Float16Compression(), STATE_SYNC), verbose=cfg.verbose,
+            # the progress tracker must sign with the key our DHT's RSASignatureValidator holds: the DHT
+            # keeps only the first such validator, and records signed by another key are dropped
+            tracker_opts={"private_key": private_key} if private_key is not None else None,
         )
 
     @property
@@ -99,6 +105,8 @@ class GradientGossip:
 
     def step(self, batch_size: int) -> GossipStepReport:
         sent0, received0 = self.traffic.snapshot()
+        state_sent0, state_received0 = self.state_traffic.snapshot()
+        allreduce0 = ALLREDUCE_SECONDS.total()
         epoch0 = self.epoch
         peers = self.num_peers()
         started = time.perf_counter()
@@ -111,12 +119,16 @@ class GradientGossip:
         self.optimizer.zero_grad()
         elapsed = time.perf_counter() - started
         sent, received = self.traffic.snapshot()
+        state_sent, state_received = self.state_traffic.snapshot()
+        allreduce = min(ALLREDUCE_SECONDS.total() - allreduce0, elapsed)
         applied = self.epoch > epoch0
         averaged = applied and sent > sent0
         return GossipStepReport(
             applied=applied, epoch=self.epoch, num_peers=peers, bytes_sent=sent - sent0,
             bytes_received=received - received0, dense_bytes=self.dense_bytes_for(peers) if averaged else 0,
-            averaging_seconds=elapsed, waiting_seconds=elapsed if applied else 0.0, error=error)
+            state_bytes_sent=state_sent - state_sent0, state_bytes_received=state_received - state_received0,
+            averaging_seconds=elapsed, allreduce_seconds=allreduce, waiting_seconds=elapsed - allreduce,
+            error=error)
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad()

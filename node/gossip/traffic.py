@@ -1,11 +1,14 @@
 """Counting the bytes a peer's averagers put on (and take off) the wire.
 
-Outgoing tensor parts are produced by a compression object's `compress` (all-reduce parts,
-state averaging, state served to late joiners) or by `serialize_torch_tensor` (a reducer's
-replies); incoming ones pass through `deserialize_torch_tensor`. `counting` wraps the
-compression objects we hand hivemind, and `install_traffic_counter` wraps the two module
-functions in hivemind's averaging modules, so the counts are exactly the protobuf payload
-bytes of our averaging traffic (libp2p framing excluded).
+Two kinds of traffic are kept apart: AVERAGING (the all-reduce rounds: gradients every swarm
+step, parameters every `average_state_every` steps) and STATE_SYNC (full model + optimizer
+state served to, or downloaded by, a peer that joins late or fell behind). Outgoing tensor
+parts are produced by a compression object's `compress` (all-reduce parts, state served to
+others) or by `serialize_torch_tensor` (a reducer's replies); incoming ones pass through
+`deserialize_torch_tensor` (in hivemind.averaging.allreduce for rounds, in
+hivemind.averaging.averager for state downloads only). `CountingCompression` wraps the
+compression objects we hand hivemind and `install_traffic_counter` wraps those module
+functions, so the counts are exactly the protobuf payload bytes (libp2p framing excluded).
 
 hivemind averagers run in forked child processes, so the counters live in shared memory
 created before the fork. They are per process: one peer per process, as `rankswarm node` runs.
@@ -13,8 +16,10 @@ created before the fork. They are per process: one peer per process, as `rankswa
 
 from __future__ import annotations
 
+import functools
 import importlib
 import multiprocessing as mp
+import time
 
 from hivemind.compression import CompressionBase, CompressionInfo
 
@@ -38,14 +43,30 @@ class TrafficCounter:
         return self._sent.value, self._received.value
 
 
-TRAFFIC = TrafficCounter()
+class SecondsCounter:
+    """Wall seconds spent inside all-reduce rounds (in the averager processes), shared like the bytes."""
+
+    def __init__(self) -> None:
+        self._micros = mp.Value("q", 0)
+
+    def add(self, seconds: float) -> None:
+        with self._micros.get_lock():
+            self._micros.value += int(seconds * 1e6)
+
+    def total(self) -> float:
+        return self._micros.value / 1e6
+
+
+AVERAGING = TrafficCounter()
+STATE_SYNC = TrafficCounter()
+ALLREDUCE_SECONDS = SecondsCounter()
 _INSTALLED = False
 
 
 class CountingCompression(CompressionBase):
     """Delegates to `inner` and counts the bytes of every message it produces."""
 
-    def __init__(self, inner: CompressionBase, counter: TrafficCounter = TRAFFIC):
+    def __init__(self, inner: CompressionBase, counter: TrafficCounter = AVERAGING):
         self.inner = inner
         self.counter = counter
         self.compression_type = inner.compression_type
@@ -62,31 +83,54 @@ class CountingCompression(CompressionBase):
         return self.inner.estimate_compression_ratio(info)
 
 
-def _wrap_module(name: str) -> None:
+def _wrap_module(name: str, counter: TrafficCounter) -> None:
     module = importlib.import_module(name)
     if hasattr(module, "serialize_torch_tensor"):
         serialize = module.serialize_torch_tensor
 
         def counted_serialize(*args, _inner=serialize, **kwargs):
             message = _inner(*args, **kwargs)
-            TRAFFIC.add(sent=message.ByteSize())
+            counter.add(sent=message.ByteSize())
             return message
 
         module.serialize_torch_tensor = counted_serialize
     deserialize = module.deserialize_torch_tensor
 
     def counted_deserialize(message, *args, _inner=deserialize, **kwargs):
-        TRAFFIC.add(received=message.ByteSize())
+        counter.add(received=message.ByteSize())
         return _inner(message, *args, **kwargs)
 
     module.deserialize_torch_tensor = counted_deserialize
 
 
-def install_traffic_counter() -> TrafficCounter:
-    """Wrap hivemind's (de)serialisation in its averaging modules, once per process, before any fork."""
+def _time_aggregation(cls) -> None:
+    """Time `cls._aggregate_with_group` (a formed group's all-reduce, matchmaking excluded)."""
+    inner = cls.__dict__["_aggregate_with_group"]
+
+    @functools.wraps(inner)
+    async def timed(self, *args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return await inner(self, *args, **kwargs)
+        finally:
+            ALLREDUCE_SECONDS.add(time.perf_counter() - started)
+
+    cls._aggregate_with_group = timed
+
+
+def install_traffic_counter() -> tuple[TrafficCounter, TrafficCounter]:
+    """Wrap hivemind's (de)serialisation in its averaging modules, once per process, before any fork.
+
+    Returns the (AVERAGING, STATE_SYNC) counters."""
     global _INSTALLED
     if not _INSTALLED:
-        for name in ("hivemind.averaging.allreduce", "hivemind.averaging.averager"):
-            _wrap_module(name)
+        _wrap_module("hivemind.averaging.allreduce", AVERAGING)
+        _wrap_module("hivemind.averaging.averager", STATE_SYNC)
+        from hivemind.averaging.averager import DecentralizedAverager
+        from hivemind.optim.power_sgd_averager import PowerSGDGradientAverager
+
+        # PowerSGD overrides the method without calling the base one: wrap both, nothing counts twice
+        _time_aggregation(DecentralizedAverager)
+        _time_aggregation(PowerSGDGradientAverager)
         _INSTALLED = True
-    return TRAFFIC
+    return AVERAGING, STATE_SYNC

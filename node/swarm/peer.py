@@ -108,7 +108,7 @@ class Node:
     def _default_update_factory(self):
         from node.swarm.update import build_gossip_update
 
-        return lambda model, cfg: build_gossip_update(self.dht, model, cfg)
+        return lambda model, cfg: build_gossip_update(self.dht, model, cfg, self.identity.private_key)
 
     # -- per-step hooks ------------------------------------------------------------------------
     def _download_state(self) -> None:

@@ -21,6 +21,8 @@ class GossipUpdate:
         self.bytes_sent_total = 0
         self.bytes_received_total = 0
         self.dense_bytes_total = 0
+        self.state_bytes_sent_total = 0
+        self.state_bytes_received_total = 0
         self.rounds_averaged = 0
         self.rounds_failed = 0
 
@@ -43,22 +45,28 @@ class GossipUpdate:
         self.bytes_sent_total += report.bytes_sent
         self.bytes_received_total += report.bytes_received
         self.dense_bytes_total += report.dense_bytes
+        self.state_bytes_sent_total += report.state_bytes_sent
+        self.state_bytes_received_total += report.state_bytes_received
         if report.error:
             self.rounds_failed += 1
-        elif report.num_peers > 1:
+        elif report.dense_bytes:
             self.rounds_averaged += 1
         extra = {
             "epoch": report.epoch, "num_peers": report.num_peers, "bytes_sent": report.bytes_sent,
             "bytes_received": report.bytes_received, "bytes_sent_total": self.bytes_sent_total,
             "bytes_received_total": self.bytes_received_total, "dense_bytes_total": self.dense_bytes_total,
             "compression_ratio": (report.dense_bytes / report.bytes_sent) if report.bytes_sent else None,
-            "time_averaging": report.averaging_seconds, "time_waiting": report.waiting_seconds,
-            "averaging_error": report.error, "rounds_failed": self.rounds_failed,
+            "state_bytes_sent_total": self.state_bytes_sent_total,
+            "state_bytes_received_total": self.state_bytes_received_total,
+            "time_averaging": report.averaging_seconds, "time_allreduce": report.allreduce_seconds,
+            "time_waiting": report.waiting_seconds,
+            "averaging_error": report.error, "rounds_averaged": self.rounds_averaged,
+            "rounds_failed": self.rounds_failed,
         }
         return UpdateReport(report.applied, norm, extra)
 
 
-def build_gossip_update(dht, model: torch.nn.Module, cfg) -> GossipUpdate:
+def build_gossip_update(dht, model: torch.nn.Module, cfg, private_key=None) -> GossipUpdate:
     """The swarm's update rule for a `NodeConfig`: AdamW behind compressed gradient averaging."""
     from node.gossip.averaging import GradientGossip
 
@@ -66,5 +74,6 @@ def build_gossip_update(dht, model: torch.nn.Module, cfg) -> GossipUpdate:
     opt = cfg.optim
     gossip = GradientGossip(
         dht, params, lambda ps: torch.optim.AdamW(ps, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay),
-        cfg.gossip, run_id=cfg.run_id, batch_size_per_step=cfg.algo.prompts_per_step * cfg.sampling.group_size)
+        cfg.gossip, run_id=cfg.run_id, batch_size_per_step=cfg.algo.prompts_per_step * cfg.sampling.group_size,
+        private_key=private_key)
     return GossipUpdate(gossip, params, opt.grad_clip)
