@@ -110,8 +110,8 @@ class IndicatorStats:
             raise ValueError(f"indicator statistics must hold exactly {INDICATORS}, got {sorted(raw)}")
         if not isinstance(gate_count, int) or gate_count < 0 or not math.isfinite(gate_sum):
             raise ValueError("gate statistics must be a non-negative integer count and a finite sum")
-        if abs(gate_sum) > gate_count:
-            raise ValueError("gate sum exceeds its count: gates lie in [0, 1]")
+        if not -1e-9 <= gate_sum <= gate_count * (1 + 1e-9):
+            raise ValueError(f"gate sum {gate_sum} outside [0, count={gate_count}]: gates lie in [0, 1]")
         return cls(moments, gate_sum, gate_count)
 
 
