@@ -67,7 +67,8 @@ class DemoSwarm:
     def __init__(self, cfg: DemoConfig):
         self.cfg = cfg
         self.root = Path(cfg.run_dir)
-        self.processes: list[ManagedProcess] = []
+        self.coordinator: ManagedProcess | None = None
+        self.peers: dict[int, ManagedProcess] = {}  # by index; a late joiner may be added any time
         self.ready: dict[str, Any] = {}
         self.rounds = 0
 
@@ -81,23 +82,28 @@ class DemoSwarm:
         return self.root / f"peer{index}"
 
     def start(self) -> None:
+        """Start the coordinator, wait until it serves, then start `cfg.peers` peers."""
         shutil.rmtree(self.root, ignore_errors=True)
         self.root.mkdir(parents=True)
+        self.start_coordinator()
+        for index in range(self.cfg.peers):
+            self.start_peer(index)
+
+    def start_coordinator(self) -> dict[str, Any]:
         coord_dir = self.root / "coordinator"
         overrides = [f"run={json.dumps(self.cfg.run_id)}", f"db_path={json.dumps(str(coord_dir / 'history.db'))}",
                      'listen="127.0.0.1:0"', 'dht.host_maddrs=["/ip4/127.0.0.1/tcp/0"]',
                      f"round_interval={self.cfg.round_interval}"]
         argv = rankswarm_argv("coordinator", "--ready-file", str(coord_dir / "ready.json"),
                               *[arg for o in overrides for arg in ("--set", o)])
-        coordinator = ManagedProcess("coordinator", argv, coord_dir / "log.txt")
-        self.processes.append(coordinator)
-        ready = wait_for_json(coord_dir / "ready.json", 120, processes=[coordinator])
-        self.ready = ready
-        print(f"coordinator up: gRPC {ready['grpc_address']}, DHT {ready['maddrs'][0]}", flush=True)
-        for index in range(self.cfg.peers):
-            self._start_peer(index, ready)
+        self.coordinator = ManagedProcess("coordinator", argv, coord_dir / "log.txt")
+        self.ready = wait_for_json(coord_dir / "ready.json", 120, processes=[self.coordinator])
+        print(f"coordinator up: gRPC {self.ready['grpc_address']}, DHT {self.ready['maddrs'][0]}", flush=True)
+        return self.ready
 
-    def _start_peer(self, index: int, ready: dict[str, Any]) -> None:
+    def start_peer(self, index: int, extra_overrides: list[str] = ()) -> ManagedProcess:
+        """Start peer `index` (run dir `peer<index>`); later overrides win over earlier ones."""
+        ready = self.ready
         run_dir = self.peer_dir(index)
         overrides = [
             f"run_dir={json.dumps(str(run_dir))}", f"seed={index}", f"steps={self.cfg.steps}",
@@ -105,24 +111,33 @@ class DemoSwarm:
             f"sampling.group_size={self.cfg.group_size}", "checkpoint.every=0", "eval.every=0",
             f"gossip.target_batch_size={self.target_batch_size}",
             # loopback peers find each other in well under a second; the default suits the internet
-            f"gossip.matchmaking_time={self.cfg.matchmaking_time}",
+            f"gossip.matchmaking_time={self.cfg.matchmaking_time}", f"gossip.min_peers={self.cfg.peers}",
             f"dht.initial_peers={json.dumps(ready['maddrs'])}", 'dht.host_maddrs=["/ip4/127.0.0.1/tcp/0"]',
             f"coordinator.grpc_address={json.dumps(ready['grpc_address'])}", "torch_threads=1",
             f"coordinator.trusted_key={json.dumps(ready['public_key'])}", "progress=false",
-            *self.cfg.node_overrides,
+            *self.cfg.node_overrides, *extra_overrides,
         ]
         argv = rankswarm_argv("node", *[arg for o in overrides for arg in ("--set", o)])
-        self.processes.append(ManagedProcess(f"peer{index}", argv, run_dir / "log.txt"))
+        process = ManagedProcess(f"peer{index}", argv, run_dir / "log.txt")
+        self.peers[index] = process
+        return process
+
+    @property
+    def processes(self) -> list[ManagedProcess]:
+        return ([self.coordinator] if self.coordinator else []) + list(self.peers.values())
+
+    def peer_rows(self, index: int) -> list[dict[str, Any]]:
+        return _read(self.peer_dir(index) / "metrics.jsonl")
 
     def peers_rows(self) -> list[list[dict[str, Any]]]:
-        return [_read(self.peer_dir(i) / "metrics.jsonl") for i in range(self.cfg.peers)]
+        return [self.peer_rows(i) for i in sorted(self.peers)]
 
     def progress(self) -> str:
         lines = [f"{'peer':<6}{'step':>6}{'reward':>9}{'acc':>7}{'ER':>7}{'gate':>7}{'base':>8}"
                  f"{'sent MB':>9}{'ratio':>7}  state"]
-        for i, rows in enumerate(self.peers_rows()):
+        for i, rows in zip(sorted(self.peers), self.peers_rows()):
             m = _last(rows, "train") or {}
-            proc = self.processes[i + 1]
+            proc = self.peers[i]
             state = "running" if proc.alive else f"exited {proc.proc.returncode}"
             lines.append(
                 f"peer{i:<2}{_fmt(m.get('step'), 'd'):>6}{_fmt(m.get('reward'), '+.3f'):>9}"
@@ -149,8 +164,7 @@ class DemoSwarm:
                 f"ER baseline {_fmt(latest.baselines.value('er'), '.2f')}")
 
     def finished(self) -> bool:
-        peers = self.processes[1:]
-        return all(not p.alive for p in peers)
+        return all(not p.alive for p in self.peers.values())
 
     def watch(self) -> None:
         deadline = time.monotonic() + self.cfg.max_minutes * 60
@@ -164,7 +178,7 @@ class DemoSwarm:
         rows = self.peers_rows()
         evals = [(_first(r, "eval"), _last(r, "eval")) for r in rows]
         lines = ["", "== demo summary =="]
-        for i, (start, end) in enumerate(evals):
+        for i, (start, end) in zip(sorted(self.peers), evals):
             if start and end:
                 lines.append(f"peer{i}: held-out greedy accuracy {start['greedy_accuracy']:.3f} -> "
                              f"{end['greedy_accuracy']:.3f} (step {end['step']})")
@@ -173,11 +187,14 @@ class DemoSwarm:
         if sent:
             lines.append(f"gradient bytes sent {sent / 1e6:.2f} MB vs {dense / 1e6:.2f} MB dense fp32 "
                          f"({dense / sent:.0f}x fewer, {(dense - sent) / 1e6:.2f} MB saved)")
+        state = sum((_last(r, "train") or {}).get("state_bytes_received_total") or 0 for r in rows)
+        if state:
+            lines.append(f"state downloads (peers joining or catching up): {state / 1e6:.2f} MB")
         lines.append(f"coordinator rounds completed: {self.rounds}")
         return "\n".join(lines)
 
     def stop_peers(self) -> None:
-        for proc in reversed(self.processes[1:]):
+        for proc in self.peers.values():
             proc.stop()
 
     def stop(self) -> None:
@@ -201,7 +218,7 @@ def run_demo(cfg: DemoConfig) -> int:
         print(swarm.summary(), flush=True)
     finally:
         swarm.stop()
-    failed = [p.name for p in swarm.processes[1:] if p.proc.returncode not in (0, None)]
+    failed = [p.name for p in swarm.peers.values() if p.proc.returncode not in (0, None)]
     if failed:
         print(f"processes that failed: {', '.join(failed)}; their logs are in {cfg.run_dir}/<name>/log.txt")
         return 1

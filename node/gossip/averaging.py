@@ -53,7 +53,8 @@ def _grad_averager_factory(cfg: GossipConfig):
 def _codec(cfg: GossipConfig):
     from hivemind.compression import Float16Compression, NoCompression
 
-    return CountingCompression(NoCompression() if cfg.compression == "none" else Float16Compression())
+    fp16 = cfg.compression == "fp16" or (cfg.compression == "powersgd" and cfg.wire_precision == "fp16")
+    return CountingCompression(Float16Compression() if fp16 else NoCompression())
 
 
 class GradientGossip:
@@ -63,12 +64,19 @@ class GradientGossip:
                  optimizer_factory: Callable[[list], torch.optim.Optimizer], cfg: GossipConfig, *, run_id: str,
                  batch_size_per_step: int, private_key=None):
         import hivemind
-        from hivemind.compression import Float16Compression
+        from hivemind.compression import Float16Compression, NoCompression
 
         self.cfg = cfg
         self.traffic, self.state_traffic = install_traffic_counter()
+        # counters are per process: remember where this optimizer started (tests may build several)
+        self._traffic_at_start = self.traffic.snapshot() + self.state_traffic.snapshot()
         self.params = [p for p in params if p.requires_grad]
         self.numel = sum(p.numel() for p in self.params)
+        tracker_opts = {"metadata_expiration": cfg.peer_expiration_s}
+        if private_key is not None:
+            # the progress tracker must sign with the key our DHT's RSASignatureValidator holds: the DHT
+            # keeps only the first such validator, and records signed by another key are dropped
+            tracker_opts["private_key"] = private_key
         self.optimizer = hivemind.Optimizer(
             dht=dht, run_id=f"{run_id}_gossip", target_batch_size=cfg.target_batch_size,
             batch_size_per_step=batch_size_per_step, optimizer=optimizer_factory, params=self.params,
@@ -76,10 +84,10 @@ class GradientGossip:
             load_state_timeout=cfg.load_state_timeout, average_state_every=cfg.average_state_every,
             use_local_updates=False, grad_averager_factory=_grad_averager_factory(cfg),
             grad_compression=_codec(cfg), state_averaging_compression=CountingCompression(Float16Compression()),
-            load_state_compression=CountingCompression(Float16Compression(), STATE_SYNC), verbose=cfg.verbose,
-            # the progress tracker must sign with the key our DHT's RSASignatureValidator holds: the DHT
-            # keeps only the first such validator, and records signed by another key are dropped
-            tracker_opts={"private_key": private_key} if private_key is not None else None,
+            # full precision: fp16 flushes Adam's second moments (often < 6e-8) to zero, and the late
+            # joiner's first steps then divide by eps
+            load_state_compression=CountingCompression(NoCompression(), STATE_SYNC), verbose=cfg.verbose,
+            tracker_opts=tracker_opts,
         )
 
     @property
@@ -93,15 +101,36 @@ class GradientGossip:
         """Bytes one peer sends in a dense fp32 butterfly all-reduce with `num_peers` peers."""
         return int(4 * self.numel * 2 * (num_peers - 1) / num_peers) if num_peers > 1 else 0
 
+    def traffic_totals(self) -> dict[str, int]:
+        """Bytes since this object was built, state downloads at start included."""
+        now = self.traffic.snapshot() + self.state_traffic.snapshot()
+        sent, received, state_sent, state_received = (a - b for a, b in zip(now, self._traffic_at_start))
+        return {"bytes_sent_total": sent, "bytes_received_total": received,
+                "state_bytes_sent_total": state_sent, "state_bytes_received_total": state_received}
+
+    def swarm_epoch(self) -> int:
+        """The highest epoch any training peer reports now (read from the DHT, not the tracker's cache)."""
+        tracker = self.optimizer.tracker
+        found = tracker.dht.get(tracker.training_progress_key, latest=True)
+        entries = found.value if found is not None and isinstance(found.value, dict) else {}
+        epochs = [entry.value.get("epoch", 0) for entry in entries.values()
+                  if isinstance(getattr(entry, "value", None), dict)]
+        return max(epochs, default=0)
+
     def load_state_from_peers(self) -> bool:
-        """Download parameters and optimizer state from a live peer; False if none answered."""
+        """If the swarm is ahead, download parameters and optimizer state from a live peer.
+
+        False when there was nothing to catch up on or no peer answered. (Peers that start
+        together all hold the same initial weights and skip this.)"""
+        if self.swarm_epoch() <= self.epoch:
+            return False
         before = self.epoch
         try:
             self.optimizer.load_state_from_peers()
         except Exception as err:  # network boundary: a late joiner may still start from its own copy
             log.warning("could not download state from peers: %s", err)
             return False
-        return self.epoch >= before
+        return self.epoch > before
 
     def step(self, batch_size: int) -> GossipStepReport:
         sent0, received0 = self.traffic.snapshot()

@@ -18,6 +18,10 @@ class GossipConfig(BaseModel):
     compression: Literal["powersgd", "fp16", "none"] = Field("powersgd", description=(
         "powersgd: rank-r factors with error feedback, sent in fp16; fp16: dense half precision; "
         "none: dense fp32 (the baseline the byte ratio is measured against)."))
+    wire_precision: Literal["fp32", "fp16"] = Field("fp32", description=(
+        "Precision of what powersgd sends. fp16 halves the bytes, but every peer orthogonalises its own "
+        "rounded copy of the averaged factor, which amplifies the rounding in weak directions: peers' "
+        "updates then differ by several percent and their weights drift apart between state averages."))
     rank: int = Field(4, ge=1, le=256, description="PowerSGD rank r (a matrix m x n sends r(m + n) numbers).")
     matchmaking_time: float = Field(5.0, gt=0, le=600, description=(
         "Seconds peers wait to form an averaging group at each swarm step."))
@@ -26,4 +30,11 @@ class GossipConfig(BaseModel):
     load_state_timeout: float = Field(120.0, gt=0, le=3600, description="Seconds a late joiner waits for state.")
     average_state_every: int = Field(50, ge=1, description=(
         "Every N swarm steps peers also average parameters (fp16) to remove float drift; its bytes are counted."))
+    peer_expiration_s: float = Field(30.0, gt=0, le=3600, description=(
+        "A peer's progress record expires this long after its last report: a dead peer stops counting "
+        "toward the swarm's batch after at most this time."))
+    min_peers: int = Field(1, ge=1, description=(
+        "Before its first step the peer waits (up to min_peers_timeout_s) until this many peers, itself "
+        "included, are training. Peers that start together then never take solo steps apart."))
+    min_peers_timeout_s: float = Field(120.0, ge=0, le=3600, description="Longest wait for min_peers.")
     verbose: bool = Field(False, description="Log hivemind's per-step progress.")

@@ -60,6 +60,9 @@ def load_policy(path: str | None, device: str | torch.device, dtype: str = "auto
     """
     folder = _model_dir(path)
     device = torch.device(device)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # a per-tensor bar in every peer's log says nothing useful
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=resolve_dtype(dtype, device), local_files_only=True)
     model.to(device).eval()
     tokenizer = load_tokenizer(folder)

@@ -24,8 +24,8 @@ from node.training.build import build_trainer
 from node.training.seams import LocalBaselines
 from node.training.trainer import StepReport, Trainer
 from rankswarm.dht_keys import SigningIdentity, build_record_validators
-from rankswarm.dht_records import (MetaSignalRecord, PeerStatusRecord, publish_meta_signal,
-                                   publish_peer_status)
+from rankswarm.dht_records import (MetaSignalRecord, PeerStatusRecord, fetch_peer_statuses, poll,
+                                   publish_meta_signal, publish_peer_status)
 from rankswarm.metrics import MetricsSink
 from rankswarm.swarm_dht import start_dht, visible_addresses
 
@@ -111,11 +111,40 @@ class Node:
         return lambda model, cfg: build_gossip_update(self.dht, model, cfg, self.identity.private_key)
 
     # -- per-step hooks ------------------------------------------------------------------------
-    def _download_state(self) -> None:
+    def _announce_and_wait(self) -> int:
+        """Publish this peer's status (step 0), then wait for `gossip.min_peers` announced peers.
+
+        hivemind's progress tracker lists a peer only once it has gradients, so it cannot tell
+        who is about to start; the status records can. Returns the number of peers seen."""
+        cfg, gossip = self.cfg, self.cfg.gossip
+        now = get_dht_time()
+        with self.dht_lock:
+            publish_peer_status(self.dht, cfg.run_id, self.status_record(0, {}), now + cfg.meta_signal_ttl_s,
+                                identity=self.identity)
+        if gossip.min_peers <= 1:
+            return 1
+        window = gossip.min_peers_timeout_s + 2 * gossip.peer_expiration_s  # older announcements are gone
+
+        def announced(result) -> int:
+            return len({r.peer_id for r in result.records if r.reported_at > get_dht_time() - window})
+
+        def fetch():
+            with self.dht_lock:
+                return fetch_peer_statuses(self.dht, cfg.run_id)
+
+        polled = poll(fetch, lambda result: announced(result) >= gossip.min_peers,
+                      deadline=time.monotonic() + gossip.min_peers_timeout_s, max_delay=1.0)
+        seen = announced(polled.result)
+        if not polled.complete:
+            log.warning("only %d of %d peers announced within %.0fs: starting anyway", seen, gossip.min_peers,
+                        gossip.min_peers_timeout_s)
+        return seen
+
+    def _before_first_step(self) -> None:
+        self._announce_and_wait()
         loader = getattr(self.trainer.update, "load_state_from_peers", None)
-        if loader is not None and self.cfg.dht.initial_peers:
-            loaded = loader()
-            log.info("state download from peers: %s", "done" if loaded else "no peer had state; starting fresh")
+        if loader is not None and self.cfg.dht.initial_peers and loader():
+            log.info("downloaded the swarm's current state before the first step")
 
     def _on_step(self, report: StepReport) -> None:
         cfg = self.cfg
@@ -145,7 +174,7 @@ class Node:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        return self.trainer.run(on_step=self._on_step, before_first_step=self._download_state)
+        return self.trainer.run(on_step=self._on_step, before_first_step=self._before_first_step)
 
     def stop(self) -> None:
         if self.publisher is not None:

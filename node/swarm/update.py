@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from node.gossip.fingerprint import parameter_fingerprint
 from node.training.seams import UpdateReport
 
 
@@ -18,11 +19,7 @@ class GossipUpdate:
         self.gossip = gossip
         self.params = params
         self.grad_clip = grad_clip
-        self.bytes_sent_total = 0
-        self.bytes_received_total = 0
         self.dense_bytes_total = 0
-        self.state_bytes_sent_total = 0
-        self.state_bytes_received_total = 0
         self.rounds_averaged = 0
         self.rounds_failed = 0
 
@@ -33,6 +30,7 @@ class GossipUpdate:
     def load_state_from_peers(self) -> bool:
         return self.gossip.load_state_from_peers()
 
+
     def shutdown(self) -> None:
         self.gossip.shutdown()
 
@@ -42,27 +40,24 @@ class GossipUpdate:
             self.gossip.zero_grad()
             return UpdateReport(False, norm, {"update_skipped": "non-finite gradient"})
         report = self.gossip.step(num_samples)
-        self.bytes_sent_total += report.bytes_sent
-        self.bytes_received_total += report.bytes_received
         self.dense_bytes_total += report.dense_bytes
-        self.state_bytes_sent_total += report.state_bytes_sent
-        self.state_bytes_received_total += report.state_bytes_received
         if report.error:
             self.rounds_failed += 1
         elif report.dense_bytes:
             self.rounds_averaged += 1
         extra = {
             "epoch": report.epoch, "num_peers": report.num_peers, "bytes_sent": report.bytes_sent,
-            "bytes_received": report.bytes_received, "bytes_sent_total": self.bytes_sent_total,
-            "bytes_received_total": self.bytes_received_total, "dense_bytes_total": self.dense_bytes_total,
+            "bytes_received": report.bytes_received, **self.gossip.traffic_totals(),
+            "dense_bytes_total": self.dense_bytes_total,
             "compression_ratio": (report.dense_bytes / report.bytes_sent) if report.bytes_sent else None,
-            "state_bytes_sent_total": self.state_bytes_sent_total,
-            "state_bytes_received_total": self.state_bytes_received_total,
             "time_averaging": report.averaging_seconds, "time_allreduce": report.allreduce_seconds,
             "time_waiting": report.waiting_seconds,
             "averaging_error": report.error, "rounds_averaged": self.rounds_averaged,
             "rounds_failed": self.rounds_failed,
         }
+        if report.applied:
+            # lets anyone check that peers at the same epoch hold the same weights
+            extra["param_fingerprint"] = parameter_fingerprint(self.params)
         return UpdateReport(report.applied, norm, extra)
 
 

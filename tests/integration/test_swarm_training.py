@@ -1,0 +1,153 @@
+"""Real peers training together: `rankswarm coordinator` and `rankswarm node` processes on 127.0.0.1.
+
+One scenario, shared by the tests below (about two minutes on 2 cores): a coordinator and two
+peers start; once they have averaged a few rounds a third peer joins late; once it has caught
+up, one of the first peers and the coordinator are killed with SIGKILL. The survivors must
+finish their steps. Everything is read back from what the processes write (metrics.jsonl,
+exit codes) and from the coordinator's gRPC API before it dies; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from coordinator.client import CoordinatorClient
+from rankswarm.demo import DemoConfig, DemoSwarm
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+NODE_OVERRIDES = [
+    "eval.num_problems=16", "gossip.averaging_timeout=15", "gossip.load_state_timeout=60",
+    "coordinator.max_age_s=8", "coordinator.poll_interval_s=1", "meta_signal_ttl_s=60",
+    "gossip.peer_expiration_s=10",
+]
+
+
+def train_rows(swarm: DemoSwarm, index: int) -> list[dict]:
+    return [r for r in swarm.peer_rows(index) if r.get("kind") == "train"]
+
+
+def wait_until(condition, timeout: float, what: str, swarm: DemoSwarm, killed: tuple[int, ...] = ()) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        dead = [p.name for i, p in swarm.peers.items() if i not in killed and not p.alive and p.proc.returncode != 0]
+        assert not dead, f"{dead} crashed while waiting for {what}:\n" + "\n".join(
+            swarm.peers[int(n[4:])].tail(30) for n in dead)
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}:\n"
+                         + "\n".join(p.tail(15) for p in swarm.processes))
+
+
+def epoch_of(swarm: DemoSwarm, index: int) -> int:
+    rows = train_rows(swarm, index)
+    return rows[-1].get("epoch", 0) if rows else 0
+
+
+@pytest.fixture(scope="module")
+def scenario(tmp_path_factory):
+    root = tmp_path_factory.mktemp("swarm")
+    cfg = DemoConfig(peers=2, steps=30, run_dir=str(root), run_id="swarm-it", round_interval=1.0,
+                     node_overrides=NODE_OVERRIDES)
+    swarm = DemoSwarm(cfg)
+    facts: dict = {}
+    try:
+        swarm.start()
+        wait_until(lambda: min(epoch_of(swarm, 0), epoch_of(swarm, 1)) >= 2, 240, "two averaged rounds", swarm)
+        facts["joined_at_epoch"] = epoch_of(swarm, 0)
+        swarm.start_peer(2, ["steps=12"])
+        wait_until(lambda: any("param_fingerprint" in r for r in train_rows(swarm, 2)), 240,
+                   "the late joiner's first update", swarm)
+        with CoordinatorClient(swarm.ready["grpc_address"], timeout=5.0) as client:
+            facts["state_before_kill"] = client.swarm_state()
+            facts["history_before_kill"] = client.history()
+        facts["killed_at"] = time.time()
+        facts["killed_epoch"] = max(epoch_of(swarm, i) for i in (0, 2))
+        swarm.peers[1].kill()
+        swarm.coordinator.kill()
+        wait_until(lambda: not swarm.peers[0].alive and not swarm.peers[2].alive, 300,
+                   "the survivors to finish", swarm, killed=(1,))
+        yield swarm, facts
+    finally:
+        swarm.stop()
+
+
+def fingerprints(swarm: DemoSwarm, index: int) -> dict[int, list[float]]:
+    """epoch -> parameter fingerprint right after that epoch's update (or state download)."""
+    return {r["epoch"]: r["param_fingerprint"] for r in train_rows(swarm, index) if "param_fingerprint" in r}
+
+
+def tolerance(prints: dict[int, dict[int, list[float]]]) -> float:
+    """A twentieth of what one optimizer step moves a fingerprint (median over all peers' steps)."""
+    step_moves = [max(abs(a - b) for a, b in zip(fp[e], fp[e + 1]))
+                  for fp in prints.values() for e in fp if e + 1 in fp]
+    assert step_moves, "no peer logged two consecutive epochs"
+    return 0.05 * statistics.median(step_moves)
+
+
+def gap(a: list[float], b: list[float]) -> float:
+    return max(abs(x - y) for x, y in zip(a, b))
+
+
+def test_founding_peers_hold_the_same_weights_at_every_epoch(scenario):
+    swarm, _ = scenario
+    prints = {i: fingerprints(swarm, i) for i in (0, 1, 2)}
+    limit = tolerance(prints)
+    shared = sorted(set(prints[0]) & set(prints[1]))
+    assert len(shared) >= 3, f"peers 0 and 1 shared only epochs {shared}"
+    for epoch in shared:
+        assert gap(prints[0][epoch], prints[1][epoch]) <= limit, (
+            f"peer0 and peer1 differ at epoch {epoch}: {prints[0][epoch]} vs {prints[1][epoch]}")
+
+
+def test_rounds_are_compressed_averages_over_several_peers(scenario):
+    swarm, _ = scenario
+    rows = [r for i in (0, 2) for r in train_rows(swarm, i) if r.get("bytes_sent")]
+    averaged = [r for r in rows if r.get("num_peers", 1) >= 2]
+    assert averaged, "no averaging round moved any bytes"
+    last = train_rows(swarm, 0)[-1]
+    assert last["dense_bytes_total"] / last["bytes_sent_total"] >= 16
+
+
+def test_late_joiner_downloads_state_and_catches_up(scenario):
+    swarm, facts = scenario
+    rows = train_rows(swarm, 2)
+    assert rows[-1]["state_bytes_received_total"] > 0, "the late joiner never downloaded state"
+    prints = {i: fingerprints(swarm, i) for i in (0, 1, 2)}
+    assert min(prints[2]) >= facts["joined_at_epoch"], "the late joiner restarted the swarm's epoch count"
+    # its first round may start from a state one epoch old (the swarm moved on while it set up);
+    # hivemind then notices and downloads again: from then on it must hold the others' weights
+    shared = sorted(set(prints[2]) & set(prints[0]))
+    assert shared, "the late joiner and peer0 never reached the same epoch"
+    last = shared[-1]
+    assert gap(prints[2][last], prints[0][last]) <= tolerance(prints), f"still apart at epoch {last}"
+    assert rows[-1]["step"] == 12 and swarm.peers[2].proc.returncode == 0
+
+
+def test_survivors_keep_training_after_a_peer_and_the_coordinator_die(scenario):
+    swarm, facts = scenario
+    assert swarm.peers[1].proc.returncode != 0  # killed
+    for index in (0, 2):
+        assert swarm.peers[index].proc.returncode == 0, swarm.peers[index].tail(30)
+        after = [r for r in train_rows(swarm, index) if r["time"] > facts["killed_at"]]
+        assert after, f"peer{index} logged no step after the kill"
+    epochs_after = max(epoch_of(swarm, i) for i in (0, 2))
+    assert epochs_after > facts["killed_epoch"], "no round completed after the kill"
+
+
+def test_peers_shape_with_the_coordinators_weights_then_fall_back(scenario):
+    swarm, facts = scenario
+    state = facts["state_before_kill"]
+    assert state.round >= 1 and state.latest is not None
+    assert max(r.weights.num_peers for r in facts["history_before_kill"]) >= 2
+    rows = train_rows(swarm, 0)
+    before = [r["baselines"] for r in rows if r["time"] <= facts["killed_at"]]
+    assert "global" in before, "peer0 never shaped with the coordinator's baselines"
+    # max_age_s=8: steps well after the coordinator died must use the local EMA
+    late = [r["baselines"] for r in rows if r["time"] > facts["killed_at"] + 12]
+    assert late and set(late) == {"local"}, late
