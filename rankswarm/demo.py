@@ -28,7 +28,7 @@ class DemoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     peers: int = Field(3, ge=1, le=16, description="Peers to start (each a separate process).")
-    steps: int = Field(30, ge=1, description="Training steps each peer runs.")
+    steps: int = Field(60, ge=1, description="Training steps each peer runs.")
     run_dir: str = Field("runs/demo", description="Everything the demo's processes write (wiped at start).")
     max_minutes: float = Field(9.0, gt=0, description="Stop everything after this many minutes.")
     run_id: str = Field("rankswarm-demo", description="Run id shared by the coordinator and the peers.")

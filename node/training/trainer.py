@@ -102,8 +102,9 @@ class Trainer:
         parts = policy_loss(out.logprobs, out.logprobs.detach(), advantages, batch.response_mask, cfg.loss,
                             ref_logprobs=ref_logprobs, entropy=out.entropy)
         parts.total.backward()
-        update = self.update.apply(len(batch.texts))
         t_backward = timer()
+        update = self.update.apply(len(batch.texts))  # a swarm peer averages with the others here
+        t_update = timer()
 
         stats = IndicatorStats.from_batch(indicators, rewards, aux.gate if aux is not None else None)
         self.baselines.observe(stats)
@@ -120,8 +121,8 @@ class Trainer:
             "truncated": float(batch.truncated.float().mean()),
             "time_generate": t_generate - t0, "time_reward": t_reward - t_generate,
             "time_forward": t_forward - t_reward, "time_shaping": t_shaping - t_forward,
-            "time_backward": t_backward - t_shaping, "time_step": t_backward - t0,
-            "tokens_per_s": batch.num_tokens / max(t_backward - t0, 1e-9),
+            "time_backward": t_backward - t_shaping, "time_update": t_update - t_backward,
+            "time_step": t_update - t0, "tokens_per_s": batch.num_tokens / max(t_update - t0, 1e-9),
             **update.extra,
         }
         return StepReport(self.step, metrics, stats)
