@@ -31,6 +31,7 @@ class DemoConfig(BaseModel):
     steps: int = Field(60, ge=1, description="Training steps each peer runs.")
     run_dir: str = Field("runs/demo", description="Everything the demo's processes write (wiped at start).")
     max_minutes: float = Field(9.0, gt=0, description="Stop everything after this many minutes.")
+    seed: int = Field(0, ge=0, description="Peer i trains with seed 100 * seed + i.")
     run_id: str = Field("rankswarm-demo", description="Run id shared by the coordinator and the peers.")
     prompts_per_step: int = Field(8, ge=1, description="Prompts per peer step (each with group_size rollouts).")
     group_size: int = Field(8, ge=2, description="Rollouts per prompt.")
@@ -106,7 +107,7 @@ class DemoSwarm:
         ready = self.ready
         run_dir = self.peer_dir(index)
         overrides = [
-            f"run_dir={json.dumps(str(run_dir))}", f"seed={index}", f"steps={self.cfg.steps}",
+            f"run_dir={json.dumps(str(run_dir))}", f"seed={100 * self.cfg.seed + index}", f"steps={self.cfg.steps}",
             f"run_id={json.dumps(self.cfg.run_id)}", f"algo.prompts_per_step={self.cfg.prompts_per_step}",
             f"sampling.group_size={self.cfg.group_size}", "checkpoint.every=0", "eval.every=0",
             f"gossip.target_batch_size={self.target_batch_size}",
