@@ -17,6 +17,7 @@ import logging
 import sys
 
 from rankswarm.config_loading import ConfigError
+from rankswarm.errors import StartupError
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -133,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"rankswarm: config error: {err}", file=sys.stderr)
         return 2
+    except StartupError as err:  # expected failures with advice: no traceback, just what to do
+        print(f"rankswarm {args.command}: {err}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("\nrankswarm: interrupted", file=sys.stderr)
         return 130

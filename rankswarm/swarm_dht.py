@@ -12,6 +12,8 @@ from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from rankswarm.errors import StartupError
+
 log = logging.getLogger(__name__)
 
 
@@ -47,7 +49,7 @@ class DHTConfig(BaseModel):
         return values
 
 
-class BootstrapError(RuntimeError):
+class BootstrapError(StartupError):
     """This process could not join the swarm; the message says what was tried and what to check."""
 
 

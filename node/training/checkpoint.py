@@ -25,13 +25,15 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from rankswarm.errors import StartupError
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 FILES = ("model.safetensors", "optimizer.pt", "rng.safetensors", "state.json")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(StartupError, ValueError):
     """A checkpoint that is missing, partial or corrupt; the message names the file."""
 
 

@@ -1,0 +1,50 @@
+"""The `rankswarm` command as a user runs it: a subprocess, its exit code and what it prints."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+UNREACHABLE = "/ip4/127.0.0.1/tcp/9/p2p/12D3KooWNkmZBtLxs5Khuu7GYNSmZ5wtmk89Wo99m7vfVM374yKU"
+
+
+def rankswarm(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rankswarm.cli", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.mark.integration
+def test_node_with_no_answering_initial_peer_explains_what_to_check(tmp_path):
+    result = rankswarm("node", "--set", f"dht.initial_peers={json.dumps([UNREACHABLE])}",
+                       "--set", f"run_dir={json.dumps(str(tmp_path))}")
+    assert result.returncode == 3, result.stderr
+    assert "none of the initial peers answered" in result.stderr
+    assert UNREACHABLE in result.stderr and "check that" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.unit
+def test_unknown_config_key_is_a_config_error_naming_it():
+    result = rankswarm("node", "--set", "gossip.compresion=\"none\"")
+    assert result.returncode == 2
+    assert "gossip.compresion" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.unit
+def test_status_without_a_coordinator_fails_clearly():
+    result = rankswarm("status", "--coordinator", "127.0.0.1:9", "--timeout", "1")
+    assert result.returncode == 1
+    assert "127.0.0.1:9" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("role, key", [("node", "gossip"), ("coordinator", "round_interval"), ("demo", "peers")])
+def test_config_show_prints_every_default(role, key):
+    result = rankswarm("config", "show", role)
+    assert result.returncode == 0, result.stderr
+    assert key in json.loads(result.stdout)
