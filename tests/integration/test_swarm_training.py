@@ -17,6 +17,8 @@ import pytest
 
 from coordinator.client import CoordinatorClient
 from rankswarm.demo import DemoConfig, DemoSwarm
+from rankswarm.dht_keys import SigningIdentity
+from shaping import IndicatorStats
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -65,7 +67,7 @@ def scenario(tmp_path_factory):
                    "the late joiner's first update", swarm)
         with CoordinatorClient(swarm.ready["grpc_address"], timeout=5.0) as client:
             facts["state_before_kill"] = client.swarm_state()
-            facts["history_before_kill"] = client.history()
+            facts["history_before_kill"] = client.history(include_contributions=True)
         facts["killed_at"] = time.time()
         facts["killed_epoch"] = max(epoch_of(swarm, i) for i in (0, 2))
         swarm.peers[1].kill()
@@ -151,3 +153,27 @@ def test_peers_shape_with_the_coordinators_weights_then_fall_back(scenario):
     # max_age_s=8: steps well after the coordinator died must use the local EMA
     late = [r["baselines"] for r in rows if r["time"] > facts["killed_at"] + 12]
     assert late and set(late) == {"local"}, late
+
+
+def test_coordinator_merged_exactly_what_the_peers_measured(scenario):
+    swarm, facts = scenario
+    peer_index = {SigningIdentity.load_or_create(swarm.peer_dir(i) / "signing.key").fingerprint: i
+                  for i in swarm.peers}
+    steps = {i: {r["step"]: r for r in train_rows(swarm, i)} for i in swarm.peers}
+    checked, contributors = 0, set()
+    for round_view in facts["history_before_kill"]:
+        if not round_view.contributions:
+            continue
+        merged = IndicatorStats.merge_all(c.stats for c in round_view.contributions)
+        for name, value in merged.means().items():
+            expected = round_view.weights.merged.means()[name]
+            assert (value is None and expected is None) or value == pytest.approx(expected, rel=1e-12)
+        for contribution in round_view.contributions:
+            index = peer_index[contribution.peer_id]  # a record from an unknown peer would fail here
+            row = steps[index][contribution.step]
+            for name in ("er", "erv", "era"):
+                if row[name] is not None:
+                    assert contribution.stats.means()[name] == pytest.approx(row[name], rel=1e-9)
+            contributors.add(index)
+            checked += 1
+    assert checked >= 4 and len(contributors) >= 2, (checked, contributors)
