@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -134,17 +135,20 @@ class DemoSwarm:
         return [self.peer_rows(i) for i in sorted(self.peers)]
 
     def progress(self) -> str:
-        lines = [f"{'peer':<6}{'step':>6}{'reward':>9}{'acc':>7}{'ER':>7}{'gate':>7}{'base':>8}"
+        lines = [f"{'peer':<6}{'step':>6}{'round':>6}{'reward':>9}{'acc':>7}{'ER':>7}{'gate':>7}{'base':>8}"
                  f"{'sent MB':>9}{'ratio':>7}  state"]
         for i, rows in zip(sorted(self.peers), self.peers_rows()):
             m = _last(rows, "train") or {}
             proc = self.peers[i]
             state = "running" if proc.alive else f"exited {proc.proc.returncode}"
+            sent, dense = m.get("bytes_sent_total"), m.get("dense_bytes_total")
+            ratio = dense / sent if sent and dense else None  # so far, over all rounds
             lines.append(
-                f"peer{i:<2}{_fmt(m.get('step'), 'd'):>6}{_fmt(m.get('reward'), '+.3f'):>9}"
+                f"peer{i:<2}{_fmt(m.get('step'), 'd'):>6}{_fmt(m.get('epoch'), 'd'):>6}"
+                f"{_fmt(m.get('reward'), '+.3f'):>9}"
                 f"{_fmt(m.get('accuracy'), '.2f'):>7}{_fmt(m.get('er'), '.2f'):>7}{_fmt(m.get('gate'), '.2f'):>7}"
                 f"{m.get('baselines', '-'):>8}{_fmt(_mb(m.get('bytes_sent_total')), '.2f'):>9}"
-                f"{_fmt(m.get('compression_ratio'), '.0f'):>7}  {state}")
+                f"{_fmt(ratio, '.0f'):>6}x  {state}")
         lines.append(self.coordinator_line())
         return "\n".join(lines)
 
@@ -169,8 +173,10 @@ class DemoSwarm:
 
     def watch(self) -> None:
         deadline = time.monotonic() + self.cfg.max_minutes * 60
+        redraw = sys.stdout.isatty()  # a terminal gets one table updated in place; a log gets them all
         while time.monotonic() < deadline and not self.finished():
-            print(self.progress() + "\n", flush=True)
+            table = self.progress()
+            print(("\x1b[H\x1b[2J" + table) if redraw else table + "\n", flush=True)
             time.sleep(self.cfg.refresh_s)
         if not self.finished():
             print(f"time budget of {self.cfg.max_minutes} min reached: stopping the peers", flush=True)
