@@ -11,10 +11,11 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 from coordinator.events import EventKind, SwarmEvent
-from coordinator.views import PeerView, RoundView, SwarmStateView
+from coordinator.views import PEER_STATES, Alert, PeerView, RoundView, SwarmStateView
 from protos import swarm_pb2
-from rankswarm.dht_records import (SCHEMA_VERSION, BalanceRecord, MetaSignalRecord, PeerStatusRecord,
-                                   SchemaVersionError, check_schema_version)
+from rankswarm.dht_records import (DISTRIBUTION_INDICATORS, PEER_STATUS_SCHEMA_VERSION, SCHEMA_VERSION,
+                                   BalanceRecord, Deciles, MetaSignalRecord, PeerStatusRecord, SchemaVersionError,
+                                   check_schema_version)
 from shaping import INDICATORS, Baselines, IndicatorStats
 
 __all__ = ["SCHEMA_VERSION"]  # plus the functions below
@@ -24,6 +25,12 @@ _REACHABILITY = {"unknown": swarm_pb2.REACHABILITY_UNSPECIFIED, "direct": swarm_
 _EVENT_KINDS = {EventKind.ROUND_COMPLETED: swarm_pb2.ROUND_COMPLETED, EventKind.ROUND_SKIPPED: swarm_pb2.ROUND_SKIPPED,
                 EventKind.PEER_JOINED: swarm_pb2.PEER_JOINED, EventKind.PEER_LEFT: swarm_pb2.PEER_LEFT,
                 EventKind.RECORD_REJECTED: swarm_pb2.RECORD_REJECTED}
+_PEER_HEALTH = {state: getattr(swarm_pb2, f"PEER_HEALTH_{state.upper()}") for state in PEER_STATES}
+_PEER_HEALTH[""] = swarm_pb2.PEER_HEALTH_UNSPECIFIED
+# PeerStatus fields added in schema 2 that are proto3 `optional` (unset = None)
+_STATUS_OPTIONAL = ("tokens_per_s", "step_seconds", "compression_ratio", "reward", "accuracy", "heldout_accuracy",
+                    "kl", "er", "erv", "era", "gate", "aux", "epoch", "num_peers_seen", "balance_round")
+_STATUS_PLAIN = ("averaging_rounds", "averaging_failures", "last_averaging_error", "publish_failures")
 
 
 def check_request_version(version: int, what: str) -> None:
@@ -147,23 +154,35 @@ def balance_from_response(message: swarm_pb2.GetBalanceWeightsResponse) -> Balan
 
 
 def peer_status_to_pb(record: PeerStatusRecord) -> swarm_pb2.PeerStatus:
-    return swarm_pb2.PeerStatus(
+    message = swarm_pb2.PeerStatus(
         schema_version=record.schema_version, run_id=record.run, peer_id=record.peer_id, version=record.version,
         address=record.address, reachability=_REACHABILITY[record.reachability], step=record.step,
         throughput=record.throughput, bytes_sent=record.bytes_sent, bytes_received=record.bytes_received,
-        reported_at=record.reported_at)
+        reported_at=record.reported_at, baselines_source=record.baselines_source,
+        **{name: getattr(record, name) for name in _STATUS_PLAIN})
+    for name in _STATUS_OPTIONAL:
+        if getattr(record, name) is not None:
+            setattr(message, name, getattr(record, name))
+    for name, deciles in record.deciles.items():
+        getattr(message, f"{name}_deciles").CopyFrom(swarm_pb2.Deciles(count=deciles.count, values=deciles.values))
+    return message
 
 
 def peer_status_from_pb(message: swarm_pb2.PeerStatus) -> PeerStatusRecord:
-    check_message_version(message.schema_version, "PeerStatus")
+    check_schema_version(message.schema_version, "PeerStatus", PEER_STATUS_SCHEMA_VERSION)
     reachability = {code: name for name, code in _REACHABILITY.items()}.get(message.reachability)
     if reachability is None:
         raise ValueError(f"PeerStatus.reachability {message.reachability} is not a known Reachability value")
+    deciles = {name: _validated(Deciles, count=getattr(message, f"{name}_deciles").count,
+                                values=list(getattr(message, f"{name}_deciles").values))
+               for name in DISTRIBUTION_INDICATORS if message.HasField(f"{name}_deciles")}
     return _validated(PeerStatusRecord, schema_version=message.schema_version, run=message.run_id,
                       peer_id=message.peer_id, version=message.version, address=message.address,
                       reachability=reachability, step=message.step, throughput=message.throughput,
                       bytes_sent=message.bytes_sent, bytes_received=message.bytes_received,
-                      reported_at=message.reported_at)
+                      reported_at=message.reported_at, baselines_source=message.baselines_source or "unknown",
+                      deciles=deciles, **{name: getattr(message, name) for name in _STATUS_PLAIN},
+                      **{name: _optional(message, name) for name in _STATUS_OPTIONAL})
 
 
 # ---------------------------------------------------------------- coordinator views
@@ -180,23 +199,43 @@ def round_from_pb(message: swarm_pb2.RoundRecord) -> RoundView:
 def _peer_to_pb(peer: PeerView) -> swarm_pb2.PeerState:
     message = swarm_pb2.PeerState(peer_id=peer.peer_id, first_seen=peer.first_seen, last_seen=peer.last_seen,
                                   last_step=peer.last_step or 0, num_contributions=peer.num_contributions,
-                                  active=peer.active)
+                                  active=peer.active, health=_PEER_HEALTH[peer.state],
+                                  version_mismatch=peer.version_mismatch)
+    if peer.epoch_lag is not None:
+        message.epoch_lag = peer.epoch_lag
     if peer.status is not None:
         message.status.CopyFrom(peer_status_to_pb(peer.status))
     return message
 
 
 def _peer_from_pb(message: swarm_pb2.PeerState) -> PeerView:
+    state = {code: name for name, code in _PEER_HEALTH.items()}.get(message.health, "")  # newer states: unknown
     return PeerView(message.peer_id, message.first_seen, message.last_seen,
                     message.last_step if message.num_contributions else None, message.num_contributions,
-                    message.active, peer_status_from_pb(message.status) if message.HasField("status") else None)
+                    message.active, peer_status_from_pb(message.status) if message.HasField("status") else None,
+                    state=state, version_mismatch=message.version_mismatch,
+                    epoch_lag=message.epoch_lag if message.HasField("epoch_lag") else None)
+
+
+def alert_to_pb(alert: Alert) -> swarm_pb2.Alert:
+    return swarm_pb2.Alert(key=alert.key, kind=alert.kind, severity=alert.severity, peer_id=alert.peer_id,
+                           message=alert.message, started_at=alert.started_at, started_round=alert.started_round,
+                           ended_at=alert.ended_at, ended_round=alert.ended_round)
+
+
+def alert_from_pb(message: swarm_pb2.Alert) -> Alert:
+    return Alert(message.key, message.kind, message.severity, message.peer_id, message.message, message.started_at,
+                 message.started_round, message.ended_at, message.ended_round)
 
 
 def swarm_state_to_pb(view: SwarmStateView) -> swarm_pb2.SwarmState:
     message = swarm_pb2.SwarmState(schema_version=SCHEMA_VERSION, run_id=view.run,
                                    coordinator_key=view.coordinator_key, round=view.round,
                                    peers=[_peer_to_pb(p) for p in view.peers],
-                                   visible_maddrs=list(view.visible_maddrs), now=view.now)
+                                   visible_maddrs=list(view.visible_maddrs), now=view.now,
+                                   alerts=[alert_to_pb(a) for a in view.alerts],
+                                   coordinator_version=view.coordinator_version, http_address=view.http_address,
+                                   records_rejected=view.records_rejected)
     if view.latest is not None:
         message.latest.CopyFrom(balance_to_pb(view.latest))
     return message
@@ -206,7 +245,10 @@ def swarm_state_from_pb(message: swarm_pb2.SwarmState) -> SwarmStateView:
     check_message_version(message.schema_version, "SwarmState")
     latest = balance_from_pb(message.latest) if message.HasField("latest") else None
     return SwarmStateView(message.run_id, message.coordinator_key, message.round, latest,
-                          tuple(_peer_from_pb(p) for p in message.peers), tuple(message.visible_maddrs), message.now)
+                          tuple(_peer_from_pb(p) for p in message.peers), tuple(message.visible_maddrs), message.now,
+                          alerts=tuple(alert_from_pb(a) for a in message.alerts),
+                          coordinator_version=message.coordinator_version, http_address=message.http_address,
+                          records_rejected=message.records_rejected)
 
 
 def event_to_pb(event: SwarmEvent) -> swarm_pb2.SwarmEvent:

@@ -13,6 +13,15 @@ class Reachability(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REACHABILITY_DIRECT: _ClassVar[Reachability]
     REACHABILITY_RELAYED: _ClassVar[Reachability]
 
+class PeerHealth(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PEER_HEALTH_UNSPECIFIED: _ClassVar[PeerHealth]
+    PEER_HEALTH_ONLINE: _ClassVar[PeerHealth]
+    PEER_HEALTH_JOINING: _ClassVar[PeerHealth]
+    PEER_HEALTH_BEHIND: _ClassVar[PeerHealth]
+    PEER_HEALTH_UNREACHABLE: _ClassVar[PeerHealth]
+    PEER_HEALTH_GONE: _ClassVar[PeerHealth]
+
 class SwarmEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SWARM_EVENT_KIND_UNSPECIFIED: _ClassVar[SwarmEventKind]
@@ -24,6 +33,12 @@ class SwarmEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 REACHABILITY_UNSPECIFIED: Reachability
 REACHABILITY_DIRECT: Reachability
 REACHABILITY_RELAYED: Reachability
+PEER_HEALTH_UNSPECIFIED: PeerHealth
+PEER_HEALTH_ONLINE: PeerHealth
+PEER_HEALTH_JOINING: PeerHealth
+PEER_HEALTH_BEHIND: PeerHealth
+PEER_HEALTH_UNREACHABLE: PeerHealth
+PEER_HEALTH_GONE: PeerHealth
 SWARM_EVENT_KIND_UNSPECIFIED: SwarmEventKind
 ROUND_COMPLETED: SwarmEventKind
 ROUND_SKIPPED: SwarmEventKind
@@ -149,8 +164,16 @@ class BalanceWeights(_message.Message):
     coordinator_key: str
     def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., round: _Optional[int] = ..., baselines: _Optional[_Union[Baselines, _Mapping]] = ..., lambda_t: _Optional[float] = ..., balance: _Optional[_Union[Balance, _Mapping]] = ..., merged: _Optional[_Union[SignalStats, _Mapping]] = ..., num_peers: _Optional[int] = ..., num_contributions: _Optional[int] = ..., issued_at: _Optional[float] = ..., coordinator_key: _Optional[str] = ...) -> None: ...
 
+class Deciles(_message.Message):
+    __slots__ = ("count", "values")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, count: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
 class PeerStatus(_message.Message):
-    __slots__ = ("schema_version", "run_id", "peer_id", "version", "address", "reachability", "step", "throughput", "bytes_sent", "bytes_received", "reported_at")
+    __slots__ = ("schema_version", "run_id", "peer_id", "version", "address", "reachability", "step", "throughput", "bytes_sent", "bytes_received", "reported_at", "tokens_per_s", "step_seconds", "compression_ratio", "reward", "accuracy", "heldout_accuracy", "kl", "er", "erv", "era", "gate", "aux", "epoch", "num_peers_seen", "averaging_rounds", "averaging_failures", "last_averaging_error", "publish_failures", "baselines_source", "balance_round", "er_deciles", "erv_deciles", "era_deciles")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +185,29 @@ class PeerStatus(_message.Message):
     BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
     BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
     REPORTED_AT_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    STEP_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COMPRESSION_RATIO_FIELD_NUMBER: _ClassVar[int]
+    REWARD_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    HELDOUT_ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    KL_FIELD_NUMBER: _ClassVar[int]
+    ER_FIELD_NUMBER: _ClassVar[int]
+    ERV_FIELD_NUMBER: _ClassVar[int]
+    ERA_FIELD_NUMBER: _ClassVar[int]
+    GATE_FIELD_NUMBER: _ClassVar[int]
+    AUX_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    NUM_PEERS_SEEN_FIELD_NUMBER: _ClassVar[int]
+    AVERAGING_ROUNDS_FIELD_NUMBER: _ClassVar[int]
+    AVERAGING_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    LAST_AVERAGING_ERROR_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    BASELINES_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    BALANCE_ROUND_FIELD_NUMBER: _ClassVar[int]
+    ER_DECILES_FIELD_NUMBER: _ClassVar[int]
+    ERV_DECILES_FIELD_NUMBER: _ClassVar[int]
+    ERA_DECILES_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     run_id: str
     peer_id: str
@@ -173,10 +219,33 @@ class PeerStatus(_message.Message):
     bytes_sent: int
     bytes_received: int
     reported_at: float
-    def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., version: _Optional[str] = ..., address: _Optional[str] = ..., reachability: _Optional[_Union[Reachability, str]] = ..., step: _Optional[int] = ..., throughput: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., reported_at: _Optional[float] = ...) -> None: ...
+    tokens_per_s: float
+    step_seconds: float
+    compression_ratio: float
+    reward: float
+    accuracy: float
+    heldout_accuracy: float
+    kl: float
+    er: float
+    erv: float
+    era: float
+    gate: float
+    aux: float
+    epoch: int
+    num_peers_seen: int
+    averaging_rounds: int
+    averaging_failures: int
+    last_averaging_error: str
+    publish_failures: int
+    baselines_source: str
+    balance_round: int
+    er_deciles: Deciles
+    erv_deciles: Deciles
+    era_deciles: Deciles
+    def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., version: _Optional[str] = ..., address: _Optional[str] = ..., reachability: _Optional[_Union[Reachability, str]] = ..., step: _Optional[int] = ..., throughput: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., reported_at: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., step_seconds: _Optional[float] = ..., compression_ratio: _Optional[float] = ..., reward: _Optional[float] = ..., accuracy: _Optional[float] = ..., heldout_accuracy: _Optional[float] = ..., kl: _Optional[float] = ..., er: _Optional[float] = ..., erv: _Optional[float] = ..., era: _Optional[float] = ..., gate: _Optional[float] = ..., aux: _Optional[float] = ..., epoch: _Optional[int] = ..., num_peers_seen: _Optional[int] = ..., averaging_rounds: _Optional[int] = ..., averaging_failures: _Optional[int] = ..., last_averaging_error: _Optional[str] = ..., publish_failures: _Optional[int] = ..., baselines_source: _Optional[str] = ..., balance_round: _Optional[int] = ..., er_deciles: _Optional[_Union[Deciles, _Mapping]] = ..., erv_deciles: _Optional[_Union[Deciles, _Mapping]] = ..., era_deciles: _Optional[_Union[Deciles, _Mapping]] = ...) -> None: ...
 
 class PeerState(_message.Message):
-    __slots__ = ("peer_id", "first_seen", "last_seen", "last_step", "num_contributions", "active", "status")
+    __slots__ = ("peer_id", "first_seen", "last_seen", "last_step", "num_contributions", "active", "status", "health", "version_mismatch", "epoch_lag")
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
     FIRST_SEEN_FIELD_NUMBER: _ClassVar[int]
     LAST_SEEN_FIELD_NUMBER: _ClassVar[int]
@@ -184,6 +253,9 @@ class PeerState(_message.Message):
     NUM_CONTRIBUTIONS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_FIELD_NUMBER: _ClassVar[int]
+    VERSION_MISMATCH_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_LAG_FIELD_NUMBER: _ClassVar[int]
     peer_id: str
     first_seen: float
     last_seen: float
@@ -191,7 +263,32 @@ class PeerState(_message.Message):
     num_contributions: int
     active: bool
     status: PeerStatus
-    def __init__(self, peer_id: _Optional[str] = ..., first_seen: _Optional[float] = ..., last_seen: _Optional[float] = ..., last_step: _Optional[int] = ..., num_contributions: _Optional[int] = ..., active: _Optional[bool] = ..., status: _Optional[_Union[PeerStatus, _Mapping]] = ...) -> None: ...
+    health: PeerHealth
+    version_mismatch: bool
+    epoch_lag: int
+    def __init__(self, peer_id: _Optional[str] = ..., first_seen: _Optional[float] = ..., last_seen: _Optional[float] = ..., last_step: _Optional[int] = ..., num_contributions: _Optional[int] = ..., active: _Optional[bool] = ..., status: _Optional[_Union[PeerStatus, _Mapping]] = ..., health: _Optional[_Union[PeerHealth, str]] = ..., version_mismatch: _Optional[bool] = ..., epoch_lag: _Optional[int] = ...) -> None: ...
+
+class Alert(_message.Message):
+    __slots__ = ("key", "kind", "severity", "peer_id", "message", "started_at", "started_round", "ended_at", "ended_round")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_ROUND_FIELD_NUMBER: _ClassVar[int]
+    ENDED_AT_FIELD_NUMBER: _ClassVar[int]
+    ENDED_ROUND_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    kind: str
+    severity: str
+    peer_id: str
+    message: str
+    started_at: float
+    started_round: int
+    ended_at: float
+    ended_round: int
+    def __init__(self, key: _Optional[str] = ..., kind: _Optional[str] = ..., severity: _Optional[str] = ..., peer_id: _Optional[str] = ..., message: _Optional[str] = ..., started_at: _Optional[float] = ..., started_round: _Optional[int] = ..., ended_at: _Optional[float] = ..., ended_round: _Optional[int] = ...) -> None: ...
 
 class SwarmEvent(_message.Message):
     __slots__ = ("schema_version", "seq", "kind", "at", "round", "peer_id", "detail", "weights")
@@ -244,7 +341,7 @@ class GetSwarmStateRequest(_message.Message):
     def __init__(self, schema_version: _Optional[int] = ...) -> None: ...
 
 class SwarmState(_message.Message):
-    __slots__ = ("schema_version", "run_id", "coordinator_key", "round", "latest", "peers", "visible_maddrs", "now")
+    __slots__ = ("schema_version", "run_id", "coordinator_key", "round", "latest", "peers", "visible_maddrs", "now", "alerts", "coordinator_version", "http_address", "records_rejected")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -253,6 +350,10 @@ class SwarmState(_message.Message):
     PEERS_FIELD_NUMBER: _ClassVar[int]
     VISIBLE_MADDRS_FIELD_NUMBER: _ClassVar[int]
     NOW_FIELD_NUMBER: _ClassVar[int]
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_VERSION_FIELD_NUMBER: _ClassVar[int]
+    HTTP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_REJECTED_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     run_id: str
     coordinator_key: str
@@ -261,7 +362,11 @@ class SwarmState(_message.Message):
     peers: _containers.RepeatedCompositeFieldContainer[PeerState]
     visible_maddrs: _containers.RepeatedScalarFieldContainer[str]
     now: float
-    def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., coordinator_key: _Optional[str] = ..., round: _Optional[int] = ..., latest: _Optional[_Union[BalanceWeights, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[PeerState, _Mapping]]] = ..., visible_maddrs: _Optional[_Iterable[str]] = ..., now: _Optional[float] = ...) -> None: ...
+    alerts: _containers.RepeatedCompositeFieldContainer[Alert]
+    coordinator_version: str
+    http_address: str
+    records_rejected: int
+    def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., coordinator_key: _Optional[str] = ..., round: _Optional[int] = ..., latest: _Optional[_Union[BalanceWeights, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[PeerState, _Mapping]]] = ..., visible_maddrs: _Optional[_Iterable[str]] = ..., now: _Optional[float] = ..., alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ..., coordinator_version: _Optional[str] = ..., http_address: _Optional[str] = ..., records_rejected: _Optional[int] = ...) -> None: ...
 
 class WatchSwarmEventsRequest(_message.Message):
     __slots__ = ("schema_version", "after_seq")

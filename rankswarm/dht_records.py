@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Literal, TypeVar
+from typing import Any, Callable, ClassVar, Generic, Literal, TypeVar
 
 from hivemind.utils import get_dht_time
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
@@ -28,7 +28,8 @@ from shaping import Baselines, IndicatorStats
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # of every message and record, except where a record type says otherwise
+PEER_STATUS_SCHEMA_VERSION = 2  # 2 added the dashboard's fields (throughput, training, health, deciles)
 DHT_CALL_TIMEOUT = 10.0  # seconds for one store/get; the DHT's own RPC timeouts are shorter
 
 
@@ -36,13 +37,13 @@ class SchemaVersionError(ValueError):
     """A record or message of a newer schema than this process understands."""
 
 
-def check_schema_version(version: int, what: str) -> int:
-    """Return `version` if this process understands it; SchemaVersionError naming both versions otherwise."""
-    if version > SCHEMA_VERSION:
+def check_schema_version(version: int, what: str, latest: int = SCHEMA_VERSION) -> int:
+    """Return `version` if this process understands it (1..latest); SchemaVersionError naming both otherwise."""
+    if version > latest:
         raise SchemaVersionError(f"{what} has schema_version {version}, newer than this process's "
-                                 f"{SCHEMA_VERSION}; upgrade rankswarm on this machine")
+                                 f"{latest}; upgrade rankswarm on this machine")
     if version < 1:
-        raise ValueError(f"{what} has no schema_version (got {version}); set schema_version={SCHEMA_VERSION}")
+        raise ValueError(f"{what} has no schema_version (got {version}); set schema_version={latest}")
     return version
 
 
@@ -50,13 +51,17 @@ class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False,
                               arbitrary_types_allowed=True)
 
+    # The newest schema of this record type this process reads (and writes). A type that gains
+    # fields raises its own; older records still parse because new fields have defaults.
+    LATEST_SCHEMA: ClassVar[int] = SCHEMA_VERSION
+
     schema_version: int = Field(SCHEMA_VERSION, description="Record schema; newer ones are refused.")
     run: str = Field(description="Run id the record belongs to (rankswarm.dht_keys.RUN_ID_PATTERN).")
 
     @field_validator("schema_version")
     @classmethod
     def _known_version(cls, version: int) -> int:
-        return check_schema_version(version, cls.__name__)
+        return check_schema_version(version, cls.__name__, cls.LATEST_SCHEMA)
 
     @field_validator("run")
     @classmethod
@@ -135,18 +140,73 @@ class BalanceRecord(_Record):
         return baselines.to_dict()
 
 
-class PeerStatusRecord(_Record):
-    """[STATUS] a peer's health report."""
+DISTRIBUTION_INDICATORS = ("er", "erv", "era")
 
+
+class Deciles(BaseModel):
+    """The 0 %, 10 %, ..., 100 % quantiles of one indicator over the responses of a batch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    count: int = Field(ge=1, description="Responses that have the indicator.")
+    values: tuple[float, ...] = Field(min_length=11, max_length=11, description="11 quantiles, non-decreasing.")
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _as_tuple(cls, values: Any) -> Any:
+        return tuple(values) if isinstance(values, list) else values  # msgpack and JSON give lists
+
+    @field_validator("values")
+    @classmethod
+    def _sorted(cls, values: tuple[float, ...]) -> tuple[float, ...]:
+        if any(b < a for a, b in zip(values, values[1:])):
+            raise ValueError("deciles must be non-decreasing")
+        return values
+
+
+class PeerStatusRecord(_Record):
+    """[STATUS] a peer's health report (every few steps).
+
+    Schema 1 had the fields up to `reported_at`; schema 2 added the rest, all optional, so a
+    coordinator reads both, and a schema-1 coordinator refuses schema 2 naming both versions."""
+
+    LATEST_SCHEMA: ClassVar[int] = PEER_STATUS_SCHEMA_VERSION
+
+    schema_version: int = Field(PEER_STATUS_SCHEMA_VERSION, description="Record schema; newer ones are refused.")
     peer_id: str = Field(max_length=64, description="Fingerprint of the peer's signing key.")
     version: str = Field("", max_length=64, description="rankswarm version the peer runs.")
     address: str = Field("", max_length=512, description="A multiaddr the peer is reachable at.")
     reachability: Literal["unknown", "direct", "relayed"] = Field("unknown", description="How others reach it.")
     step: int = Field(0, ge=0, description="The peer's latest training step.")
-    throughput: float = Field(0.0, ge=0, description="Rollouts per second over recent steps.")
+    throughput: float = Field(0.0, ge=0, description="Rollouts per second since the peer started.")
     bytes_sent: int = Field(0, ge=0, description="Bytes sent to the swarm since start.")
     bytes_received: int = Field(0, ge=0, description="Bytes received from the swarm since start.")
     reported_at: float = Field(description="DHT time of the report (seconds).")
+    # ---- schema 2: None (or 0 / "") in schema-1 records and when the peer does not know yet
+    tokens_per_s: float | None = Field(None, ge=0, description="Response tokens per second in the latest step.")
+    step_seconds: float | None = Field(None, ge=0, description="Wall time of the latest training step.")
+    compression_ratio: float | None = Field(None, ge=0, description=(
+        "Dense fp32 gradient bytes over the bytes actually sent, since start."))
+    reward: float | None = Field(None, description="Mean reward of the latest step's rollouts.")
+    accuracy: float | None = Field(None, ge=0, le=1, description="Share of the latest step's rollouts judged correct.")
+    heldout_accuracy: float | None = Field(None, ge=0, le=1, description="Latest held-out greedy accuracy, if evaluated.")
+    kl: float | None = Field(None, description="KL to the reference policy in the latest step's loss.")
+    er: float | None = Field(None, description="Mean effective rank over the latest step's responses.")
+    erv: float | None = Field(None, description="Mean ER velocity over the latest step's responses that have one.")
+    era: float | None = Field(None, description="Mean ER acceleration over the latest step's responses that have one.")
+    gate: float | None = Field(None, ge=0, le=1, description="Mean ERA gate (exploration share) of the latest step.")
+    aux: float | None = Field(None, description="Mean auxiliary signal r_aux of the latest step.")
+    epoch: int | None = Field(None, ge=0, description="The peer's optimizer epoch (swarm updates applied).")
+    num_peers_seen: int | None = Field(None, ge=0, description="Training peers this peer sees (itself included).")
+    averaging_rounds: int = Field(0, ge=0, description="Averaging rounds completed since start.")
+    averaging_failures: int = Field(0, ge=0, description="Averaging rounds that failed since start.")
+    last_averaging_error: str = Field("", max_length=256, description="The latest step's averaging error, if any.")
+    publish_failures: int = Field(0, ge=0, description="DHT records this peer failed to publish since start.")
+    baselines_source: Literal["unknown", "global", "local"] = Field("unknown", description=(
+        "Which baselines the latest step shaped with: the coordinator's (global) or the peer's own EMA (local)."))
+    balance_round: int | None = Field(None, ge=1, description="Round of the newest coordinator weights it holds.")
+    deciles: dict[Literal["er", "erv", "era"], Deciles] = Field(default_factory=dict, description=(
+        "Per-response distribution of ER, ERV and ERA in the latest step (indicators no response had are absent)."))
 
 
 RecordT = TypeVar("RecordT", bound=_Record)

@@ -163,14 +163,58 @@ class Node:
         report.metrics["publish_failed"] = self.publisher.failed
 
     def status_record(self, step: int, metrics: dict[str, Any]) -> PeerStatusRecord:
+        """This peer's status (schema 2) from the latest step's metrics; `metrics` is {} before the first step.
+
+        Held-out accuracy comes from the metrics sink's latest evaluation, the publish failures and
+        the balance round from the publisher and the balance poller. A value that does not validate
+        is logged and left out, never allowed to stop training."""
+        import math
+
+        from pydantic import ValidationError
+
+        from rankswarm.dht_records import DISTRIBUTION_INDICATORS
+
+        def number(key: str, low: float | None = None, high: float | None = None) -> float | None:
+            value = metrics.get(key)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                return None
+            value = float(value) if low is None else max(low, float(value))
+            return value if high is None else min(high, value)  # means of [0, 1] values may round past 1
+
+        def count(key: str) -> int:
+            return int(metrics.get(key) or 0)
+
+        def optional_count(key: str) -> int | None:
+            return int(metrics[key]) if metrics.get(key) is not None else None
+
         elapsed = max(time.monotonic() - self.started_at, 1e-9)
-        return PeerStatusRecord(run=self.cfg.run_id, peer_id=self.identity.fingerprint, version=VERSION,
-                                address=self.addresses[0] if self.addresses else "",
-                                reachability="relayed" if self.cfg.dht.client_mode else "direct", step=step,
-                                throughput=self.rollouts_done / elapsed,
-                                bytes_sent=int(metrics.get("bytes_sent_total") or 0),
-                                bytes_received=int(metrics.get("bytes_received_total") or 0),
-                                reported_at=get_dht_time())
+        evaluated = self.trainer.metrics.latest().get("greedy_accuracy") if self.trainer is not None else None
+        sent, dense = count("bytes_sent_total"), count("dense_bytes_total")
+        balance = self.baselines.latest if self.baselines is not None else None
+        base = dict(run=self.cfg.run_id, peer_id=self.identity.fingerprint, version=VERSION,
+                    address=self.addresses[0] if self.addresses else "",
+                    reachability="relayed" if self.cfg.dht.client_mode else "direct", step=step,
+                    throughput=self.rollouts_done / elapsed, bytes_sent=sent,
+                    bytes_received=count("bytes_received_total"), reported_at=get_dht_time())
+        extra = dict(tokens_per_s=number("tokens_per_s", 0.0), step_seconds=number("time_step", 0.0),
+                     compression_ratio=dense / sent if sent and dense else None, reward=number("reward"),
+                     accuracy=number("accuracy", 0.0, 1.0),
+                     heldout_accuracy=min(1.0, max(0.0, float(evaluated))) if evaluated is not None else None,
+                     kl=number("kl"), er=number("er"), erv=number("erv"), era=number("era"),
+                     gate=number("gate", 0.0, 1.0), aux=number("aux"), epoch=optional_count("epoch"),
+                     num_peers_seen=optional_count("num_peers"), averaging_rounds=count("rounds_averaged"),
+                     averaging_failures=count("rounds_failed"),
+                     last_averaging_error=str(metrics.get("averaging_error") or "")[:256],
+                     publish_failures=self.publisher.failed if self.publisher is not None else 0,
+                     baselines_source=metrics.get("baselines") if metrics.get("baselines") in ("global", "local")
+                     else "unknown", balance_round=balance.round if balance is not None else None,
+                     deciles={name: metrics[f"{name}_deciles"] for name in DISTRIBUTION_INDICATORS
+                              if metrics.get(f"{name}_deciles")})
+        try:
+            return PeerStatusRecord(**base, **extra)
+        except ValidationError as err:  # report what is sound rather than nothing
+            log.warning("status report without the dashboard's fields: %s", err.errors()[0]["msg"])
+            return PeerStatusRecord(**base)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:

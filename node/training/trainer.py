@@ -47,6 +47,17 @@ def _nanmean(values: torch.Tensor) -> float | None:
     return float(finite.mean()) if finite.numel() else None
 
 
+def _deciles(values: torch.Tensor) -> dict[str, Any] | None:
+    """{count, values}: how many of [B] are defined and their 0, 10, ..., 100 % quantiles (the
+    dashboard's distributions); None when none is defined."""
+    finite = values.detach().to(torch.float64)
+    finite = finite[torch.isfinite(finite)]
+    if not finite.numel():
+        return None
+    quantiles = torch.quantile(finite, torch.linspace(0, 1, 11, dtype=torch.float64))
+    return {"count": int(finite.numel()), "values": [float(q) for q in quantiles]}
+
+
 class Trainer:
     """Owns the policy, its optimizer seam, the baselines seam, the task and the metrics sink."""
 
@@ -112,6 +123,8 @@ class Trainer:
         metrics = {
             "step": self.step, "reward": float(rewards.mean()), "accuracy": sum(correct) / len(correct),
             "er": _nanmean(indicators.er), "erv": _nanmean(indicators.erv), "era": _nanmean(indicators.era),
+            "er_deciles": _deciles(indicators.er), "erv_deciles": _deciles(indicators.erv),
+            "era_deciles": _deciles(indicators.era),
             "gate": float(aux.gate.mean()) if aux is not None else None,
             "aux": float(aux.r_aux.mean()) if aux is not None else None, "bonus": float(bonus.mean()),
             "lambda": aux.lam if aux is not None else None, "baselines": baseline_source,

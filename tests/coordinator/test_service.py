@@ -75,7 +75,7 @@ def test_a_newer_nested_status_is_refused(served):
             swarm_pb2_grpc.CoordinatorStub(channel).ReportPeerStatus(
                 swarm_pb2.ReportPeerStatusRequest(schema_version=1, status=status), timeout=5)
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "PeerStatus has schema_version 5, newer than this process's 1" in info.value.details()
+    assert "PeerStatus has schema_version 5, newer than this process's 2" in info.value.details()
     assert ledger.swarm_state(now=2.0).peers == ()
 
 
@@ -98,7 +98,7 @@ def test_typed_client_reads_what_the_ledger_committed(served):
         assert state.round == 3 and state.latest == results[-1].record and state.coordinator_key == "k"
         assert {p.peer_id: p.status for p in state.peers} == {"a": status, "b": None}
         text = render_status(state, now=104.0)
-        assert "round 3" in text and "2 active / 2 seen" in text and "direct" in text and "2.0/5.0" in text
+        assert "round 3" in text and "2 live of 2: 2 online" in text and "direct" in text and "2.0/5.0" in text
         with pytest.raises(CoordinatorError, match="INVALID_ARGUMENT.*first_round 3 is after last_round 2"):
             client.history(first_round=3, last_round=2)
         with pytest.raises(CoordinatorError, match="serves 'test-run'"):
