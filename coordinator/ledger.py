@@ -37,6 +37,8 @@ class Ledger:
         self._state = RoundState.after(self._latest, shaping)
         self._active: dict[str, float] = {}  # peer id -> last seen (DHT time); empty after a restart
         self._announced_rejections: set[tuple[str, str]] = set()
+        self._status_at: dict[str, float] = {}  # peer id -> reported_at of its latest stored status
+        self.num_rejected = 0  # distinct DHT records rejected since start
         self._skipping = False
         if self._latest is not None:
             log.info("resuming run %s after round %d", run, self._latest.round)
@@ -81,13 +83,13 @@ class Ledger:
                 if len(self._announced_rejections) >= _MAX_REMEMBERED_REJECTIONS:
                     self._announced_rejections.clear()
                 self._announced_rejections.add((subkey, reason))
+                self.num_rejected += 1
                 self.events.emit(EventKind.RECORD_REJECTED, now, round=self._state.round, peer_id=subkey,
                                  detail=reason)
 
     def note_statuses(self, statuses: Iterable[PeerStatusRecord], now: float) -> None:
-        """Store status reports read from the DHT (signed by their peers)."""
-        for status in statuses:
-            self._save_status(status, now)
+        """Store status reports read from the DHT (signed by their peers); reports already stored are skipped."""
+        self._save_statuses(list(statuses), now)
 
     def sweep(self, now: float) -> None:
         """Announce the peers not seen within the peer timeout as gone."""
@@ -104,7 +106,7 @@ class Ledger:
         """Store a status a peer pushed over gRPC (advisory: not signed, never used for merging)."""
         if status.run != self.run:
             raise ValueError(f"status is for run {status.run!r}; this coordinator serves {self.run!r}")
-        self._save_status(status, now)
+        self._save_statuses([status], now)
         return self.round
 
     def swarm_state(self, now: float, visible_maddrs: Sequence[str] = ()) -> SwarmStateView:
@@ -123,11 +125,16 @@ class Ledger:
 
     # ------------------------------------------------------------ helpers
 
-    def _save_status(self, status: PeerStatusRecord, now: float) -> None:
+    def _save_statuses(self, statuses: list[PeerStatusRecord], now: float) -> None:
         with self._lock:
-            seen_at = min(now, status.reported_at)
-            self.store.touch_peer(status.peer_id, seen_at, status=status)
-            self._seen(status.peer_id, seen_at, now)
+            fresh = [s for s in statuses if s.reported_at > self._status_at.get(s.peer_id, float("-inf"))]
+            if not fresh:
+                return
+            # tagged with the round in progress: a report belongs to the first round committed after it
+            self.store.save_statuses(fresh, now, self._state.round + 1)  # one transaction for the lot
+            for status in fresh:
+                self._status_at[status.peer_id] = max(status.reported_at, self._status_at.get(status.peer_id, 0.0))
+                self._seen(status.peer_id, min(now, status.reported_at), now)
 
     def _seen(self, peer_id: str, seen_at: float, now: float) -> None:
         if now - seen_at > self.peer_timeout:

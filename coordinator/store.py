@@ -1,4 +1,5 @@
-"""SQLite history of the coordinator: committed rounds, the meta-signals they merged, and peers.
+"""SQLite history of the coordinator: committed rounds, the meta-signals they merged, peers,
+the peers' status reports and the health alerts (for the dashboard's charts and health log).
 
 A round is committed in one transaction (round row, its contributions, the peers it saw)
 before its balance record is published or acknowledged, so a restarted coordinator resumes
@@ -6,6 +7,7 @@ from the last committed round, never merges a (peer, step) twice, and loses noth
 has announced. The file uses WAL journaling (readers never block the round writer) and
 carries its schema version in `PRAGMA user_version`; a newer version, another run's file,
 or a file that is not a healthy SQLite database is refused with a StoreError naming the path.
+A version-1 file (before the dashboard) is upgraded in place: version 2 only adds tables.
 """
 
 from __future__ import annotations
@@ -13,15 +15,17 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from pydantic import ValidationError
 
+from coordinator.views import Alert
 from rankswarm.dht_records import BalanceRecord, MetaSignalRecord, PeerStatusRecord
 
-STORE_SCHEMA_VERSION = 1
+STORE_SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,6 +52,35 @@ CREATE TABLE peers (
     status TEXT                          -- latest PeerStatusRecord as JSON, NULL if none
 );
 """
+# version 2: what the dashboard charts and the health log read
+_SCHEMA_V2 = """
+CREATE TABLE statuses (
+    peer_id TEXT NOT NULL,
+    reported_at REAL NOT NULL,
+    round INTEGER NOT NULL,              -- the round in progress when it arrived (latest committed + 1)
+    record TEXT NOT NULL,                -- PeerStatusRecord as JSON
+    PRIMARY KEY (peer_id, reported_at)   -- a report is kept once however often the DHT serves it
+);
+CREATE INDEX statuses_by_round ON statuses(round);
+CREATE INDEX statuses_by_time ON statuses(reported_at);
+CREATE TABLE alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,                   -- condition identity, e.g. peer_behind:<peer id>
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    peer_id TEXT NOT NULL,
+    message TEXT NOT NULL,               -- latest wording (numbers change while it lasts)
+    started_at REAL NOT NULL,
+    started_round INTEGER NOT NULL,
+    ended_at REAL,                       -- NULL while active
+    ended_round INTEGER
+);
+CREATE INDEX alerts_by_end ON alerts(ended_at);
+"""
+_MAX_CLOSED_ALERTS = 5000  # older resolved alerts are deleted as new ones close
+
+
+_CHART_INDICATORS = ("er", "erv", "era", "score")
 
 
 def _strip_comments(sql: str) -> str:
@@ -104,6 +137,8 @@ class HistoryStore:
         conn.execute("PRAGMA foreign_keys=ON")
         if version == 0:
             self._create(conn)
+        elif version == 1:
+            self._upgrade_to_2(conn)
         stored_run = conn.execute("SELECT value FROM meta WHERE name='run'").fetchone()
         if stored_run is None or stored_run[0] != self.run:
             raise StoreError(f"{self.path} holds the history of run {stored_run and stored_run[0]!r}, "
@@ -115,10 +150,17 @@ class HistoryStore:
             raise StoreError(f"{self.path} is an SQLite file of something else (it has tables but no "
                              f"rankswarm schema version); use another db_path")
         conn.execute("BEGIN IMMEDIATE")  # statement by statement: executescript would commit half-way
-        for statement in filter(str.strip, _strip_comments(_SCHEMA).split(";")):
+        for statement in filter(str.strip, _strip_comments(_SCHEMA + _SCHEMA_V2).split(";")):
             conn.execute(statement)
         conn.execute("INSERT INTO meta VALUES ('run', ?)", (self.run,))
         conn.execute(f"PRAGMA user_version={STORE_SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+
+    def _upgrade_to_2(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in filter(str.strip, _strip_comments(_SCHEMA_V2).split(";")):
+            conn.execute(statement)
+        conn.execute("PRAGMA user_version=2")
         conn.execute("COMMIT")
 
     def close(self) -> None:
@@ -171,6 +213,16 @@ class HistoryStore:
         with self._lock, self._transaction():
             return self._touch_peer(peer_id, seen_at, status=status)
 
+    def save_statuses(self, statuses: Sequence[PeerStatusRecord], now: float, round_: int) -> None:
+        """Keep status reports (in one transaction): each becomes its peer's latest status unless a
+        newer one is stored, joins the status history under `round_` (the round in progress: the
+        first round committed after the report), and marks its peer seen at min(now, reported_at)."""
+        with self._lock, self._transaction():
+            for status in statuses:
+                self._conn.execute("INSERT OR IGNORE INTO statuses VALUES (?, ?, ?, ?)",
+                                   (status.peer_id, status.reported_at, round_, status.model_dump_json()))
+                self._touch_peer(status.peer_id, min(now, status.reported_at), status=status)
+
     def peers(self) -> list[PeerRow]:
         with self._lock:
             rows = self._conn.execute(
@@ -181,6 +233,102 @@ class HistoryStore:
                         self._parse(PeerStatusRecord, status))
                 for peer_id, first, last, step, status, count in rows]
 
+    # ------------------------------------------------------------ status history and round aggregates
+
+    def statuses(self, first_round: int = 0, last_round: int = 0, peer_ids: Sequence[str] | None = None, *,
+                 since: float | None = None) -> list[tuple[int, PeerStatusRecord]]:
+        """(round, report) for reports whose round (see save_statuses) is in [first_round, last_round] (0 = open end),
+        oldest first; only those of `peer_ids` and those reported at or after `since`, if given."""
+        query = "SELECT round, record FROM statuses WHERE round BETWEEN ? AND ?"
+        params: list = [first_round, last_round or 2**62]
+        if since is not None:
+            query += " AND reported_at >= ?"
+            params.append(since)
+        if peer_ids is not None:
+            query += f" AND peer_id IN ({','.join('?' * len(peer_ids))})"
+            params += list(peer_ids)
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY reported_at, peer_id", params).fetchall()
+        return [(round_, self._parse(PeerStatusRecord, record)) for round_, record in rows]
+
+    def prune_statuses(self, older_than: float) -> int:
+        """Delete status reports made before `older_than` (DHT time); returns how many."""
+        with self._lock, self._transaction():
+            return self._conn.execute("DELETE FROM statuses WHERE reported_at < ?", (older_than,)).rowcount
+
+    def round_totals(self, first: int, last: int) -> dict[int, tuple[int, int]]:
+        """round -> (rollouts, response tokens) merged in it, for rounds in [first, last]."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT round, sum(json_extract(record, '$.num_rollouts')), sum(json_extract(record, '$.num_tokens')) "
+                "FROM contributions WHERE round BETWEEN ? AND ? GROUP BY round", (first, last or 2**62)).fetchall()
+        return {round_: (int(rollouts or 0), int(tokens or 0)) for round_, rollouts, tokens in rows}
+
+    def peer_round_moments(self, first: int, last: int,
+                           peer_ids: Sequence[str]) -> dict[str, dict[int, dict[str, tuple[int, float]]]]:
+        """peer -> round -> indicator -> (count, sum) over its meta-signals merged in that round;
+        indicators are er, erv, era, score, plus rollouts and tokens as (count of records, total)."""
+        if not peer_ids:
+            return {}
+        moments = ", ".join(f"sum(json_extract(record, '$.stats.moments.{k}[0]')), "
+                            f"sum(json_extract(record, '$.stats.moments.{k}[1]'))" for k in _CHART_INDICATORS)
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT peer_id, round, count(*), sum(json_extract(record, '$.num_rollouts')), "
+                f"sum(json_extract(record, '$.num_tokens')), {moments} FROM contributions "
+                f"WHERE round BETWEEN ? AND ? AND peer_id IN ({','.join('?' * len(peer_ids))}) "
+                f"GROUP BY peer_id, round ORDER BY round", (first, last or 2**62, *peer_ids)).fetchall()
+        result: dict[str, dict[int, dict[str, tuple[int, float]]]] = defaultdict(dict)
+        for peer_id, round_, num, rollouts, tokens, *sums in rows:
+            entry = {"rollouts": (num, float(rollouts or 0)), "tokens": (num, float(tokens or 0))}
+            for i, name in enumerate(_CHART_INDICATORS):
+                entry[name] = (int(sums[2 * i] or 0), float(sums[2 * i + 1] or 0.0))
+            result[peer_id][round_] = entry
+        return dict(result)
+
+    # ------------------------------------------------------------ alerts
+
+    def open_alert(self, alert: Alert) -> None:
+        with self._lock, self._transaction():
+            self._conn.execute("INSERT INTO alerts (key, kind, severity, peer_id, message, started_at, started_round) "
+                               "VALUES (?, ?, ?, ?, ?, ?, ?)", (alert.key, alert.kind, alert.severity, alert.peer_id,
+                                                                alert.message, alert.started_at, alert.started_round))
+
+    def update_alert(self, key: str, message: str) -> None:
+        with self._lock, self._transaction():
+            self._conn.execute("UPDATE alerts SET message=? WHERE key=? AND ended_at IS NULL", (message, key))
+
+    def close_alert(self, key: str, ended_at: float, ended_round: int) -> None:
+        with self._lock, self._transaction():
+            self._conn.execute("UPDATE alerts SET ended_at=?, ended_round=? WHERE key=? AND ended_at IS NULL",
+                               (ended_at, ended_round, key))
+            self._conn.execute("DELETE FROM alerts WHERE ended_at IS NOT NULL AND id <= "
+                               "(SELECT id FROM alerts WHERE ended_at IS NOT NULL ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                               (_MAX_CLOSED_ALERTS,))
+
+    def alerts(self, *, active: bool, limit: int = 100, kind: str | None = None) -> list[Alert]:
+        """Active alerts oldest first, or resolved ones newest first (at most `limit`)."""
+        where = "ended_at IS NULL" if active else "ended_at IS NOT NULL"
+        params: list = []
+        if kind is not None:
+            where += " AND kind=?"
+            params.append(kind)
+        order = "started_at, id" if active else "ended_at DESC, id DESC"
+        with self._lock:
+            rows = self._conn.execute(f"SELECT key, kind, severity, peer_id, message, started_at, started_round, "
+                                      f"coalesce(ended_at, 0), coalesce(ended_round, 0) FROM alerts WHERE {where} "
+                                      f"ORDER BY {order} LIMIT ?", (*params, limit)).fetchall()
+        return [Alert(*row) for row in rows]
+
+    def alert_spans(self, kind: str, first_round: int, last_round: int) -> list[tuple[str, int, int]]:
+        """(peer, first round, last round) of every `kind` alert overlapping the rounds (last 0 = active)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT peer_id, started_round, coalesce(ended_round, 0) FROM alerts WHERE kind=? AND "
+                "started_round <= ? AND (ended_round IS NULL OR ended_round >= ?) ORDER BY started_round",
+                (kind, last_round or 2**62, first_round)).fetchall()
+        return [(peer, start, end) for peer, start, end in rows]
+
     def _touch_peer(self, peer_id: str, seen_at: float, step: int | None = None,
                     status: PeerStatusRecord | None = None) -> bool:
         new = self._conn.execute("SELECT 1 FROM peers WHERE peer_id=?", (peer_id,)).fetchone() is None
@@ -190,8 +338,10 @@ class HistoryStore:
         if step is not None:
             self._conn.execute("UPDATE peers SET last_step=max(coalesce(last_step, -1), ?) WHERE peer_id=?",
                                (step, peer_id))
-        if status is not None:
-            self._conn.execute("UPDATE peers SET status=? WHERE peer_id=?", (status.model_dump_json(), peer_id))
+        if status is not None:  # never replace a newer report with an older one the DHT still serves
+            self._conn.execute("UPDATE peers SET status=? WHERE peer_id=? AND (status IS NULL OR "
+                               "json_extract(status, '$.reported_at') <= ?)",
+                               (status.model_dump_json(), peer_id, status.reported_at))
         return new
 
     # ------------------------------------------------------------ helpers

@@ -87,7 +87,7 @@ def test_other_run_newer_schema_and_foreign_files_are_refused(tmp_path):
     conn = sqlite3.connect(tmp_path / "h.db")
     conn.execute("PRAGMA user_version=99")
     conn.close()
-    with pytest.raises(StoreError, match="schema 99, newer than this coordinator's 1"):
+    with pytest.raises(StoreError, match="schema 99, newer than this coordinator's 2"):
         HistoryStore(tmp_path / "h.db", RUN)
     foreign = sqlite3.connect(tmp_path / "foreign.db")
     foreign.execute("CREATE TABLE t (x)")

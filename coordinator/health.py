@@ -1,0 +1,297 @@
+"""Peer health, alert rules and the swarm summary: pure functions of what the coordinator knows.
+
+The coordinator knows each peer's last contact, merged meta-signals and latest status
+report, the latest round and a short memory of recent reports (`PeerMemory`, kept by
+`coordinator.monitor`). From these:
+
+Peer states, first match wins:
+  gone         not heard from within the coordinator's `peer_timeout`
+  joining      no meta-signal of it merged yet (announced, waiting for peers or downloading state)
+  unreachable  silent for longer than max(silent_after_s, 3 x its own step time): its records stopped
+               arriving, though it is not gone yet
+  behind       when it last reported, another peer had already reported an optimizer epoch more
+               than `behind_epochs` ahead (comparing reports of about the same time, so peers that
+               report at different moments are not flagged)
+  online       otherwise
+
+Alert kinds: stale_weights, peer_stale_weights, averaging_failures, publish_failures,
+peer_behind, peer_unreachable, peer_stuck_joining, version_mismatch, records_rejected, no_peers
+(each rule below says when it fires). `monitor.AlertTracker` turns conditions into alerts with
+start and end times.
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from coordinator.views import PeerView
+from rankswarm.dht_records import BalanceRecord, PeerStatusRecord
+
+LIVE_STATES = ("online", "joining", "behind")  # peers whose latest numbers describe the swarm now
+BALANCE_GRACE_S = 10.0  # a peer polls the balance record every few seconds: allow it this long
+
+
+class HealthConfig(BaseModel):
+    """Thresholds of the peer states and alerts (coordinator config section `health`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    silent_after_s: float = Field(30.0, gt=0, description=(
+        "A peer silent this long (and for 3 of its own steps) is unreachable, until peer_timeout makes it gone."))
+    behind_epochs: int = Field(2, ge=1, description=(
+        "A peer is behind when another had reported an epoch more than this many ahead of it at its last report."))
+    stale_round_after_s: float | None = Field(None, gt=0, description=(
+        "No new round for this long while peers are online raises stale_weights; "
+        "None = max(60 s, 6 x round_interval)."))
+    stale_weights_rounds: int = Field(10, ge=1, description=(
+        "A peer shaping with coordinator weights this many rounds old (or with its local baselines while the "
+        "coordinator's are ready) raises peer_stale_weights."))
+    failure_window_s: float = Field(600.0, gt=0, description=(
+        "Averaging or publishing failures and rejected records within this many seconds raise an alert."))
+    joining_timeout_s: float = Field(600.0, gt=0, description="A peer joining for longer raises peer_stuck_joining.")
+    status_retention_s: float = Field(7 * 86400.0, gt=0, description=(
+        "Status reports older than this are deleted from the history (the charts' per-peer KL, accuracy, tokens/s)."))
+
+
+@dataclass
+class PeerMemory:
+    """Recent reports of one peer: (reported_at, epoch) samples and when its failure counters rose."""
+
+    epochs: list[tuple[float, int]] = field(default_factory=list)
+    failures: list[tuple[float, int]] = field(default_factory=list)          # (at, increase) averaging
+    publish_failures: list[tuple[float, int]] = field(default_factory=list)  # (at, increase) publishing
+    last: PeerStatusRecord | None = None
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A condition that holds now; `since` is when it began, as far as the data says."""
+
+    key: str
+    kind: str
+    severity: str
+    peer_id: str
+    message: str
+    since: float
+
+
+# ---------------------------------------------------------------- peer states
+
+def silence_threshold(status: PeerStatusRecord | None, cfg: HealthConfig) -> float:
+    """Seconds of silence after which a peer counts as unreachable: slow steps allow longer."""
+    step = status.step_seconds if status is not None and status.step_seconds else 0.0
+    return max(cfg.silent_after_s, 3.0 * step)
+
+
+def epoch_lags(memories: dict[str, PeerMemory], peers: Sequence[str]) -> dict[str, int]:
+    """For each of `peers` with an epoch: how far the best other peer's epoch, reported no later than
+    its own latest report, was ahead of it (0 when none was ahead)."""
+    samples = sorted((at, epoch, peer) for peer, mem in memories.items() for at, epoch in mem.epochs)
+    times = [at for at, _, _ in samples]
+    best: list[tuple[int, str, int]] = []  # prefix: (best epoch, its peer, best epoch of any other peer)
+    top, top_peer, second = -1, "", -1
+    for _, epoch, peer in samples:
+        if peer == top_peer:
+            top = max(top, epoch)
+        elif epoch > top:
+            top, top_peer, second = epoch, peer, top
+        else:
+            second = max(second, epoch)
+        best.append((top, top_peer, second))
+    lags = {}
+    for peer in peers:
+        mem = memories.get(peer)
+        if mem is None or not mem.epochs:
+            continue
+        at, epoch = mem.epochs[-1]
+        index = bisect.bisect_right(times, at) - 1
+        top, top_peer, second = best[index]
+        ahead = second if top_peer == peer else top
+        lags[peer] = max(0, ahead - epoch)
+    return lags
+
+
+def classify_peers(peers: Sequence[PeerView], memories: dict[str, PeerMemory], now: float, cfg: HealthConfig,
+                   coordinator_version: str) -> tuple[PeerView, ...]:
+    """The peers with `state`, `version_mismatch` and `epoch_lag` filled in (see the module docstring)."""
+    lags = epoch_lags(memories, [p.peer_id for p in peers if p.active])
+    classified = []
+    for peer in peers:
+        status = peer.status
+        lag = lags.get(peer.peer_id)
+        if not peer.active:
+            state = "gone"
+        elif peer.num_contributions == 0:
+            state = "joining"
+        elif now - peer.last_seen > silence_threshold(status, cfg):
+            state = "unreachable"
+        elif lag is not None and lag > cfg.behind_epochs:
+            state = "behind"
+        else:
+            state = "online"
+        mismatch = bool(status and status.version and coordinator_version and status.version != coordinator_version)
+        classified.append(dataclasses.replace(peer, state=state, version_mismatch=mismatch, epoch_lag=lag))
+    return tuple(classified)
+
+
+# ---------------------------------------------------------------- alert rules
+
+def _ago(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def round_at(rounds_by_time: Sequence[tuple[float, int]], at: float) -> int:
+    """The coordinator's latest round committed at or before `at` (0 if none)."""
+    index = bisect.bisect_right(rounds_by_time, (at, 2**62)) - 1
+    return rounds_by_time[index][1] if index >= 0 else 0
+
+
+def swarm_conditions(peers: Sequence[PeerView], latest: BalanceRecord | None, now: float, cfg: HealthConfig, *,
+                     stale_after_s: float, rejected: Sequence[tuple[float, str, str]] = ()) -> list[Condition]:
+    """Swarm-wide conditions: stale_weights, no_peers, records_rejected.
+
+    `rejected`: (time, subkey, reason) of DHT records rejected within the failure window."""
+    conditions = []
+    live = [p for p in peers if p.state in LIVE_STATES]
+    if live:
+        since = latest.issued_at if latest is not None else min(p.first_seen for p in live)
+        if now - since > stale_after_s:
+            what = (f"no new round for {_ago(now - since)} (latest: round {latest.round})" if latest is not None
+                    else f"no round yet although peers have been online for {_ago(now - since)}")
+            conditions.append(Condition("stale_weights", "stale_weights", "critical", "", what +
+                                        ": peers shape with stale coordinator weights (are their meta-signals "
+                                        "reaching the coordinator's DHT?)", since + stale_after_s))
+    elif peers:
+        unreachable = sum(p.state == "unreachable" for p in peers)
+        conditions.append(Condition("no_peers", "no_peers", "warning", "",
+                                    f"no peer is online ({len(peers)} known: {unreachable} unreachable, "
+                                    f"{len(peers) - unreachable} gone)", max(p.last_seen for p in peers)))
+    if rejected:
+        at, subkey, reason = max(rejected)
+        conditions.append(Condition("records_rejected", "records_rejected", "warning", "",
+                                    f"{len(rejected)} DHT record(s) rejected in the last "
+                                    f"{_ago(cfg.failure_window_s)}; latest from {subkey}: {reason}",
+                                    min(r[0] for r in rejected)))
+    return conditions
+
+
+def peer_conditions(peer: PeerView, memory: PeerMemory | None, latest: BalanceRecord | None, now: float,
+                    cfg: HealthConfig, *, coordinator_version: str,
+                    rounds_by_time: Sequence[tuple[float, int]] = ()) -> list[Condition]:
+    """One peer's conditions: unreachable, behind, stuck joining, version mismatch, failures, stale weights."""
+    if peer.state == "gone":
+        return []
+    pid, status, out = peer.peer_id, peer.status, []
+    short = pid[:12]
+    if peer.state == "unreachable":
+        limit = silence_threshold(status, cfg)
+        out.append(Condition(f"peer_unreachable:{pid}", "peer_unreachable", "warning", pid,
+                             f"peer {short} silent for {_ago(now - peer.last_seen)} (limit {_ago(limit)}); "
+                             f"last step {status.step if status else peer.last_step}", peer.last_seen + limit))
+    if peer.state == "behind" and status is not None:
+        out.append(Condition(f"peer_behind:{pid}", "peer_behind", "warning", pid,
+                             f"peer {short} at epoch {status.epoch}, {peer.epoch_lag} behind the swarm "
+                             f"(it should download the swarm's state)", status.reported_at))
+    if peer.state == "joining" and now - peer.first_seen > cfg.joining_timeout_s:
+        out.append(Condition(f"peer_stuck_joining:{pid}", "peer_stuck_joining", "warning", pid,
+                             f"peer {short} joined {_ago(now - peer.first_seen)} ago and has not completed a step",
+                             peer.first_seen + cfg.joining_timeout_s))
+    if peer.version_mismatch and status is not None:
+        out.append(Condition(f"version_mismatch:{pid}", "version_mismatch", "warning", pid,
+                             f"peer {short} runs rankswarm {status.version}, the coordinator {coordinator_version}",
+                             status.reported_at))
+    if memory is not None:
+        out += _failure_conditions(peer, memory, now, cfg)
+    if status is not None and latest is not None and latest.baselines.ready:
+        out += _stale_weights_condition(peer, status, cfg, rounds_by_time)
+    return out
+
+
+def _failure_conditions(peer: PeerView, memory: PeerMemory, now: float, cfg: HealthConfig) -> list[Condition]:
+    out, pid, status = [], peer.peer_id, memory.last
+    recent = [(at, n) for at, n in memory.failures if at >= now - cfg.failure_window_s]
+    if recent and status is not None:
+        error = f"; latest: {status.last_averaging_error}" if status.last_averaging_error else ""
+        out.append(Condition(f"averaging_failures:{pid}", "averaging_failures", "warning", pid,
+                             f"peer {pid[:12]}: {sum(n for _, n in recent)} averaging failure(s) in the last "
+                             f"{_ago(cfg.failure_window_s)} ({status.averaging_failures} of "
+                             f"{status.averaging_failures + status.averaging_rounds} rounds since start){error}",
+                             recent[0][0]))
+    recent = [(at, n) for at, n in memory.publish_failures if at >= now - cfg.failure_window_s]
+    if recent:
+        out.append(Condition(f"publish_failures:{pid}", "publish_failures", "info", pid,
+                             f"peer {pid[:12]}: {sum(n for _, n in recent)} DHT record(s) not published in the "
+                             f"last {_ago(cfg.failure_window_s)}", recent[0][0]))
+    return out
+
+
+def _stale_weights_condition(peer: PeerView, status: PeerStatusRecord, cfg: HealthConfig,
+                             rounds_by_time: Sequence[tuple[float, int]]) -> list[Condition]:
+    expected = round_at(rounds_by_time, status.reported_at - BALANCE_GRACE_S)
+    held = status.balance_round or 0
+    if status.baselines_source == "unknown" or expected - held < cfg.stale_weights_rounds:
+        return []
+    holding = f"round {held}'s weights" if held else "no coordinator weights"
+    how = "its local baselines" if status.baselines_source == "local" else holding
+    return [Condition(f"peer_stale_weights:{peer.peer_id}", "peer_stale_weights", "warning", peer.peer_id,
+                      f"peer {peer.peer_id[:12]} shapes with {how} ({holding}) while round {expected} was out: "
+                      f"balance records are not reaching it", status.reported_at)]
+
+
+# ---------------------------------------------------------------- the swarm at a glance
+
+@dataclass(frozen=True)
+class SwarmSummary:
+    """Swarm-wide numbers from the peers' latest reports (live peers: online, joining or behind)."""
+
+    num_peers: int
+    by_state: dict[str, int]
+    versions: dict[str, int]            # versions of the peers that are not gone
+    tokens_per_s: float | None          # sum over live peers
+    rollouts_per_s: float | None        # sum over live peers
+    bytes_sent: int                     # sum over every peer's latest report
+    bytes_received: int
+    compression_ratio: float | None     # dense bytes / sent bytes over live peers (sent-weighted mean)
+    epoch: int | None                   # newest epoch among live peers
+    averaging_rounds: int               # sums over every peer's latest report
+    averaging_failures: int
+    means: dict[str, float | None]      # reward, accuracy, heldout_accuracy, kl, er, erv, era, gate, aux over live peers
+
+
+SUMMARY_MEANS = ("reward", "accuracy", "heldout_accuracy", "kl", "er", "erv", "era", "gate", "aux")
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
+
+
+def summarize(peers: Sequence[PeerView]) -> SwarmSummary:
+    """The swarm at a glance; `peers` must be classified (`classify_peers`)."""
+    from coordinator.views import PEER_STATES
+
+    by_state = {state: 0 for state in PEER_STATES}
+    by_state.update(Counter(p.state for p in peers if p.state))
+    statuses = [p.status for p in peers if p.status is not None]
+    live = [p.status for p in peers if p.status is not None and p.state in LIVE_STATES]
+    sent_ratio = [(s.compression_ratio, s.bytes_sent) for s in live if s.compression_ratio and s.bytes_sent]
+    sent = sum(b for _, b in sent_ratio)
+    tokens = [s.tokens_per_s for s in live if s.tokens_per_s is not None]
+    return SwarmSummary(
+        num_peers=len(peers), by_state=by_state,
+        versions=dict(Counter(p.status.version or "?" for p in peers if p.status is not None and p.state != "gone")),
+        tokens_per_s=sum(tokens) if tokens else None,
+        rollouts_per_s=sum(s.throughput for s in live) if live else None,
+        bytes_sent=sum(s.bytes_sent for s in statuses), bytes_received=sum(s.bytes_received for s in statuses),
+        compression_ratio=sum(r * b for r, b in sent_ratio) / sent if sent else None,
+        epoch=max((s.epoch for s in live if s.epoch is not None), default=None),
+        averaging_rounds=sum(s.averaging_rounds for s in statuses),
+        averaging_failures=sum(s.averaging_failures for s in statuses),
+        means={name: _mean([getattr(s, name) for s in live if getattr(s, name) is not None])
+               for name in SUMMARY_MEANS})
