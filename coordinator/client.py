@@ -9,13 +9,15 @@ and the server's message (e.g. the two schema versions when they disagree).
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Iterator
 
 import grpc
 
 from coordinator.events import SwarmEvent
-from coordinator.views import RoundView, SwarmStateView
+from coordinator.health import LIVE_STATES, summarize
+from coordinator.views import PeerView, RoundView, SwarmStateView
 from protos import convert, swarm_pb2, swarm_pb2_grpc
 from rankswarm.dht_records import BalanceRecord, PeerStatusRecord
 from shaping import INDICATORS
@@ -97,13 +99,26 @@ class CoordinatorClient:
 
 # ---------------------------------------------------------------- terminal summary
 
+_STATE_ORDER = {"unreachable": 0, "behind": 1, "joining": 2, "online": 3, "gone": 4}
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 5400 else f"{seconds / 3600:.1f}h"
+
+
 def _ago(now: float, then: float) -> str:
-    seconds = max(0.0, now - then)
-    return f"{seconds:.0f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
+    return f"{_duration(now - then)} ago"
 
 
 def _fmt(value: float | None, spec: str = ".4g") -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _clock(at: float) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(at))
 
 
 def _balance_bar(explore: float | None, width: int = 20) -> str:
@@ -113,33 +128,99 @@ def _balance_bar(explore: float | None, width: int = 20) -> str:
     return f"explore [{'#' * filled}{'.' * (width - filled)}] exploit  ({explore:.0%} / {1 - explore:.0%})"
 
 
-def render_status(state: SwarmStateView, *, now: float | None = None) -> str:
-    """A plain-text summary of the swarm for `rankswarm status`."""
-    now = state.now if now is None else now
-    lines = [f"run {state.run}   round {state.round}   coordinator key {state.coordinator_key}"]
+def _classified(peers: tuple[PeerView, ...]) -> tuple[PeerView, ...]:
+    """Peers with a state; an older coordinator sends none, so fall back on its `active` flag."""
+    return tuple(p if p.state else dataclasses.replace(p, state="online" if p.active else "gone") for p in peers)
+
+
+def _swarm_lines(state: SwarmStateView, peers: tuple[PeerView, ...]) -> list[str]:
+    summary = summarize(peers)
+    live = sum(summary.by_state[s] for s in LIVE_STATES)
+    counts = ", ".join(f"{n} {name}" for name, n in summary.by_state.items() if n)
+    versions = ""
+    if len(summary.versions) > 1:
+        versions = "   (versions: " + ", ".join(f"{v} x{n}" for v, n in sorted(summary.versions.items())) + ")"
+    means = summary.means
+    lines = [f"peers      {live} live of {summary.num_peers}" + (f": {counts}" if counts else "") + versions]
+    latest = state.latest
+    reward = latest.merged.moments["score"].mean if latest is not None else None
+    lines.append(f"training   reward {_fmt(reward, '+.3f')} (round mean)   held-out accuracy "
+                 f"{_fmt(means['heldout_accuracy'], '.1%')}   train accuracy {_fmt(means['accuracy'], '.1%')}   "
+                 f"KL {_fmt(means['kl'], '.4f')}")
+    lines.append(f"throughput {_fmt(summary.tokens_per_s, ',.0f')} tokens/s   {_fmt(summary.rollouts_per_s, '.1f')} "
+                 f"rollouts/s   epoch {_fmt(summary.epoch, 'd')}   averaging failures {summary.averaging_failures} "
+                 f"of {summary.averaging_failures + summary.averaging_rounds} rounds")
+    ratio = f"{summary.compression_ratio:.1f}x smaller than dense fp32" if summary.compression_ratio else "-"
+    lines.append(f"traffic    {summary.bytes_sent / 1e6:.1f} MB sent / {summary.bytes_received / 1e6:.1f} MB received"
+                 f"   compression {ratio}")
+    return lines
+
+
+def _round_lines(state: SwarmStateView, now: float) -> list[str]:
     latest = state.latest
     if latest is None:
-        lines.append("no round completed yet (waiting for peers' meta-signals)")
-    else:
-        base = latest.baselines
-        lines += [f"last round {_ago(now, latest.issued_at)}: {latest.num_contributions} meta-signals from "
-                  f"{latest.num_peers} peers   lambda_t {latest.lambda_t:.4g}",
-                  "baselines  " + "  ".join(f"{name} {_fmt(base.value(name))}" for name in INDICATORS)
-                  + ("" if base.ready else "   (not ready: no auxiliary signal yet)"),
-                  "balance    " + _balance_bar(latest.explore_share)]
-    active = sum(peer.active for peer in state.peers)
-    lines.append(f"peers      {active} active / {len(state.peers)} seen")
-    if state.peers:
-        lines.append(f"  {'peer':<12} {'state':<6} {'step':>7} {'merged':>7} {'seen':>9} {'reach':<8} "
-                     f"{'version':<10} {'roll/s':>7} {'sent/recv MB':>13}")
-    for peer in state.peers:
-        status = peer.status
-        reach = status.reachability if status else "-"
-        traffic = f"{status.bytes_sent / 1e6:.1f}/{status.bytes_received / 1e6:.1f}" if status else "-"
-        lines.append(f"  {peer.peer_id[:12]:<12} {'up' if peer.active else 'gone':<6} "
-                     f"{_fmt(peer.last_step, 'd'):>7} {peer.num_contributions:>7} {_ago(now, peer.last_seen):>9} "
-                     f"{reach:<8} {(status.version if status else '-') or '-':<10} "
-                     f"{_fmt(status.throughput if status else None, '.2f'):>7} {traffic:>13}")
+        return ["round      none completed yet (waiting for peers' meta-signals)"]
+    base = latest.baselines
+    return [f"round      #{latest.round} committed {_ago(now, latest.issued_at)}: {latest.num_contributions} "
+            f"meta-signals from {latest.num_peers} peers   lambda_t {latest.lambda_t:.4g}",
+            "baselines  " + "  ".join(f"{name} {_fmt(base.value(name))}" for name in INDICATORS)
+            + ("" if base.ready else "   (not ready: no auxiliary signal yet)"),
+            "balance    " + _balance_bar(latest.explore_share)]
+
+
+def _alert_lines(state: SwarmStateView, now: float) -> list[str]:
+    if not state.alerts:
+        return ["alerts     none"]
+    order = {"critical": 0, "warning": 1, "info": 2}
+    lines = [f"alerts     {len(state.alerts)} active"]
+    for alert in sorted(state.alerts, key=lambda a: (order.get(a.severity, 3), a.started_at)):
+        lines.append(f"  {alert.severity.upper():<8} since {_clock(alert.started_at)} "
+                     f"({_duration(now - alert.started_at)}, round {alert.started_round})  {alert.message}")
+    return lines
+
+
+_PEER_HEADER = (f"  {'state':<11} {'peer':<12} {'version':<9} {'reach':<8} {'seen':>5} {'step':>6} {'epoch':>7} "
+                f"{'roll/s':>7} {'tok/s':>7} {'sent/recv MB':>13} {'compr':>6} {'reward':>7} {'ER':>7} {'ERV':>7} "
+                f"{'ERA':>7} {'acc':>5} {'held':>5} {'fails':>7}")
+
+
+def _peer_line(peer: PeerView, now: float) -> str:
+    s = peer.status
+    version = (s.version or "-") + ("!" if peer.version_mismatch else "") if s else "-"
+    steps = [v for v in (s.step if s else None, peer.last_step) if v is not None]
+    epoch = "-" if s is None or s.epoch is None else f"{s.epoch}" + (f"-{peer.epoch_lag}" if peer.epoch_lag else "")
+    traffic = f"{s.bytes_sent / 1e6:.1f}/{s.bytes_received / 1e6:.1f}" if s else "-"
+    fails = f"{s.averaging_failures}/{s.averaging_failures + s.averaging_rounds}" if s else "-"
+    return (f"  {peer.state:<11} {peer.peer_id[:12]:<12} {version:<9} {(s.reachability if s else '-'):<8} "
+            f"{_duration(now - peer.last_seen):>5} {_fmt(max(steps) if steps else None, 'd'):>6} {epoch:>7} "
+            f"{_fmt(s.throughput if s else None, '.2f'):>7} {_fmt(s.tokens_per_s if s else None, '.0f'):>7} "
+            f"{traffic:>13} {_fmt(s.compression_ratio if s else None, '.1f'):>6} "
+            f"{_fmt(s.reward if s else None, '+.3f'):>7} {_fmt(s.er if s else None, '.4g'):>7} "
+            f"{_fmt(s.erv if s else None, '.4g'):>7} {_fmt(s.era if s else None, '.4g'):>7} "
+            f"{_fmt(s.accuracy if s else None, '.0%'):>5} {_fmt(s.heldout_accuracy if s else None, '.0%'):>5} "
+            f"{fails:>7}")
+
+
+def render_status(state: SwarmStateView, *, now: float | None = None, max_peers: int = 30) -> str:
+    """The swarm at a glance for `rankswarm status`: the dashboard's summary, alerts and peer table in text.
+
+    Peers are listed problems first (unreachable, behind, joining, online, gone), at most `max_peers`."""
+    now = state.now if now is None else now
+    peers = _classified(state.peers)
+    version = f"   coordinator {state.coordinator_version}" if state.coordinator_version else ""
+    lines = [f"run {state.run}   round {state.round}{version}   coordinator key {state.coordinator_key}"]
+    if state.http_address:
+        host, _, port = state.http_address.rpartition(":")
+        host = "127.0.0.1" if host == "0.0.0.0" else host
+        lines.append(f"dashboard  http://{host}:{port}/")
+    lines += _swarm_lines(state, peers) + _round_lines(state, now) + _alert_lines(state, now)
+    ordered = sorted(peers, key=lambda p: (_STATE_ORDER.get(p.state, 5), p.peer_id))
+    if ordered:
+        lines += [f"peers (problems first; {min(len(ordered), max_peers)} of {len(ordered)}; "
+                  f"! = version differs from the coordinator's)", _PEER_HEADER]
+        lines += [_peer_line(peer, now) for peer in ordered[:max_peers]]
+        if len(ordered) > max_peers:
+            lines.append(f"  ... and {len(ordered) - max_peers} more (rankswarm status --peers N, or the dashboard)")
     if state.visible_maddrs:
         lines.append("join the DHT at: " + state.visible_maddrs[0])
     return "\n".join(lines)

@@ -5,11 +5,12 @@ Run it with `rankswarm coordinator --config coordinator.toml` (the CLI builds a
 
     coordinator = Coordinator(cfg); coordinator.start(); ...; coordinator.stop()
 
-Start order: history store (resumes the last committed round), signing key, DHT with the
-record validators, gRPC server, then the round thread. `stop()` undoes them in reverse and
-is safe to call twice or after a failed start. Every `round_interval` seconds the round thread
-reads the peers' meta-signals and status records from the DHT, lets the ledger merge and
-commit a round, then publishes the balance record (and refreshes it before it expires).
+Start order: history store (resumes the last committed round), signing key, health monitor,
+DHT with the record validators, gRPC server, the dashboard's HTTP server (`http_listen`), then
+the round thread. `stop()` undoes them in reverse and is safe to call twice or after a failed
+start. Every `round_interval` seconds the round thread reads the peers' meta-signals and status
+records from the DHT, lets the ledger merge and commit a round, publishes the balance record
+(and refreshes it before it expires), then lets the monitor re-evaluate peer health and alerts.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ import grpc
 from hivemind.utils import get_dht_time
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+import rankswarm
+from coordinator.dashboard.web import DashboardApp, DashboardServer
 from coordinator.events import EventLog
+from coordinator.health import HealthConfig
 from coordinator.ledger import Ledger
+from coordinator.monitor import Monitor
 from coordinator.rounds import RoundResult
 from coordinator.service import CoordinatorService, add_to_server
 from coordinator.store import HistoryStore
@@ -37,6 +42,13 @@ from shaping import ShapingConfig
 log = logging.getLogger(__name__)
 
 
+def _host_port(listen: str, key: str, example: str) -> str:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{key}={listen!r} must be host:port, e.g. {example} or 0.0.0.0:0")
+    return listen
+
+
 class CoordinatorConfig(BaseModel):
     """Everything a coordinator needs; forbids unknown keys."""
 
@@ -45,6 +57,9 @@ class CoordinatorConfig(BaseModel):
     run: str = Field(description="Run id: names the DHT keys and the history (A-Z a-z 0-9 _ -, up to 64).")
     listen: str = Field("127.0.0.1:50051", description=(
         "gRPC listen address host:port (port 0 = any free port; use 0.0.0.0:PORT to serve other machines)."))
+    http_listen: str | None = Field("127.0.0.1:8080", description=(
+        "The dashboard, JSON API and /metrics: host:port (port 0 = any free port; 0.0.0.0:PORT serves other "
+        "machines); None or \"\" = no HTTP server."))
     db_path: str = Field(description="SQLite history file (created if missing; a restart resumes from it).")
     signing_key_path: str | None = Field(None, description=(
         "RSA key that signs balance records (created if missing). Keep it: peers pin its fingerprint. "
@@ -61,6 +76,8 @@ class CoordinatorConfig(BaseModel):
         "How the coordinator joins the swarm's DHT (initial_peers, host_maddrs, identity_path, ...)."))
     shaping: ShapingConfig = Field(default_factory=ShapingConfig, description=(
         "Baseline EMA and lambda settings; must match the peers' shaping config."))
+    health: HealthConfig = Field(default_factory=HealthConfig, description=(
+        "When a peer counts as unreachable or behind, and when the dashboard raises alerts."))
 
     @field_validator("run")
     @classmethod
@@ -70,10 +87,12 @@ class CoordinatorConfig(BaseModel):
     @field_validator("listen")
     @classmethod
     def _listen(cls, listen: str) -> str:
-        host, sep, port = listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"listen={listen!r} must be host:port, e.g. 127.0.0.1:50051 or 0.0.0.0:0")
-        return listen
+        return _host_port(listen, "listen", "127.0.0.1:50051")
+
+    @field_validator("http_listen")
+    @classmethod
+    def _http_listen(cls, listen: str | None) -> str | None:
+        return _host_port(listen, "http_listen", "127.0.0.1:8080") if listen else None
 
     @model_validator(mode="after")
     def _fetch_fits_round(self) -> CoordinatorConfig:
@@ -92,6 +111,8 @@ class Coordinator:
         self.store: HistoryStore | None = None
         self.events = EventLog()
         self.ledger: Ledger | None = None
+        self.monitor: Monitor | None = None
+        self.http: DashboardServer | None = None
         self.dht = None
         self._maddrs: list[str] = []  # read once: the DHT's pipe is not safe to share with gRPC threads
         self.port: int | None = None
@@ -113,16 +134,24 @@ class Coordinator:
                              else SigningIdentity.generate())
             self.ledger = Ledger(self.store, self.events, run=self.cfg.run, coordinator_key=self.identity.fingerprint,
                                  shaping=self.cfg.shaping, peer_timeout=self.cfg.peer_timeout)
+            self.monitor = Monitor(self.ledger, self.events, self.cfg.health, version=rankswarm.__version__,
+                                   round_interval=self.cfg.round_interval, peer_timeout=self.cfg.peer_timeout,
+                                   visible_maddrs=self.visible_maddrs, http_address=lambda: self.http_address or "",
+                                   now=get_dht_time())
             self.dht = start_dht(self.cfg.dht, record_validators=build_record_validators(self.identity, self.cfg.run))
             self._maddrs = visible_addresses(self.dht)
             self._start_grpc()
+            if self.cfg.http_listen:
+                app = DashboardApp(self.monitor, self.store, peer_timeout=self.cfg.peer_timeout,
+                                   max_history_rounds=self.cfg.max_history_rounds)
+                self.http = DashboardServer(self.cfg.http_listen, app).start()
             self._thread = threading.Thread(target=self._loop, name="coordinator-rounds", daemon=True)
             self._thread.start()
         except BaseException:
             self.stop()
             raise
-        log.info("coordinator for run %s: gRPC on %s, key fingerprint %s, DHT %s", self.cfg.run, self.address,
-                 self.identity.fingerprint, self.visible_maddrs())
+        log.info("coordinator for run %s: gRPC on %s, dashboard %s, key fingerprint %s, DHT %s", self.cfg.run,
+                 self.address, self.http.url if self.http else "off", self.identity.fingerprint, self.visible_maddrs())
         return self
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -133,6 +162,8 @@ class Coordinator:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 log.warning("round thread did not stop within %.0f s (a DHT call is still running)", timeout)
+        if self.http is not None:
+            self.http.stop(timeout)
         if self._server is not None:
             self._server.stop(grace=min(timeout, 2.0)).wait(timeout)
         if self.dht is not None:
@@ -153,13 +184,18 @@ class Coordinator:
         host = self.cfg.listen.rpartition(":")[0]
         return f"{host}:{self.port}"
 
+    @property
+    def http_address(self) -> str | None:
+        """host:port of the dashboard's HTTP server, None when it is off."""
+        return self.http.address if self.http is not None else None
+
     def visible_maddrs(self) -> list[str]:
         """Multiaddrs peers join the swarm's DHT with (as seen at start)."""
         return list(self._maddrs)
 
     def _start_grpc(self) -> None:
         service = CoordinatorService(self.ledger, self.events, visible_maddrs=self.visible_maddrs,
-                                     max_history_rounds=self.cfg.max_history_rounds)
+                                     max_history_rounds=self.cfg.max_history_rounds, monitor=self.monitor)
         server = grpc.server(ThreadPoolExecutor(max_workers=self.cfg.grpc_workers,
                                                 thread_name_prefix="coordinator-grpc"))
         add_to_server(service, server)
@@ -180,6 +216,10 @@ class Coordinator:
                 self.run_round()
             except Exception:  # deliberate: a failed round (DHT hiccup, disk full) must not end the coordinator
                 log.exception("round failed; the next one runs in %.1f s", self.cfg.round_interval)
+            try:
+                self.monitor.refresh(get_dht_time())  # alerts open and close even while nobody watches
+            except Exception:  # deliberate: health bookkeeping must not end the coordinator either
+                log.exception("evaluating peer health failed")
 
     def run_round(self) -> RoundResult | None:
         """One round: read the DHT, merge and commit new meta-signals, publish the balance record."""
@@ -212,19 +252,22 @@ class Coordinator:
 def main(cfg: CoordinatorConfig, ready_file: str | None = None) -> int:
     """Run a coordinator until SIGINT/SIGTERM; print how to reach it. Returns the exit code.
 
-    `ready_file`: once serving, write {grpc_address, maddrs, public_key} there as JSON (atomically),
+    `ready_file`: once serving, write {grpc_address, http_address, maddrs, public_key} there as JSON
+    (atomically; http_address is null when the dashboard is off),
     so a launcher (the demo, tests) can start peers against it."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with Coordinator(cfg) as coordinator:
-            print(f"coordinator for run {cfg.run}\n  gRPC:        {coordinator.address}\n"
+            dashboard = f"  dashboard:   {coordinator.http.url}\n" if coordinator.http else ""
+            print(f"coordinator for run {cfg.run}\n  gRPC:        {coordinator.address}\n{dashboard}"
                   f"  key:         {coordinator.identity.fingerprint}  (peers pin this as coordinator.trusted_key)\n"
                   f"  join DHT at: " + "\n               ".join(coordinator.visible_maddrs()), flush=True)
             if ready_file is not None:
                 from rankswarm.processes import write_json_atomic
 
                 write_json_atomic(ready_file, {"grpc_address": coordinator.address,
+                                               "http_address": coordinator.http_address,
                                                "maddrs": coordinator.visible_maddrs(),
                                                "public_key": coordinator.identity.fingerprint})
             while not stop.wait(1.0):

@@ -3,7 +3,8 @@
 Every request is version-checked first: a missing schema_version is INVALID_ARGUMENT, a newer
 one FAILED_PRECONDITION (both versions named in the message). Malformed contents are
 INVALID_ARGUMENT; a failing history store is UNAVAILABLE. The servicer reads and writes
-only through the `Ledger` and the `EventLog` it is given.
+only through the `Ledger` and the `EventLog` it is given, and reads the swarm state through
+the `Monitor` when given one (classified peers and alerts, as the dashboard shows them).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from hivemind.utils import get_dht_time
 
 from coordinator.events import EventLog
 from coordinator.ledger import Ledger
+from coordinator.monitor import Monitor
 from coordinator.store import StoreError
 from protos import convert, swarm_pb2, swarm_pb2_grpc
 from rankswarm.dht_records import SchemaVersionError
@@ -44,8 +46,8 @@ class CoordinatorService(swarm_pb2_grpc.CoordinatorServicer):
     """Serves balance weights, swarm state, history and events; accepts peer status reports."""
 
     def __init__(self, ledger: Ledger, events: EventLog, *, visible_maddrs: Callable[[], Sequence[str]] = tuple,
-                 max_history_rounds: int = 1000, watch_poll_s: float = 0.5):
-        self._ledger, self._events = ledger, events
+                 max_history_rounds: int = 1000, watch_poll_s: float = 0.5, monitor: Monitor | None = None):
+        self._ledger, self._events, self._monitor = ledger, events, monitor
         self._visible_maddrs = visible_maddrs
         self._max_history_rounds = max_history_rounds
         self._watch_poll_s = watch_poll_s
@@ -58,7 +60,9 @@ class CoordinatorService(swarm_pb2_grpc.CoordinatorServicer):
     @_abort_on_errors
     def GetSwarmState(self, request, context):
         convert.check_request_version(request.schema_version, "GetSwarmStateRequest")
-        view = self._ledger.swarm_state(get_dht_time(), self._visible_maddrs())
+        now = get_dht_time()
+        view = (self._monitor.snapshot(now).state if self._monitor is not None
+                else self._ledger.swarm_state(now, self._visible_maddrs()))
         return convert.swarm_state_to_pb(view)
 
     @_abort_on_errors

@@ -5,7 +5,7 @@ libraries (torch, transformers, hivemind) only inside the chosen subcommand.
   rankswarm train       [-c FILE ...] [--set k=v ...] single-node training
   rankswarm node        [-c FILE ...] [--set k=v ...] one swarm peer
   rankswarm coordinator [-c FILE ...] [--set k=v ...] the swarm's coordinator (gRPC + DHT)
-  rankswarm status      [--coordinator HOST:PORT]     the swarm at a glance
+  rankswarm status      [--coordinator HOST:PORT]     the swarm at a glance (as the dashboard shows it)
   rankswarm config show [train|node|coordinator|demo] every key with its default
 """
 
@@ -75,7 +75,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     try:
         with CoordinatorClient(args.coordinator, timeout=args.timeout) as client:
-            print(render_status(client.swarm_state()))
+            print(render_status(client.swarm_state(), max_peers=args.peers))
     except CoordinatorError as err:
         print(f"rankswarm status: {err}", file=sys.stderr)
         return 1
@@ -117,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print the swarm's state from a coordinator")
     status.add_argument("--coordinator", default="127.0.0.1:50051", help="coordinator gRPC address host:port")
     status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the coordinator")
+    status.add_argument("--peers", type=int, default=30, metavar="N", help="list at most N peers (problems first)")
     status.set_defaults(func=_cmd_status)
     config = sub.add_parser("config", help="print the default config of a role as JSON")
     config.add_argument("action", choices=["show"])

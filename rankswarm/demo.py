@@ -37,6 +37,8 @@ class DemoConfig(BaseModel):
     prompts_per_step: int = Field(8, ge=1, description="Prompts per peer step (each with group_size rollouts).")
     group_size: int = Field(8, ge=2, description="Rollouts per prompt.")
     round_interval: float = Field(2.0, gt=0, description="Seconds between coordinator rounds.")
+    http_listen: str = Field("127.0.0.1:0", description=(
+        "The coordinator's dashboard (host:port; port 0 = a free one, printed at start)."))
     node_overrides: list[str] = Field(default_factory=list, description="Extra `key=value` overrides for every peer.")
     local_steps_per_round: int = Field(2, ge=1, description=(
         "Local steps each peer accumulates per averaging round (sets gossip.target_batch_size)."))
@@ -94,13 +96,16 @@ class DemoSwarm:
     def start_coordinator(self) -> dict[str, Any]:
         coord_dir = self.root / "coordinator"
         overrides = [f"run={json.dumps(self.cfg.run_id)}", f"db_path={json.dumps(str(coord_dir / 'history.db'))}",
-                     'listen="127.0.0.1:0"', 'dht.host_maddrs=["/ip4/127.0.0.1/tcp/0"]',
+                     'listen="127.0.0.1:0"', f"http_listen={json.dumps(self.cfg.http_listen)}",
+                     'dht.host_maddrs=["/ip4/127.0.0.1/tcp/0"]',
                      f"round_interval={self.cfg.round_interval}"]
         argv = rankswarm_argv("coordinator", "--ready-file", str(coord_dir / "ready.json"),
                               *[arg for o in overrides for arg in ("--set", o)])
         self.coordinator = ManagedProcess("coordinator", argv, coord_dir / "log.txt")
         self.ready = wait_for_json(coord_dir / "ready.json", 120, processes=[self.coordinator])
         print(f"coordinator up: gRPC {self.ready['grpc_address']}, DHT {self.ready['maddrs'][0]}", flush=True)
+        if self.ready.get("http_address"):
+            print(f"dashboard: http://{self.ready['http_address']}/  (live while the demo runs)", flush=True)
         return self.ready
 
     def start_peer(self, index: int, extra_overrides: list[str] = ()) -> ManagedProcess:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -31,6 +32,7 @@ from protos import swarm_pb2, swarm_pb2_grpc
 from rankswarm.dht_keys import SigningIdentity, build_record_validators, meta_signals_key
 from rankswarm.dht_records import (MetaSignalRecord, expires_in, fetch_balance, fetch_meta_signals, poll,
                                    poll_balance, publish_meta_signal)
+from rankswarm.processes import wait_for_json
 from rankswarm.swarm_dht import DHTConfig, start_dht
 from shaping import INDICATORS, IndicatorStats, RankIndicators
 
@@ -82,9 +84,10 @@ def read_lines(stream, count: int, timeout: float) -> list[str]:
 
 
 def coordinator_config(tmp_path, run: str = RUN, **changes) -> CoordinatorConfig:
-    return CoordinatorConfig(run=run, listen="127.0.0.1:0", db_path=str(tmp_path / "history.db"),
-                             signing_key_path=str(tmp_path / "coordinator.key"), fetch_timeout=5.0,
-                             dht=DHTConfig(host_maddrs=LOOPBACK, **changes.pop("dht", {})), **changes)
+    return CoordinatorConfig(run=run, listen="127.0.0.1:0", http_listen="127.0.0.1:0",
+                             db_path=str(tmp_path / "history.db"), signing_key_path=str(tmp_path / "coordinator.key"),
+                             fetch_timeout=5.0, dht=DHTConfig(host_maddrs=LOOPBACK, **changes.pop("dht", {})),
+                             **changes)
 
 
 @pytest.fixture(scope="module")
@@ -220,15 +223,21 @@ def test_restarted_coordinator_serves_the_same_history_and_merges_nothing_twice(
 def test_main_prints_how_to_reach_it_and_stops_on_sigterm(tmp_path):
     cfg = coordinator_config(tmp_path, run="main-test", round_interval=0.5)
     script = ("import sys; from coordinator.server import CoordinatorConfig, main; "
-              "sys.exit(main(CoordinatorConfig.model_validate_json(sys.argv[1])))")
+              "sys.exit(main(CoordinatorConfig.model_validate_json(sys.argv[1]), ready_file=sys.argv[2]))")
+    ready_file = tmp_path / "ready.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg.model_dump(mode="json"))],
+    proc = subprocess.Popen([sys.executable, "-c", script, json.dumps(cfg.model_dump(mode="json")), str(ready_file)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=REPO)
     try:
-        lines = read_lines(proc.stdout, 4, timeout=60)
+        lines = read_lines(proc.stdout, 5, timeout=60)
         address = next(line.split()[-1] for line in lines if "gRPC:" in line)
         with CoordinatorClient(address) as client:
             assert client.swarm_state().run == "main-test"
+        dashboard = next(line.split()[-1] for line in lines if "dashboard:" in line)
+        with urllib.request.urlopen(dashboard + "healthz", timeout=10) as response:
+            assert response.read() == b"ok\n"
+        ready = wait_for_json(ready_file, 20)  # written just after the lines are printed
+        assert dashboard == f"http://{ready['http_address']}/" and ready["grpc_address"] == address
         assert any(SigningIdentity.load_or_create(cfg.signing_key_path).fingerprint in line for line in lines)
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0

@@ -1,0 +1,298 @@
+"""The JSON documents of the dashboard's API: `GET /api/v1/state` and `GET /api/v1/history`.
+
+Built from a `monitor.Snapshot` and the history store; every field is described in
+docs/api.md (keep the two in step). Numbers are plain JSON numbers, absent values are null,
+times are DHT time in seconds (the Unix epoch on a synchronised clock).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from coordinator.health import LIVE_STATES, SwarmSummary
+from coordinator.monitor import Snapshot
+from coordinator.store import HistoryStore
+from coordinator.views import PEER_STATES, Alert, PeerView
+from rankswarm.dht_records import DISTRIBUTION_INDICATORS, BalanceRecord, Deciles, PeerStatusRecord
+from shaping import INDICATORS
+
+API_SCHEMA_VERSION = 1
+HISTOGRAM_BINS = 24
+RATE_WINDOW_ROUNDS = 5  # swarm tokens/s and rollouts/s are averaged over this many rounds
+
+# problems first: the default order of the peers table
+STATE_ORDER = {"unreachable": 0, "behind": 1, "joining": 2, "online": 3, "gone": 4, "": 5}
+_STATUS_NUMBERS = ("epoch", "tokens_per_s", "step_seconds", "compression_ratio", "reward", "accuracy",
+                   "heldout_accuracy", "kl", "er", "erv", "era", "gate", "aux", "averaging_rounds",
+                   "averaging_failures", "publish_failures", "balance_round", "num_peers_seen")
+PEER_SORT_KEYS = ("state", "peer_id", "version", "last_seen", "step", "num_contributions", "rollouts_per_s",
+                  "bytes_sent", "bytes_received", "epoch_lag", *_STATUS_NUMBERS)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+# ---------------------------------------------------------------- /api/v1/state
+
+@dataclass(frozen=True)
+class PeerQuery:
+    """Which peers the state document lists: filter, order and page."""
+
+    offset: int = 0
+    limit: int = 100
+    states: tuple[str, ...] = ()  # empty = every state
+    text: str = ""                # substring of peer id, address or version
+    sort: str = "state"
+    descending: bool = False
+
+
+def peer_document(peer: PeerView, now: float) -> dict[str, Any]:
+    status = peer.status
+    steps = [step for step in (status.step if status else None, peer.last_step) if step is not None]
+    doc: dict[str, Any] = {
+        "peer_id": peer.peer_id, "state": peer.state, "version_mismatch": peer.version_mismatch,
+        "first_seen": peer.first_seen, "last_seen": peer.last_seen, "silent_s": max(0.0, now - peer.last_seen),
+        "step": max(steps) if steps else None,  # the newer of its status report and its latest merged step
+        "merged_step": peer.last_step, "num_contributions": peer.num_contributions, "epoch_lag": peer.epoch_lag,
+        "rollouts_per_s": status.throughput if status else None,
+        "status_reported_at": status.reported_at if status else None,
+        "status_schema": status.schema_version if status else None,
+    }
+    for name in ("version", "address", "reachability", "bytes_sent", "bytes_received", "last_averaging_error",
+                 "baselines_source", *_STATUS_NUMBERS):
+        doc[name] = getattr(status, name) if status else None
+    return doc
+
+
+def _sort_value(doc: dict[str, Any], key: str):
+    return STATE_ORDER.get(doc["state"], 9) if key == "state" else doc.get(key)
+
+
+def select_peers(peers: Sequence[PeerView], now: float, query: PeerQuery) -> dict[str, Any]:
+    """Filter, order (peers without the value last, ties by peer id) and cut one page."""
+    docs = [peer_document(p, now) for p in peers]
+    if query.states:
+        docs = [d for d in docs if d["state"] in query.states]
+    if query.text:
+        needle = query.text.lower()
+        docs = [d for d in docs if any(needle in (d[f] or "").lower() for f in ("peer_id", "address", "version"))]
+    docs.sort(key=lambda d: d["peer_id"])
+    present = [d for d in docs if _sort_value(d, query.sort) is not None]
+    present.sort(key=lambda d: _sort_value(d, query.sort), reverse=query.descending)  # stable: ties keep id order
+    docs = present + [d for d in docs if _sort_value(d, query.sort) is None]
+    return {"total": len(peers), "matching": len(docs), "offset": query.offset, "limit": query.limit,
+            "sort": query.sort, "order": "desc" if query.descending else "asc",
+            "items": docs[query.offset:query.offset + query.limit]}
+
+
+def round_document(latest: BalanceRecord | None, now: float, stale_after_s: float) -> dict[str, Any] | None:
+    if latest is None:
+        return None
+    merged = latest.merged
+    stats = {name: {"count": merged.moments[name].count, "mean": merged.moments[name].mean,
+                    "std": merged.moments[name].std} for name in INDICATORS}
+    stats["gate"] = {"count": merged.gate_count, "mean": merged.gate_mean}
+    return {"number": latest.round, "issued_at": latest.issued_at, "age_s": max(0.0, now - latest.issued_at),
+            "stale": now - latest.issued_at > stale_after_s, "num_peers": latest.num_peers,
+            "num_contributions": latest.num_contributions, "lambda_t": latest.lambda_t,
+            "mean_gate": latest.mean_gate, "explore_share": latest.explore_share,
+            "exploit_share": latest.exploit_share,
+            "baselines": {**latest.baselines.values(), "ready": latest.baselines.ready}, "merged": stats}
+
+
+def summary_document(summary: SwarmSummary) -> dict[str, Any]:
+    return {"num_peers": summary.num_peers, "by_state": summary.by_state, "versions": summary.versions,
+            "tokens_per_s": summary.tokens_per_s, "rollouts_per_s": summary.rollouts_per_s,
+            "bytes_sent": summary.bytes_sent, "bytes_received": summary.bytes_received,
+            "compression_ratio": _finite(summary.compression_ratio), "epoch": summary.epoch,
+            "averaging_rounds": summary.averaging_rounds, "averaging_failures": summary.averaging_failures,
+            **{name: _finite(value) for name, value in summary.means.items()}}
+
+
+def alert_document(alert: Alert) -> dict[str, Any]:
+    return {"key": alert.key, "kind": alert.kind, "severity": alert.severity, "peer_id": alert.peer_id or None,
+            "message": alert.message, "started_at": alert.started_at, "started_round": alert.started_round,
+            "ended_at": alert.ended_at or None, "ended_round": alert.ended_round or None}
+
+
+def pooled_histogram(deciles: Sequence[Deciles], bins: int = HISTOGRAM_BINS) -> dict[str, Any] | None:
+    """An approximate histogram of the responses behind several peers' deciles: each decile interval
+    holds a tenth of its peer's responses, spread evenly over the interval (all of it on a point when
+    the interval is empty)."""
+    if not deciles:
+        return None
+    low, high = min(d.values[0] for d in deciles), max(d.values[-1] for d in deciles)
+    width = (high - low) / bins if high > low else 1.0
+    edges = [low + i * width for i in range(bins + 1)] if high > low else [low, low + 1.0]
+    counts = [0.0] * (len(edges) - 1)
+    last = len(counts) - 1
+    for d in deciles:
+        mass = d.count / 10
+        for a, b in zip(d.values, d.values[1:]):
+            first_bin, last_bin = min(last, int((a - low) / width)), min(last, int((b - low) / width))
+            if b <= a or first_bin == last_bin:
+                counts[first_bin] += mass
+                continue
+            for i in range(first_bin, last_bin + 1):
+                overlap = min(b, edges[i + 1]) - max(a, edges[i])
+                counts[i] += mass * max(0.0, overlap) / (b - a)
+    return {"edges": edges, "counts": counts, "num_responses": sum(d.count for d in deciles),
+            "num_peers": len(deciles)}
+
+
+def distributions_document(peers: Sequence[PeerView]) -> dict[str, Any]:
+    live = [p.status for p in peers if p.status is not None and p.state in LIVE_STATES]
+    return {name: pooled_histogram([s.deciles[name] for s in live if name in s.deciles])
+            for name in DISTRIBUTION_INDICATORS}
+
+
+def state_document(snapshot: Snapshot, query: PeerQuery) -> dict[str, Any]:
+    """The whole `/api/v1/state` document (docs/api.md)."""
+    state = snapshot.state
+    return {
+        "schema_version": API_SCHEMA_VERSION, "generated_at": state.now, "run": state.run,
+        "coordinator": {"key": state.coordinator_key, "version": state.coordinator_version,
+                        "http_address": state.http_address or None, "visible_maddrs": list(state.visible_maddrs),
+                        "records_rejected": state.records_rejected, "stale_after_s": snapshot.stale_after_s},
+        "round": round_document(state.latest, state.now, snapshot.stale_after_s),
+        "swarm": summary_document(snapshot.summary),
+        "distributions": distributions_document(state.peers),
+        "alerts": {"active": [alert_document(a) for a in state.alerts],
+                   "resolved": [alert_document(a) for a in snapshot.resolved]},
+        "events": [{"seq": e.seq, "kind": e.kind.value, "at": e.at, "round": e.round, "peer_id": e.peer_id or None,
+                    "detail": e.detail} for e in snapshot.events],
+        "peers": select_peers(state.peers, state.now, query),
+    }
+
+
+# ---------------------------------------------------------------- /api/v1/history
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """Which rounds (and which peers' series) the history document holds."""
+
+    first_round: int = 0   # 0 = from the oldest kept
+    last_round: int = 0    # 0 = up to the latest
+    max_rounds: int = 500  # the newest this many of the range
+    peers: tuple[str, ...] = ()
+
+
+SWARM_COLUMNS = ("round", "issued_at", "num_peers", "num_contributions", "lambda_t", "explore_share",
+                 "exploit_share", "baseline_er", "baseline_erv", "baseline_era", "baseline_score", "reward",
+                 "reward_std", "er", "er_std", "erv", "erv_std", "era", "era_std", "rollouts", "tokens",
+                 "rollouts_per_s", "tokens_per_s", "kl", "accuracy", "heldout_accuracy", "aux",
+                 "peers_reporting", "averaging_failures", "peers_behind")
+PEER_COLUMNS = ("round", "reward", "er", "erv", "era", "rollouts", "tokens", "kl", "accuracy", "heldout_accuracy",
+                "tokens_per_s", "epoch")
+_CARRIED = ("kl", "accuracy", "heldout_accuracy", "aux")
+
+
+def _round_columns(record: BalanceRecord, rollouts: int, tokens: int) -> dict[str, Any]:
+    moments = record.merged.moments
+    row = {"round": record.round, "issued_at": record.issued_at, "num_peers": record.num_peers,
+           "num_contributions": record.num_contributions, "lambda_t": record.lambda_t,
+           "explore_share": record.explore_share, "exploit_share": record.exploit_share,
+           "reward": moments["score"].mean, "reward_std": moments["score"].std, "rollouts": rollouts, "tokens": tokens}
+    for name in INDICATORS:
+        row[f"baseline_{name}"] = record.baselines.value(name)
+    for name in ("er", "erv", "era"):
+        row[name], row[f"{name}_std"] = moments[name].mean, moments[name].std
+    return row
+
+
+def _rates(rows: list[dict[str, Any]], before_first: float | None) -> None:
+    """tokens/s and rollouts/s over the last RATE_WINDOW_ROUNDS rounds: what they merged over the time
+    since the round before them (`before_first`: issue time of the round before the first row, if any)."""
+    issued = [before_first] + [row["issued_at"] for row in rows]  # issued[i] = the round before rows[i]
+    for i, row in enumerate(rows):
+        start = max(0, i - RATE_WINDOW_ROUNDS + 1)
+        if issued[start] is None:  # the run's first round: its work began at an unknown time
+            start += 1
+        window, seconds = rows[start:i + 1], row["issued_at"] - (issued[start] or 0.0)
+        ok = bool(window) and seconds > 0
+        row["tokens_per_s"] = sum(r["tokens"] for r in window) / seconds if ok else None
+        row["rollouts_per_s"] = sum(r["rollouts"] for r in window) / seconds if ok else None
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def _carry_forward(rows: list[dict[str, Any]], statuses: list[tuple[int, PeerStatusRecord]], peer_timeout: float,
+                   peers: Sequence[str]) -> dict[str, dict[int, PeerStatusRecord]]:
+    """Fill the status-based swarm columns; return, for the requested peers, their latest fresh report per round."""
+    statuses = sorted(statuses, key=lambda item: (item[0], item[1].reported_at))
+    latest: dict[str, PeerStatusRecord] = {}
+    failures: dict[str, int] = {}
+    per_peer: dict[str, dict[int, PeerStatusRecord]] = {p: {} for p in peers}
+    index, first_round = 0, rows[0]["round"] if rows else 0
+    for row in rows:
+        new_failures = 0
+        while index < len(statuses) and statuses[index][0] <= row["round"]:
+            round_, status = statuses[index]
+            previous = failures.get(status.peer_id)
+            counted = round_ >= first_round  # reports from before the window only set the starting counts
+            if counted and previous is not None and status.averaging_failures > previous:
+                new_failures += status.averaging_failures - previous
+            failures[status.peer_id] = status.averaging_failures
+            latest[status.peer_id] = status
+            index += 1
+        fresh = [s for s in latest.values() if row["issued_at"] - s.reported_at <= peer_timeout]
+        for name in _CARRIED:
+            row[name] = _mean([getattr(s, name) for s in fresh if getattr(s, name) is not None])
+        row["peers_reporting"], row["averaging_failures"] = len(fresh), new_failures
+        for peer in peers:
+            status = latest.get(peer)
+            if status is not None and row["issued_at"] - status.reported_at <= peer_timeout:
+                per_peer[peer][row["round"]] = status
+    return per_peer
+
+
+def _peer_series(rows: list[dict[str, Any]], moments: dict[int, dict[str, tuple[int, float]]],
+                 statuses: dict[int, PeerStatusRecord]) -> dict[str, list]:
+    series: dict[str, list] = {name: [] for name in PEER_COLUMNS}
+    for row in rows:
+        r = row["round"]
+        merged, status = moments.get(r, {}), statuses.get(r)
+        series["round"].append(r)
+        for name, column in (("score", "reward"), ("er", "er"), ("erv", "erv"), ("era", "era")):
+            count, total = merged.get(name, (0, 0.0))
+            series[column].append(total / count if count else None)
+        series["rollouts"].append(int(merged["rollouts"][1]) if merged else 0)
+        series["tokens"].append(int(merged["tokens"][1]) if merged else 0)
+        for name in ("kl", "accuracy", "heldout_accuracy", "tokens_per_s", "epoch"):
+            series[name].append(getattr(status, name) if status is not None else None)
+    return series
+
+
+def history_document(store: HistoryStore, query: HistoryQuery, *, peer_timeout: float) -> dict[str, Any]:
+    """The `/api/v1/history` document (docs/api.md): columns per round, oldest first."""
+    records = store.rounds(query.first_round, query.last_round, query.max_rounds)
+    doc: dict[str, Any] = {"schema_version": API_SCHEMA_VERSION, "rate_window_rounds": RATE_WINDOW_ROUNDS}
+    if not records:
+        return {**doc, "rounds": {name: [] for name in SWARM_COLUMNS}, "peers": {}, "behind": []}
+    first, last = records[0].round, records[-1].round
+    totals = store.round_totals(first, last)
+    rows = [_round_columns(r, *totals.get(r.round, (0, 0))) for r in records]
+    before = store.rounds(first - 1, first - 1, 1) if first > 1 else []
+    _rates(rows, before[0].issued_at if before else None)
+    statuses = store.statuses(0, last, since=records[0].issued_at - peer_timeout)
+    per_peer = _carry_forward(rows, statuses, peer_timeout, query.peers)
+    spans = store.alert_spans("peer_behind", first, last)
+    for row in rows:
+        row["peers_behind"] = len({p for p, a, b in spans if a <= row["round"] and (b == 0 or b >= row["round"])})
+    moments = store.peer_round_moments(first, last, list(query.peers))
+    return {**doc, "rounds": {name: [_finite_or(row[name]) for row in rows] for name in SWARM_COLUMNS},
+            "peers": {peer: _peer_series(rows, moments.get(peer, {}), per_peer[peer]) for peer in query.peers},
+            "behind": [{"peer_id": p, "first_round": a, "last_round": b or None} for p, a, b in spans]}
+
+
+def _finite_or(value):
+    return _finite(value) if isinstance(value, float) else value
+
+
+__all__ = ["API_SCHEMA_VERSION", "HistoryQuery", "PEER_SORT_KEYS", "PEER_STATES", "PeerQuery", "history_document",
+           "state_document"]

@@ -1,0 +1,303 @@
+"""`DashboardServer`: the coordinator's HTTP server: the operator page, the JSON API and /metrics.
+
+    server = DashboardServer("127.0.0.1:8080", monitor, store, peer_timeout=120).start()
+    ...; server.stop()
+
+Routes (GET and HEAD; any other method gets 405 with an Allow header):
+  /                      the dashboard page (index.html, app.js, charts.js, style.css, favicon.svg)
+  /api/v1/state          swarm state, summary, alerts, events and one page of peers (docs/api.md)
+  /api/v1/history        per-round columns for the charts (docs/api.md)
+  /metrics               Prometheus text format (coordinator/dashboard/prometheus.py)
+  /healthz               "ok" while the server runs
+A malformed or unknown query parameter is answered 400 with a JSON error naming it; an error
+inside a handler is logged and answered 500; neither stops the server. The page's assets are
+read once at start from the installed package (no CDN, nothing fetched from elsewhere).
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.resources
+import json
+import logging
+import re
+import socket
+import threading
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qsl, urlsplit
+
+from hivemind.utils import get_dht_time
+
+from coordinator.dashboard.documents import (PEER_SORT_KEYS, HistoryQuery, PeerQuery, history_document,
+                                             state_document)
+from coordinator.dashboard.prometheus import CONTENT_TYPE as METRICS_TYPE
+from coordinator.dashboard.prometheus import render_metrics
+from coordinator.monitor import Monitor
+from coordinator.store import HistoryStore
+from coordinator.views import PEER_STATES
+
+log = logging.getLogger(__name__)
+
+ASSETS = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("index.html", "text/html; charset=utf-8"),
+          "/app.js": ("app.js", "text/javascript; charset=utf-8"),
+          "/charts.js": ("charts.js", "text/javascript; charset=utf-8"),
+          "/style.css": ("style.css", "text/css; charset=utf-8"), "/favicon.svg": ("favicon.svg", "image/svg+xml")}
+_PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+_PEER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_MAX_PEER_SERIES = 32
+_GZIP_ABOVE = 1024  # bytes
+
+
+class QueryError(ValueError):
+    """A query parameter is malformed; answered 400 with this message."""
+
+
+@dataclass
+class Response:
+    status: int
+    content_type: str
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json_response(document: Any, status: int = 200) -> Response:
+    body = json.dumps(document, allow_nan=False, separators=(",", ":")).encode()
+    return Response(status, "application/json", body, {"Cache-Control": "no-store"})
+
+
+def error_response(status: int, message: str, **headers: str) -> Response:
+    return Response(status, "application/json", json.dumps({"error": {"status": status, "message": message}}).encode(),
+                    {"Cache-Control": "no-store", **headers})
+
+
+# ---------------------------------------------------------------- query parsing
+
+class Query:
+    """Query parameters with typed, bounded accessors; every parameter must be read or it is refused."""
+
+    def __init__(self, text: str):
+        try:
+            pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), max_num_fields=100)
+        except ValueError as err:
+            raise QueryError(f"malformed query string: {err}") from None
+        self._values: dict[str, list[str]] = {}
+        for key, value in pairs:
+            self._values.setdefault(key, []).append(value)
+        self._read: set[str] = set()
+
+    def _one(self, name: str) -> str | None:
+        self._read.add(name)
+        values = self._values.get(name)
+        if values is None:
+            return None
+        if len(values) > 1:
+            raise QueryError(f"query parameter {name!r} given {len(values)} times; give it once")
+        return values[0]
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        text = self._one(name)
+        if text is None:
+            return default
+        if not re.fullmatch(r"\d{1,19}", text) or not low <= int(text) <= high:
+            raise QueryError(f"query parameter {name}={text!r} must be an integer from {low} to {high}")
+        return int(text)
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        text = self._one(name)
+        if text is None:
+            return default
+        if text not in choices:
+            raise QueryError(f"query parameter {name}={text!r} must be one of {', '.join(choices)}")
+        return text
+
+    def text(self, name: str, max_length: int) -> str:
+        text = self._one(name) or ""
+        if len(text) > max_length:
+            raise QueryError(f"query parameter {name} is longer than {max_length} characters")
+        return text
+
+    def many(self, name: str) -> list[str]:
+        self._read.add(name)
+        return self._values.get(name, [])
+
+    def finish(self) -> None:
+        unknown = sorted(set(self._values) - self._read)
+        if unknown:
+            raise QueryError(f"unknown query parameter(s) {', '.join(map(repr, unknown))}; "
+                             f"known: {', '.join(sorted(self._read))}")
+
+
+def parse_peer_query(query: Query) -> PeerQuery:
+    states = query.text("peer_state", 200)
+    chosen = tuple(s for s in states.split(",") if s) if states else ()
+    unknown = [s for s in chosen if s not in PEER_STATES]
+    if unknown:
+        raise QueryError(f"query parameter peer_state has unknown state(s) {unknown}; use {', '.join(PEER_STATES)}")
+    result = PeerQuery(offset=query.integer("peer_offset", 0, 0, 10**9),
+                       limit=query.integer("peer_limit", 100, 1, 1000), states=chosen,
+                       text=query.text("peer_q", 200), sort=query.choice("peer_sort", "state", PEER_SORT_KEYS),
+                       descending=query.choice("peer_order", "asc", ("asc", "desc")) == "desc")
+    query.finish()
+    return result
+
+
+def parse_history_query(query: Query, max_rounds: int) -> HistoryQuery:
+    first = query.integer("from_round", 0, 0, 2**62)
+    last = query.integer("to_round", 0, 0, 2**62)
+    if last and first > last:
+        raise QueryError(f"from_round={first} is after to_round={last}")
+    limit = query.integer("max_rounds", min(500, max_rounds), 1, max_rounds)
+    peers = query.many("peer")
+    bad = [p for p in peers if not _PEER_ID.match(p)]
+    if bad:
+        raise QueryError(f"query parameter peer={bad[0]!r} is not a peer id (1-64 of A-Z a-z 0-9 _ -)")
+    if len(set(peers)) > _MAX_PEER_SERIES:
+        raise QueryError(f"at most {_MAX_PEER_SERIES} peer series per request, got {len(set(peers))}")
+    query.finish()
+    return HistoryQuery(first, last, limit, tuple(dict.fromkeys(peers)))
+
+
+# ---------------------------------------------------------------- the application (routing, no sockets)
+
+class DashboardApp:
+    """Maps (method, path, query) to a Response; kept apart from the socket server so it is easy to test."""
+
+    def __init__(self, monitor: Monitor, store: HistoryStore, *, peer_timeout: float, max_history_rounds: int = 1000,
+                 clock: Callable[[], float] = get_dht_time):
+        self.monitor, self.store, self.clock = monitor, store, clock
+        self.peer_timeout, self.max_history_rounds = peer_timeout, max_history_rounds
+        package = importlib.resources.files("coordinator.dashboard")
+        self.assets = {path: (package.joinpath(name).read_bytes(), kind) for path, (name, kind) in ASSETS.items()}
+        self.routes: dict[str, Callable[[Query], Response]] = {
+            "/api/v1/state": self._state, "/api/v1/history": self._history, "/metrics": self._metrics,
+            "/healthz": lambda query: Response(200, "text/plain; charset=utf-8", b"ok\n")}
+
+    def handle(self, method: str, target: str) -> Response:
+        parts = urlsplit(target)
+        path = parts.path
+        if path not in self.routes and path not in self.assets:
+            if path.startswith("/api/"):
+                return error_response(404, f"no API endpoint {path}; see docs/api.md (/api/v1/state, /api/v1/history)")
+            return Response(404, "text/plain; charset=utf-8", f"not found: {path}\n".encode())
+        if method not in ("GET", "HEAD"):
+            return error_response(405, f"{method} is not allowed on {path}; use GET", Allow="GET, HEAD")
+        if path in self.assets:
+            body, kind = self.assets[path]
+            headers = {"Cache-Control": "no-cache"}
+            if kind.startswith("text/html"):
+                headers.update({"Content-Security-Policy": _PAGE_POLICY, "Referrer-Policy": "no-referrer"})
+            return Response(200, kind, body, headers)
+        try:
+            return self.routes[path](Query(parts.query))
+        except QueryError as err:
+            return error_response(400, str(err))
+
+    def _state(self, query: Query) -> Response:
+        peers = parse_peer_query(query)
+        return json_response(state_document(self.monitor.snapshot(self.clock()), peers))
+
+    def _history(self, query: Query) -> Response:
+        history = parse_history_query(query, self.max_history_rounds)
+        return json_response(history_document(self.store, history, peer_timeout=self.peer_timeout))
+
+    def _metrics(self, query: Query) -> Response:
+        query.finish()
+        return Response(200, METRICS_TYPE, render_metrics(self.monitor.snapshot(self.clock())).encode(),
+                        {"Cache-Control": "no-store"})
+
+
+# ---------------------------------------------------------------- the socket server
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "rankswarm-coordinator"
+    protocol_version = "HTTP/1.1"  # keep-alive: a polling page reuses one connection
+    timeout = 30  # seconds an idle keep-alive connection is kept before its thread lets it go
+    app: DashboardApp  # set on the subclass DashboardServer builds
+
+    def _respond(self) -> None:
+        try:
+            response = self.app.handle(self.command, self.path)
+        except Exception:  # deliberate: one broken request must not stop the dashboard
+            log.exception("dashboard request %s %s failed", self.command, self.path)
+            response = error_response(500, "internal error in the coordinator (see its log)")
+        body = response.body
+        if len(body) > _GZIP_ABOVE and "gzip" in self.headers.get("Accept-Encoding", ""):
+            body = gzip.compress(body, compresslevel=5)
+            response.headers.update({"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+        try:
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("X-Content-Type-Options", "nosniff")
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away; nothing to tell it
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _respond
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True  # a slow client never holds up stop()
+    request_queue_size = 64
+
+
+def split_listen(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class DashboardServer:
+    """Serves a DashboardApp on `listen` (host:port, port 0 = any free one) from a background thread."""
+
+    def __init__(self, listen: str, app: DashboardApp):
+        self.listen, self.app = listen, app
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> DashboardServer:
+        host, port = split_listen(self.listen)
+        handler = type("DashboardHandler", (_Handler,), {"app": self.app})
+        server_class = type("DashboardHTTPServer", (_Server,),
+                            {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
+        try:
+            self._server = server_class((host, port), handler)
+        except OSError as err:
+            raise OSError(f"the dashboard cannot listen on {self.listen} ({err.strerror or err}); change "
+                          f"coordinator.http_listen (port 0 picks a free one, \"\" turns the dashboard off)") from None
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},
+                                        name="coordinator-http", daemon=True)
+        self._thread.start()
+        return self
+
+    @property
+    def address(self) -> str:
+        """host:port the server listens on."""
+        host, port = self._server.server_address[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    @property
+    def url(self) -> str:
+        host, port = self.address.rsplit(":", 1)
+        shown = "127.0.0.1" if host == "0.0.0.0" else ("[::1]" if host == "[::]" else host)
+        return f"http://{shown}:{port}/"
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop serving (idempotent); open keep-alive connections end with their daemon threads."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

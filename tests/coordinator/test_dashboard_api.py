@@ -1,0 +1,256 @@
+"""The dashboard's HTTP API on a real server at 127.0.0.1:0, over a ledger fed with real records on a
+simulated clock: JSON numbers equal what was fed, /metrics is valid Prometheus text with the same
+values, bad paths, methods and queries are refused clearly and the server keeps serving."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from coordinator.dashboard.web import DashboardApp, DashboardServer
+from dashboard_fakes import PEER_TIMEOUT, FakeSwarm
+from shaping import IndicatorStats
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """A swarm of 5 with one of each trouble, and its dashboard server."""
+    swarm = FakeSwarm(tmp_path_factory.mktemp("dashboard"), num_peers=5)
+    swarm.announcing.add(4)      # joining
+    swarm.run(6)
+    swarm.lagging.add(2)         # behind
+    swarm.failing.add(3)         # averaging failures
+    swarm.run(5)
+    app = DashboardApp(swarm.monitor, swarm.store, peer_timeout=PEER_TIMEOUT, max_history_rounds=50,
+                       clock=lambda: swarm.now)
+    server = DashboardServer("127.0.0.1:0", app).start()
+    try:
+        yield swarm, f"http://{server.address}"
+    finally:
+        server.stop()
+
+
+def get(url: str, *, method: str = "GET", headers: dict | None = None):
+    """(status, headers, body bytes) without raising on 4xx/5xx."""
+    request = urllib.request.Request(url, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.headers, err.read()
+
+
+def get_json(url: str) -> dict:
+    status, headers, body = get(url)
+    assert status == 200 and headers["Content-Type"] == "application/json", body
+    return json.loads(body)
+
+
+@pytest.mark.integration
+def test_state_reports_the_latest_round_and_every_peer_as_published(served):
+    swarm, base = served
+    doc = get_json(f"{base}/api/v1/state?peer_limit=1000")
+    latest = swarm.results[-1]
+    merged = IndicatorStats.merge_all(c.stats for c in latest.contributions)
+    round_ = doc["round"]
+    assert (round_["number"], round_["issued_at"], round_["num_peers"]) == (latest.record.round, swarm.now, 4)
+    assert round_["merged"]["score"]["mean"] == merged.moments["score"].mean
+    assert round_["merged"]["er"]["count"] == merged.moments["er"].count
+    assert round_["baselines"]["er"] == latest.record.baselines.value("er")
+    assert round_["explore_share"] == latest.record.explore_share and round_["stale"] is False
+    assert doc["run"] == "test-run" and doc["coordinator"]["version"] == "0.1.0"
+
+    peers = {p["peer_id"]: p for p in doc["peers"]["items"]}
+    assert {fake.index: peers[fake.peer_id]["state"] for fake in swarm.peers} == {
+        0: "online", 1: "online", 2: "behind", 3: "online", 4: "joining"}
+    for fake in swarm.peers[:4]:
+        row, status = peers[fake.peer_id], fake.statuses[-1]
+        for key in ("reward", "accuracy", "heldout_accuracy", "kl", "er", "erv", "era", "gate", "tokens_per_s",
+                    "compression_ratio", "bytes_sent", "bytes_received", "epoch", "averaging_failures", "version",
+                    "address", "reachability", "balance_round"):
+            assert row[key] == getattr(status, key), key
+        assert row["rollouts_per_s"] == status.throughput
+        assert row["step"] == fake.step and row["num_contributions"] == len(fake.published)
+    assert peers[swarm.peers[2].peer_id]["epoch_lag"] == 5
+
+    swarm_doc = doc["swarm"]
+    live = [f.statuses[-1] for f in swarm.peers[:4]]
+    assert swarm_doc["by_state"] == {"online": 3, "joining": 1, "behind": 1, "unreachable": 0, "gone": 0}
+    assert swarm_doc["tokens_per_s"] == pytest.approx(sum(s.tokens_per_s for s in live))
+    assert swarm_doc["reward"] == pytest.approx(sum(s.reward for s in live) / 4)
+    assert swarm_doc["bytes_sent"] == sum(s.bytes_sent for s in live)
+    assert {a["kind"] for a in doc["alerts"]["active"]} == {"peer_behind", "averaging_failures"}
+
+    er = doc["distributions"]["er"]
+    assert er["num_peers"] == 4 and er["num_responses"] == sum(s.deciles["er"].count for s in live)
+    assert sum(er["counts"]) == pytest.approx(er["num_responses"])
+    assert er["edges"][0] == min(s.deciles["er"].values[0] for s in live)
+    assert er["edges"][-1] == pytest.approx(max(s.deciles["er"].values[-1] for s in live))
+
+
+@pytest.mark.integration
+def test_peers_page_filters_sorts_and_pages(served):
+    swarm, base = served
+    everyone = get_json(f"{base}/api/v1/state?peer_sort=peer_id")["peers"]
+    ids = sorted(f.peer_id for f in swarm.peers)
+    assert [p["peer_id"] for p in everyone["items"]] == ids and everyone["total"] == 5
+    page = get_json(f"{base}/api/v1/state?peer_sort=peer_id&peer_offset=1&peer_limit=2")["peers"]
+    assert [p["peer_id"] for p in page["items"]] == ids[1:3] and (page["matching"], page["limit"]) == (5, 2)
+    troubled = get_json(f"{base}/api/v1/state?peer_state=behind,joining")["peers"]
+    assert [p["state"] for p in troubled["items"]] == ["behind", "joining"]  # problems first by default
+    fastest = get_json(f"{base}/api/v1/state?peer_sort=tokens_per_s&peer_order=desc")["peers"]["items"]
+    speeds = [p["tokens_per_s"] for p in fastest]
+    assert speeds[:4] == sorted(speeds[:4], reverse=True) and speeds[4] is None  # unknown values last
+    found = get_json(f"{base}/api/v1/state?peer_q={swarm.peers[3].peer_id[:10].upper()}")["peers"]
+    assert [p["peer_id"] for p in found["items"]] == [swarm.peers[3].peer_id]
+
+
+@pytest.mark.integration
+def test_history_columns_match_the_rounds_and_grow_incrementally(served):
+    swarm, base = served
+    peer = swarm.peers[0]
+    doc = get_json(f"{base}/api/v1/history?peer={peer.peer_id}")
+    rounds = doc["rounds"]
+    assert rounds["round"] == [r.record.round for r in swarm.results]
+    assert rounds["reward"] == [r.record.merged.moments["score"].mean for r in swarm.results]
+    assert rounds["baseline_er"] == [r.record.baselines.value("er") for r in swarm.results]
+    assert rounds["tokens"] == [sum(c.num_tokens for c in r.contributions) for r in swarm.results]
+    window = swarm.results[-5:]
+    seconds = window[-1].record.issued_at - swarm.results[-6].record.issued_at
+    assert rounds["tokens_per_s"][-1] == pytest.approx(sum(rounds["tokens"][-5:]) / seconds)
+    assert rounds["tokens_per_s"][0] is None  # the first round's work began at an unknown time
+    assert rounds["averaging_failures"][-5:] == [1, 1, 1, 1, 1]  # peer 3 fails once per round
+    assert rounds["peers_behind"][-1] == 1 and doc["behind"][0]["peer_id"] == swarm.peers[2].peer_id
+    series = doc["peers"][peer.peer_id]
+    assert series["reward"] == [sum(r.stats.moments["score"].sum for r in [c]) / c.stats.moments["score"].count
+                                for c in peer.published]
+    assert series["kl"][-1] == peer.statuses[-1].kl and series["tokens"][-1] == peer.published[-1].num_tokens
+
+    # what the page does each round: fetch from the last row it has and splice; equal to a full fetch
+    part = get_json(f"{base}/api/v1/history?from_round=8&peer={peer.peer_id}")
+    assert part["rounds"]["round"] == rounds["round"][7:]
+    for name, column in part["rounds"].items():
+        assert column == rounds[name][7:], name
+    assert part["peers"][peer.peer_id] == {k: v[7:] for k, v in series.items()}
+    assert get_json(f"{base}/api/v1/history?max_rounds=3")["rounds"]["round"] == rounds["round"][-3:]
+    assert get_json(f"{base}/api/v1/history?from_round=999")["rounds"]["round"] == []
+
+
+@pytest.mark.integration
+def test_metrics_are_prometheus_text_with_the_published_values(served):
+    swarm, base = served
+    status, headers, body = get(f"{base}/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    text = body.decode()
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
+    latest = swarm.results[-1].record
+    assert samples[("rankswarm_round", ())] == latest.round
+    assert samples[("rankswarm_baseline", (("indicator", "er"),))] == latest.baselines.value("er")
+    assert samples[("rankswarm_explore_share_ratio", ())] == latest.explore_share
+    assert samples[("rankswarm_peers", (("state", "behind"),))] == 1
+    assert samples[("rankswarm_meta_signals_merged_total", ())] == sum(len(f.published) for f in swarm.peers)
+    fake = swarm.peers[3]
+    peer = (("peer", fake.peer_id),)
+    assert samples[("rankswarm_peer_averaging_failures_total", peer)] == fake.failures
+    assert samples[("rankswarm_peer_sent_bytes_total", peer)] == fake.statuses[-1].bytes_sent
+    assert samples[("rankswarm_peer_tokens_per_second", peer)] == fake.statuses[-1].tokens_per_s
+    assert samples[("rankswarm_peer_state", (("peer", fake.peer_id), ("state", "online")))] == 1
+    assert samples[("rankswarm_alerts", (("kind", "peer_behind"), ("severity", "warning")))] == 1
+    assert families["rankswarm_peer_sent_bytes"].type == "counter"  # the parser strips _total
+    for name in re.findall(r"^# TYPE (\S+) counter$", text, re.M):
+        assert name.endswith("_total"), name
+    assert len(re.findall(r"^# HELP ", text, re.M)) == len(re.findall(r"^# TYPE ", text, re.M)) == len(families)
+    joining = swarm.peers[4].peer_id
+    assert ("rankswarm_peer_reward", (("peer", joining),)) not in samples  # unknown values are left out
+
+
+@pytest.mark.integration
+def test_label_values_are_escaped(tmp_path):
+    swarm = FakeSwarm(tmp_path, num_peers=1)
+    swarm.peers[0].version = 'v"1\\2\nx'
+    swarm.run(1)
+    app = DashboardApp(swarm.monitor, swarm.store, peer_timeout=PEER_TIMEOUT, clock=lambda: swarm.now)
+    response = app.handle("GET", "/metrics")
+    [info] = [s for f in text_string_to_metric_families(response.body.decode()) if f.name == "rankswarm_peer_info"
+              for s in f.samples]
+    assert response.status == 200 and info.labels["version"] == 'v"1\\2\nx'
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("query, message", [
+    ("peer_limit=abc", "peer_limit='abc' must be an integer from 1 to 1000"),
+    ("peer_limit=0", "from 1 to 1000"),
+    ("peer_limit=1&peer_limit=2", "given 2 times"),
+    ("peer_state=sleeping", "unknown state(s) ['sleeping']"),
+    ("peer_sort=password", "peer_sort='password' must be one of"),
+    ("colour=red", "unknown query parameter(s) 'colour'"),
+    ("a=1&&b", "malformed query string"),
+    ("peer_q=" + "x" * 201, "longer than 200"),
+])
+def test_malformed_state_queries_are_400_and_the_server_keeps_serving(served, query, message):
+    _, base = served
+    status, headers, body = get(f"{base}/api/v1/state?{query}")
+    assert status == 400 and headers["Content-Type"] == "application/json"
+    error = json.loads(body)["error"]
+    assert error["status"] == 400 and message in error["message"]
+    assert get_json(f"{base}/api/v1/state")["round"]["number"] >= 1
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("query, message", [
+    ("from_round=5&to_round=2", "from_round=5 is after to_round=2"),
+    ("max_rounds=51", "from 1 to 50"),
+    ("from_round=-1", "from 0 to"),
+    ("peer=../etc", "is not a peer id"),
+    ("peer=" + "&peer=".join(f"p{i}" for i in range(33)), "at most 32 peer series"),
+])
+def test_malformed_history_queries_are_400(served, query, message):
+    _, base = served
+    status, _, body = get(f"{base}/api/v1/history?{query}")
+    assert status == 400 and message in json.loads(body)["error"]["message"]
+
+
+@pytest.mark.integration
+def test_unknown_paths_are_404_and_other_methods_405(served):
+    _, base = served
+    status, headers, body = get(f"{base}/api/v2/state")
+    assert status == 404 and "no API endpoint /api/v2/state" in json.loads(body)["error"]["message"]
+    assert get(f"{base}/nothing/here")[0] == 404
+    for method in ("POST", "PUT", "DELETE", "PATCH"):
+        status, headers, body = get(f"{base}/api/v1/state", method=method)
+        assert status == 405 and headers["Allow"] == "GET, HEAD", method
+    status, headers, body = get(f"{base}/api/v1/state", method="HEAD")
+    assert status == 200 and body == b"" and int(headers["Content-Length"]) > 100
+    assert get(f"{base}/healthz")[2] == b"ok\n"
+
+
+@pytest.mark.integration
+def test_page_and_assets_are_served_from_the_package_with_no_outside_address(served):
+    _, base = served
+    status, headers, page = get(f"{base}/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    for name, kind in (("app.js", "text/javascript"), ("charts.js", "text/javascript"), ("style.css", "text/css"),
+                       ("favicon.svg", "image/svg+xml")):
+        status, headers, body = get(f"{base}/{name}")
+        assert status == 200 and headers["Content-Type"].startswith(kind), name
+        text = body.decode()
+        # nothing is fetched from elsewhere (the SVG namespace URI is a name, not a request)
+        assert not re.search(r"""(src|href|url|from|import|fetch)\s*[=(]?\s*["']?\s*(https?:)?//""",
+                             text.replace("http://www.w3.org/2000/svg", "")), name
+    assert b"<script type=\"module\" src=\"app.js\">" in page
+
+
+@pytest.mark.integration
+def test_large_answers_are_gzipped_when_asked(served):
+    _, base = served
+    status, headers, body = get(f"{base}/api/v1/state", headers={"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert json.loads(gzip.decompress(body))["run"] == "test-run"
