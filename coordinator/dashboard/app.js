@@ -85,6 +85,21 @@ function clock(t) {
   return today ? time : `${d.toLocaleDateString()} ${time}`;
 }
 
+// "/ip4/1.2.3.4/tcp/31337/p2p/12D3..." -> "1.2.3.4:31337" (the full multiaddr goes in the tooltip)
+function hostPort(maddr) {
+  if (!maddr) return "–";
+  const parts = maddr.split("/");
+  const at = (key) => {
+    const i = parts.indexOf(key);
+    return i >= 0 ? parts[i + 1] : undefined;
+  };
+  const host = at("ip4") || at("ip6") || at("dns") || at("dns4") || at("dns6");
+  const port = at("tcp") || at("udp") || "";
+  if (!host) return maddr.length > 24 ? `${maddr.slice(0, 23)}…` : maddr;
+  const shown = host.includes(":") ? `[${host}]` : host;
+  return port ? `${shown}:${port}` : shown;
+}
+
 function shortId(id) {
   return id ? `${id.slice(0, 8)}…${id.slice(-4)}` : "–";
 }
@@ -460,7 +475,7 @@ const COLUMNS = [
   { key: "state", label: "State" },
   { key: "peer_id", label: "Peer" },
   { key: "version", label: "Version" },
-  { key: "reachability", label: "Reach", sortable: false },
+  { key: "address", label: "Address", sortable: false, title: "where others reach it: directly or through a relay" },
   { key: "last_seen", label: "Seen", order: "desc" },
   { key: "step", label: "Step", num: true },
   { key: "epoch", label: "Epoch", num: true },
@@ -501,9 +516,10 @@ function cell(peer, key) {
         td.prepend(el("span", "warn-icon", "⚠ "));
       }
       break;
-    case "reachability":
-      td.appendChild(el("span", `reach ${peer.reachability || "unknown"}`, peer.reachability || "–"));
-      td.title = peer.address || "";
+    case "address":
+      td.append(el("span", "addr", hostPort(peer.address)),
+                el("span", `reach ${peer.reachability || "unknown"}`, peer.reachability || ""));
+      td.title = peer.address || "no address reported";
       break;
     case "last_seen":
       td.textContent = duration(peer.silent_s);

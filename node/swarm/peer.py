@@ -166,8 +166,8 @@ class Node:
         """This peer's status (schema 2) from the latest step's metrics; `metrics` is {} before the first step.
 
         Held-out accuracy comes from the metrics sink's latest evaluation, the publish failures and
-        the balance round from the publisher and the balance poller. A value that does not validate
-        is logged and left out, never allowed to stop training."""
+        the balance round from the publisher and the balance poller. If the dashboard's fields do not
+        validate, the report goes without them (logged): a status report never stops training."""
         import math
 
         from pydantic import ValidationError

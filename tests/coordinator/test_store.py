@@ -6,7 +6,8 @@ import sqlite3
 import pytest
 
 from coordinator.rounds import RoundState, merge_round
-from coordinator.store import HistoryStore, StoreError
+from coordinator.store import _SCHEMA, STORE_SCHEMA_VERSION, HistoryStore, StoreError, _strip_comments
+from coordinator.views import Alert
 from coordinator_fakes import RUN, batch_stats, meta_record, random_batch
 from rankswarm.dht_records import PeerStatusRecord
 from shaping import ShapingConfig
@@ -94,3 +95,54 @@ def test_other_run_newer_schema_and_foreign_files_are_refused(tmp_path):
     foreign.close()
     with pytest.raises(StoreError, match="something else"):
         HistoryStore(tmp_path / "foreign.db", RUN)
+
+
+@pytest.mark.unit
+def test_a_version_1_history_is_upgraded_in_place_and_keeps_its_rounds(tmp_path):
+    path = tmp_path / "v1.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(_strip_comments(_SCHEMA))  # the tables of schema version 1, nothing of version 2
+    conn.execute("INSERT INTO meta VALUES ('run', ?)", (RUN,))
+    conn.execute("PRAGMA user_version=1")
+    conn.commit()
+    conn.close()
+    store = HistoryStore(path, RUN)
+    results = _commit_rounds(store, 2)
+    status = PeerStatusRecord(run=RUN, peer_id="a", reported_at=100.5, reward=0.25)
+    store.save_statuses([status], now=101.0, round_=3)
+    store.close()
+    reopened = HistoryStore(path, RUN)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA_VERSION == 2
+    assert reopened.rounds() == [r.record for r in results] and reopened.statuses() == [(3, status)]
+
+
+@pytest.mark.unit
+def test_status_history_keeps_each_report_once_and_the_newest_as_the_peers_status(tmp_path):
+    store = HistoryStore(tmp_path / "h.db", RUN)
+    newer = PeerStatusRecord(run=RUN, peer_id="a", step=5, reported_at=50.0)
+    older = PeerStatusRecord(run=RUN, peer_id="a", step=4, reported_at=40.0)
+    store.save_statuses([newer], now=51.0, round_=2)
+    store.save_statuses([newer, older], now=52.0, round_=3)  # the DHT may still serve an older one
+    assert [p.status for p in store.peers()] == [newer]
+    assert store.statuses() == [(3, older), (2, newer)]  # oldest report first; each kept once
+    assert store.statuses(first_round=3) == [(3, older)] and store.statuses(since=45.0) == [(2, newer)]
+    assert store.prune_statuses(older_than=45.0) == 1 and store.statuses() == [(2, newer)]
+
+
+@pytest.mark.unit
+def test_alerts_open_close_and_old_resolved_ones_are_trimmed(tmp_path, monkeypatch):
+    import coordinator.store as store_module
+
+    monkeypatch.setattr(store_module, "_MAX_CLOSED_ALERTS", 3)
+    store = HistoryStore(tmp_path / "h.db", RUN)
+    for i in range(5):
+        store.open_alert(Alert(f"k{i}", "peer_behind", "warning", f"p{i}", f"m{i}", 10.0 + i, i))
+    store.update_alert("k0", "reworded")
+    for i in range(5):
+        store.close_alert(f"k{i}", 20.0 + i, 10 + i)
+    store.open_alert(Alert("k9", "no_peers", "warning", "", "none", 30.0, 20))
+    assert [a.key for a in store.alerts(active=True)] == ["k9"]
+    resolved = store.alerts(active=False)
+    assert [a.key for a in resolved] == ["k4", "k3", "k2"]  # newest first, the 3 kept
+    assert (resolved[0].ended_at, resolved[0].ended_round) == (24.0, 14)
+    assert store.alert_spans("peer_behind", 12, 13) == [("p2", 2, 12), ("p3", 3, 13), ("p4", 4, 14)]

@@ -1,0 +1,63 @@
+"""A peer's status report (schema 2) carries a real training step's numbers, as the dashboard shows them."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from node.swarm.config import NodeConfig
+from node.swarm.peer import VERSION, Node
+from node.training.build import build_trainer
+from rankswarm.dht_keys import SigningIdentity
+from rankswarm.dht_records import PEER_STATUS_SCHEMA_VERSION, PeerStatusRecord
+
+
+def _node(tmp_path):
+    cfg = NodeConfig.model_validate({
+        "run_dir": str(tmp_path / "run"), "seed": 0, "steps": 1, "progress": False, "torch_threads": 2,
+        "algo": {"prompts_per_step": 4}, "sampling": {"group_size": 4, "max_new_tokens": 40},
+        "eval": {"every": 0, "num_problems": 8}, "checkpoint": {"every": 0}, "run_id": "status-test"})
+    node = Node(cfg)
+    node.trainer = build_trainer(cfg)  # local update and baselines: no DHT needed to make a report
+    node.identity = SigningIdentity.generate()
+    node.addresses = ["/ip4/127.0.0.1/tcp/4001/p2p/12D3KooWFake"]
+    node.publisher = SimpleNamespace(failed=2)
+    node.baselines = SimpleNamespace(latest=SimpleNamespace(round=7))
+    return node
+
+
+@pytest.mark.unit
+def test_status_report_carries_the_steps_numbers(tmp_path):
+    node = _node(tmp_path)
+    node.trainer.metrics.log({"kind": "eval", "step": 0, "greedy_accuracy": 0.375})  # as the start evaluation
+    report = node.trainer.train_step()
+    swarm = {"epoch": 3, "num_peers": 2, "bytes_sent_total": 1_000, "bytes_received_total": 1_500,
+             "dense_bytes_total": 19_000, "rounds_averaged": 4, "rounds_failed": 1,
+             "averaging_error": "TimeoutError: no group"}  # what the gossip update adds on a swarm peer
+    metrics = {**report.metrics, **swarm}
+    status = node.status_record(report.step, metrics)
+
+    assert status.schema_version == PEER_STATUS_SCHEMA_VERSION and status.version == VERSION
+    assert (status.step, status.address, status.reachability) == (1, node.addresses[0], "direct")
+    for key in ("reward", "accuracy", "kl", "er", "erv", "era", "gate", "aux", "tokens_per_s"):
+        assert getattr(status, key) == pytest.approx(metrics[key]), key
+    assert status.step_seconds == metrics["time_step"] and status.heldout_accuracy == 0.375
+    assert (status.epoch, status.num_peers_seen, status.averaging_rounds, status.averaging_failures) == (3, 2, 4, 1)
+    assert status.compression_ratio == 19.0 and (status.bytes_sent, status.bytes_received) == (1_000, 1_500)
+    assert status.last_averaging_error == "TimeoutError: no group" and status.publish_failures == 2
+    assert status.balance_round == 7 and status.baselines_source == "local"
+    er = report.stats.moments["er"]
+    deciles = status.deciles["er"]
+    assert deciles.count == er.count and deciles.values == tuple(sorted(deciles.values))
+    assert deciles.values[0] <= er.mean <= deciles.values[-1]
+    # the dict a DHT node stores reads back equal
+    assert PeerStatusRecord.model_validate(status.model_dump(mode="json")) == status
+
+
+@pytest.mark.unit
+def test_a_value_that_does_not_validate_never_stops_the_peer(tmp_path):
+    node = _node(tmp_path)
+    before_first_step = node.status_record(0, {})
+    assert before_first_step.step == 0 and before_first_step.reward is None and before_first_step.deciles == {}
+    broken = {"reward": float("nan"), "accuracy": 1.0000000000000002, "er_deciles": {"count": 3, "values": [3.0] * 10}}
+    status = node.status_record(4, broken)
+    assert status.step == 4 and status.accuracy is None and status.deciles == {}  # reported without them
