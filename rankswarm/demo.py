@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from rankswarm.metrics import read_jsonl
-from rankswarm.processes import ManagedProcess, rankswarm_argv, wait_for_json
+from rankswarm.processes import ManagedProcess, rankswarm_argv, stop_all, wait_for_json
 
 
 class DemoConfig(BaseModel):
@@ -206,13 +206,13 @@ class DemoSwarm:
         return "\n".join(lines)
 
     def stop_peers(self) -> None:
-        for proc in self.peers.values():
-            proc.stop()
+        stop_all(list(self.peers.values()))
 
     def stop(self) -> None:
-        # peers first, so the coordinator sees them leave; then the coordinator
-        for proc in reversed(self.processes):
-            proc.stop()
+        # peers first (all at once), so the coordinator sees them leave; then the coordinator
+        self.stop_peers()
+        if self.coordinator is not None:
+            self.coordinator.stop()
 
 
 def _mb(value: Any) -> float | None:

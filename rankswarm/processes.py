@@ -17,6 +17,18 @@ from pathlib import Path
 from typing import Any
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux for SIGTERM when the launcher dies, however it dies
+    (its own session keeps the child out of the terminal's Ctrl-C, so nothing else would)."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass  # not Linux/glibc: the staged stop below still applies when the launcher exits normally
+
+
 class ManagedProcess:
     """One child process with its output in `log_path`."""
 
@@ -27,7 +39,7 @@ class ManagedProcess:
         self._log = self.log_path.open("ab")
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=full_env, start_new_session=True)
+                                     env=full_env, start_new_session=True, preexec_fn=_die_with_parent)
 
     @property
     def alive(self) -> bool:
@@ -50,18 +62,7 @@ class ManagedProcess:
 
     def stop(self, grace: float = 10.0) -> int | None:
         """Interrupt, then terminate, then kill the whole process group; returns the exit code."""
-        for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
-            if self.proc.poll() is not None:
-                break
-            self._signal_group(sig)
-            try:
-                self.proc.wait(timeout=wait)
-            except subprocess.TimeoutExpired:
-                continue
-        # stray grandchildren (a p2p daemon) may outlive the leader: clear the group
-        self._signal_group(signal.SIGKILL)
-        self._log.close()
-        return self.proc.returncode
+        return stop_all([self], grace)[0]
 
     def tail(self, num_lines: int = 20) -> str:
         try:
@@ -69,6 +70,28 @@ class ManagedProcess:
         except FileNotFoundError:
             return ""
         return "\n".join(lines[-num_lines:])
+
+
+def stop_all(processes: list[ManagedProcess], grace: float = 10.0) -> list[int | None]:
+    """Stop several children at once: SIGINT to every group, wait up to `grace`, then SIGTERM,
+    then SIGKILL, each stage with one shared deadline, so N slow children cost one wait, not N."""
+    for sig, wait in ((signal.SIGINT, grace), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        running = [p for p in processes if p.proc.poll() is None]
+        if not running:
+            break
+        for process in running:
+            process._signal_group(sig)
+        deadline = time.monotonic() + wait
+        for process in running:
+            try:
+                process.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+    for process in processes:
+        # stray grandchildren (a p2p daemon) may outlive the leader: clear the group
+        process._signal_group(signal.SIGKILL)
+        process._log.close()
+    return [p.proc.returncode for p in processes]
 
 
 def rankswarm_argv(*args: str) -> list[str]:

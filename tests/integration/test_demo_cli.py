@@ -59,7 +59,7 @@ def test_ctrl_c_stops_the_coordinator_the_peers_and_their_p2p_daemons(tmp_path):
         daemons = [p for p in started if "p2pd" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace")]
         assert len(daemons) >= 3, "expected a p2p daemon for the coordinator and each peer"
         demo.send_signal(signal.SIGINT)  # what Ctrl-C in the terminal sends the demo
-        output, _ = demo.communicate(timeout=90)
+        output, _ = demo.communicate(timeout=150)
     finally:
         if demo.poll() is None:
             demo.kill()
