@@ -251,6 +251,24 @@ class HistoryStore:
             rows = self._conn.execute(query + " ORDER BY reported_at, peer_id", params).fetchall()
         return [(round_, self._parse(PeerStatusRecord, record)) for round_, record in rows]
 
+    def status_samples(self, fields: Sequence[str], last_round: int = 0, *,
+                       since: float | None = None) -> list[dict]:
+        """Just `fields` of the stored reports (plus round, peer_id, reported_at) as dicts, oldest first:
+        what the charts need, read by SQLite without validating whole records (they were on the way in)."""
+        unknown = set(fields) - set(PeerStatusRecord.model_fields)
+        if unknown:
+            raise ValueError(f"PeerStatusRecord has no field(s) {sorted(unknown)}")
+        columns = "".join(f", json_extract(record, '$.{name}')" for name in fields)
+        query = f"SELECT round, peer_id, reported_at{columns} FROM statuses WHERE round <= ?"
+        params: list = [last_round or 2**62]
+        if since is not None:
+            query += " AND reported_at >= ?"
+            params.append(since)
+        with self._lock:
+            rows = self._conn.execute(query + " ORDER BY reported_at, peer_id", params).fetchall()
+        names = ("round", "peer_id", "reported_at", *fields)
+        return [dict(zip(names, row)) for row in rows]
+
     def prune_statuses(self, older_than: float) -> int:
         """Delete status reports made before `older_than` (DHT time); returns how many."""
         with self._lock, self._transaction():

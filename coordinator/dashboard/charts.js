@@ -171,7 +171,7 @@ export function lineChart(container, spec) {
   const x1 = xs[xs.length - 1] === x0 ? x0 + 1 : xs[xs.length - 1];
   const x = (v) => MARGIN.left + ((v - x0) / (x1 - x0)) * f.innerW;
   const y = (v) => MARGIN.top + (1 - (v - y0) / (y1 - y0 || 1)) * f.innerH;
-  const xTicks = niceTicks(x0, x1, Math.max(2, Math.round(f.innerW / 80))).filter(
+  const xTicks = niceTicks(x0, x1, Math.max(3, Math.round(f.innerW / 55))).filter(
     (t) => t >= x0 && t <= x1 && Number.isInteger(t));
   axes(f, x, y, xTicks, yTicks, spec);
   for (const m of spec.markers || []) {
@@ -252,7 +252,7 @@ export function shareChart(container, spec) {
   const x1 = xs[xs.length - 1] === x0 ? x0 + 1 : xs[xs.length - 1];
   const x = (v) => MARGIN.left + ((v - x0) / (x1 - x0)) * f.innerW;
   const y = (v) => MARGIN.top + (1 - v) * f.innerH;
-  const xTicks = niceTicks(x0, x1, Math.max(2, Math.round(f.innerW / 80))).filter(
+  const xTicks = niceTicks(x0, x1, Math.max(3, Math.round(f.innerW / 55))).filter(
     (t) => t >= x0 && t <= x1 && Number.isInteger(t));
   axes(f, x, y, xTicks, [0, 0.25, 0.5, 0.75, 1], { ...spec, yFormat: (v) => `${Math.round(v * 100)}%` });
   const plot = svgEl("g", { class: "plot" }, f.svg);

@@ -15,7 +15,7 @@ from coordinator.health import LIVE_STATES, SwarmSummary
 from coordinator.monitor import Snapshot
 from coordinator.store import HistoryStore
 from coordinator.views import PEER_STATES, Alert, PeerView
-from rankswarm.dht_records import DISTRIBUTION_INDICATORS, BalanceRecord, Deciles, PeerStatusRecord
+from rankswarm.dht_records import DISTRIBUTION_INDICATORS, BalanceRecord, Deciles
 from shaping import INDICATORS
 
 API_SCHEMA_VERSION = 1
@@ -221,38 +221,42 @@ def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def _carry_forward(rows: list[dict[str, Any]], statuses: list[tuple[int, PeerStatusRecord]], peer_timeout: float,
-                   peers: Sequence[str]) -> dict[str, dict[int, PeerStatusRecord]]:
-    """Fill the status-based swarm columns; return, for the requested peers, their latest fresh report per round."""
-    statuses = sorted(statuses, key=lambda item: (item[0], item[1].reported_at))
-    latest: dict[str, PeerStatusRecord] = {}
+_SAMPLED = ("kl", "accuracy", "heldout_accuracy", "aux", "averaging_failures", "tokens_per_s", "epoch")
+
+
+def _carry_forward(rows: list[dict[str, Any]], samples: list[dict], peer_timeout: float,
+                   peers: Sequence[str]) -> dict[str, dict[int, dict]]:
+    """Fill the status-based swarm columns from each peer's latest report at each round (reports older
+    than `peer_timeout` at the round are left out); return, for the requested peers, that report per round."""
+    samples = sorted(samples, key=lambda s: (s["round"], s["reported_at"]))
+    latest: dict[str, dict] = {}
     failures: dict[str, int] = {}
-    per_peer: dict[str, dict[int, PeerStatusRecord]] = {p: {} for p in peers}
+    per_peer: dict[str, dict[int, dict]] = {p: {} for p in peers}
     index, first_round = 0, rows[0]["round"] if rows else 0
     for row in rows:
         new_failures = 0
-        while index < len(statuses) and statuses[index][0] <= row["round"]:
-            round_, status = statuses[index]
-            previous = failures.get(status.peer_id)
-            counted = round_ >= first_round  # reports from before the window only set the starting counts
-            if counted and previous is not None and status.averaging_failures > previous:
-                new_failures += status.averaging_failures - previous
-            failures[status.peer_id] = status.averaging_failures
-            latest[status.peer_id] = status
+        while index < len(samples) and samples[index]["round"] <= row["round"]:
+            sample = samples[index]
+            peer, count = sample["peer_id"], sample["averaging_failures"] or 0
+            previous = failures.get(peer)
+            counted = sample["round"] >= first_round  # reports from before the window only set the starting counts
+            if counted and previous is not None and count > previous:
+                new_failures += count - previous
+            failures[peer], latest[peer] = count, sample
             index += 1
-        fresh = [s for s in latest.values() if row["issued_at"] - s.reported_at <= peer_timeout]
+        fresh = [s for s in latest.values() if row["issued_at"] - s["reported_at"] <= peer_timeout]
         for name in _CARRIED:
-            row[name] = _mean([getattr(s, name) for s in fresh if getattr(s, name) is not None])
+            row[name] = _mean([s[name] for s in fresh if s[name] is not None])
         row["peers_reporting"], row["averaging_failures"] = len(fresh), new_failures
         for peer in peers:
-            status = latest.get(peer)
-            if status is not None and row["issued_at"] - status.reported_at <= peer_timeout:
-                per_peer[peer][row["round"]] = status
+            sample = latest.get(peer)
+            if sample is not None and row["issued_at"] - sample["reported_at"] <= peer_timeout:
+                per_peer[peer][row["round"]] = sample
     return per_peer
 
 
 def _peer_series(rows: list[dict[str, Any]], moments: dict[int, dict[str, tuple[int, float]]],
-                 statuses: dict[int, PeerStatusRecord]) -> dict[str, list]:
+                 statuses: dict[int, dict]) -> dict[str, list]:
     series: dict[str, list] = {name: [] for name in PEER_COLUMNS}
     for row in rows:
         r = row["round"]
@@ -264,7 +268,7 @@ def _peer_series(rows: list[dict[str, Any]], moments: dict[int, dict[str, tuple[
         series["rollouts"].append(int(merged["rollouts"][1]) if merged else 0)
         series["tokens"].append(int(merged["tokens"][1]) if merged else 0)
         for name in ("kl", "accuracy", "heldout_accuracy", "tokens_per_s", "epoch"):
-            series[name].append(getattr(status, name) if status is not None else None)
+            series[name].append(status[name] if status is not None else None)
     return series
 
 
@@ -279,8 +283,8 @@ def history_document(store: HistoryStore, query: HistoryQuery, *, peer_timeout: 
     rows = [_round_columns(r, *totals.get(r.round, (0, 0))) for r in records]
     before = store.rounds(first - 1, first - 1, 1) if first > 1 else []
     _rates(rows, before[0].issued_at if before else None)
-    statuses = store.statuses(0, last, since=records[0].issued_at - peer_timeout)
-    per_peer = _carry_forward(rows, statuses, peer_timeout, query.peers)
+    samples = store.status_samples(_SAMPLED, last, since=records[0].issued_at - peer_timeout)
+    per_peer = _carry_forward(rows, samples, peer_timeout, query.peers)
     spans = store.alert_spans("peer_behind", first, last)
     for row in rows:
         row["peers_behind"] = len({p for p, a, b in spans if a <= row["round"] and (b == 0 or b >= row["round"])})

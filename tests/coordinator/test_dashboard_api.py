@@ -9,6 +9,7 @@ import json
 import re
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,6 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from coordinator.dashboard.web import DashboardApp, DashboardServer
 from dashboard_fakes import PEER_TIMEOUT, FakeSwarm
 from shaping import IndicatorStats
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +257,33 @@ def test_large_answers_are_gzipped_when_asked(served):
     status, headers, body = get(f"{base}/api/v1/state", headers={"Accept-Encoding": "gzip"})
     assert status == 200 and headers["Content-Encoding"] == "gzip"
     assert json.loads(gzip.decompress(body))["run"] == "test-run"
+
+
+def _keys(value, found: set[str]) -> set[str]:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found.add(key)
+            _keys(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _keys(item, found)
+    return found
+
+
+@pytest.mark.integration
+def test_every_field_and_metric_is_documented_in_docs_api_md(served):
+    swarm, base = served
+    documented = set(re.findall(r"`([a-z_0-9]+)`", (REPO / "docs" / "api.md").read_text()))
+    state = get_json(f"{base}/api/v1/state")
+    history = get_json(f"{base}/api/v1/history?peer={swarm.peers[0].peer_id}")
+    dynamic = {swarm.peers[0].peer_id, *state["swarm"]["versions"]}  # map keys that are data, not fields
+    missing = (_keys(state, set()) | _keys(history, set())) - dynamic - documented
+    assert not missing, f"fields missing from docs/api.md: {sorted(missing)}"
+    _, _, body = get(f"{base}/metrics")
+    families = {f.name for f in text_string_to_metric_families(body.decode())}
+    names = {name + ("_total" if name in _counters(body.decode()) else "") for name in families}
+    assert not names - documented, f"metrics missing from docs/api.md: {sorted(names - documented)}"
+
+
+def _counters(text: str) -> set[str]:
+    return {name.removesuffix("_total") for name in re.findall(r"^# TYPE (\S+) counter$", text, re.M)}

@@ -21,7 +21,14 @@ from pathlib import Path
 
 import pytest
 
+from coordinator.dashboard.web import DashboardApp, DashboardServer
+from coordinator.events import EventLog
+from coordinator.health import HealthConfig
+from coordinator.ledger import Ledger
+from coordinator.monitor import Monitor
+from coordinator.store import HistoryStore
 from live_swarm import LiveSwarm
+from shaping import ShapingConfig
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -85,6 +92,14 @@ def live(tmp_path_factory):
         swarm.stop()
 
 
+def watch_for_errors(page) -> list[str]:
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
+    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}"))
+    return problems
+
+
 def text(page, selector: str) -> str:
     return page.locator(selector).inner_text().strip()
 
@@ -104,10 +119,7 @@ def hover_last_point(page, chart: str) -> str:
 
 def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(browser, live, tmp_path):
     page = browser.new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda err: problems.append(f"page error: {err}"))
-    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url} {r.failure}"))
+    problems = watch_for_errors(page)
     page.goto(live.base_url + "/", wait_until="load")
     page.wait_for_selector("#peer-rows tr[data-peer]", timeout=15000)
     round_ = live.results[-1].record
@@ -128,6 +140,7 @@ def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(
         cells = row_cells(page, peer.peer_id)
         assert cells[0] == states[peer.peer_id], cells
         assert cells[1] == f"{peer.peer_id[:8]}…{peer.peer_id[-4:]}"
+        assert cells[3] == f"127.0.0.1:{4000 + peer.index}{status.reachability}"
         assert cells[5] == str(peer.step)
         assert cells[12] == signed(status.reward)
         assert cells[14] == js_percent(status.heldout_accuracy)
@@ -180,4 +193,26 @@ def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(
     if os.environ.get("RANKSWARM_DASHBOARD_SCREENSHOT"):
         shutil.copyfile(shot, os.environ["RANKSWARM_DASHBOARD_SCREENSHOT"])
     assert shot.stat().st_size > 50_000
+    assert problems == [], problems
+
+
+def test_a_coordinator_with_no_peers_yet_shows_an_empty_page_without_errors(browser, tmp_path):
+    store = HistoryStore(tmp_path / "h.db", "empty-run")
+    events = EventLog()
+    ledger = Ledger(store, events, run="empty-run", coordinator_key="k" * 32, shaping=ShapingConfig(),
+                    peer_timeout=120.0)
+    monitor = Monitor(ledger, events, HealthConfig(), version="0.1.0", round_interval=10.0, peer_timeout=120.0)
+    server = DashboardServer("127.0.0.1:0", DashboardApp(monitor, store, peer_timeout=120.0)).start()
+    try:
+        page = browser.new_page()
+        problems = watch_for_errors(page)
+        page.goto(server.url, wait_until="load")
+        page.wait_for_selector("#peer-rows td.empty-row", timeout=15000)
+        assert text(page, "#peer-rows") == "no peer has been seen yet"
+        assert text(page, "#kpi-round-foot") == "waiting for meta-signals"
+        assert text(page, "#chart-reward") == "no data yet" and text(page, "#alerts") == "No active alerts"
+        assert text(page, "#live-text") == "live"
+        page.close()
+    finally:
+        server.stop()
     assert problems == [], problems
