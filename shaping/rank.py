@@ -75,8 +75,9 @@ def _check_batch(z: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, tor
     if not torch.equal(mask, positions[None, :] < lengths[:, None]):
         raise ValueError("mask rows must be left-aligned (ones then zeros): response tokens first, padding after")
     z64 = z.detach().to(torch.float64)
-    if not bool(mask.all()):
-        z64 = z64.masked_fill(~mask[..., None], 0.0)  # padding may hold anything, even NaN
+    if not bool(mask.all()):  # padding may hold anything, even NaN; never edit the caller's tensor
+        padding = ~mask[..., None]
+        z64 = z64.masked_fill_(padding, 0.0) if z64.data_ptr() != z.data_ptr() else z64.masked_fill(padding, 0.0)
     if not bool(torch.isfinite(z64).all()):
         raise ValueError("hidden states contain NaN or Inf at response positions; check the model's dtype")
     return z64, lengths
@@ -94,13 +95,14 @@ def er_from_singular_values(s: torch.Tensor) -> torch.Tensor:
     return torch.exp(-(p * torch.log(p + _P_EPS)).sum(dim=-1))
 
 
-def er_from_gram(gram: torch.Tensor, rank: torch.Tensor, inner: int,
-                 scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """ER of each X [...] from its centred float64 Gram [..., n, n], and whether the Gram settles it.
+def er_from_eigenvalues(eig: torch.Tensor, rank: torch.Tensor, inner: int | torch.Tensor,
+                        scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """ER of each X [...] from the ascending eigenvalues [..., n] of its centred float64 Gram, and
+    whether the Gram settles it (False: recompute that ER by SVD).
 
     `rank` [...] bounds rank(X): centring and padding make the lowest n - rank eigenvalues exact
-    zeros. `inner` is the length of the dot products that formed the Gram. `scale` [...] is the
-    size of its entries before analytic centring, when larger than the top eigenvalue.
+    zeros. `inner` [...] is the length of the dot products that formed the Gram. `scale` [...] is
+    the size of its entries before analytic centring, when larger than the top eigenvalue.
 
     A computed eigenvalue is off by up to about err = eps / 8 * sqrt(inner) * max(lambda_max,
     scale) (Gram rounding grows with the dot-product length); moving s_j by err / s_j moves ER by
@@ -113,11 +115,11 @@ def er_from_gram(gram: torch.Tensor, rank: torch.Tensor, inner: int,
     accepted was within 7.2e-11 of a float64 SVD, so ERV and ERA (differences of ERs) stay
     within 1e-9.
     """
-    n = gram.shape[-1]
-    eig = torch.linalg.eigvalsh(gram)  # [..., n] ascending
-    top = eig[..., -1].clamp(min=0) if n else torch.zeros(gram.shape[:-2], dtype=gram.dtype)
-    err = (_EIG_ERR * inner ** 0.5) * (top if scale is None else torch.maximum(top, scale))  # [...]
-    live = torch.arange(n, device=gram.device) >= (n - rank)[..., None]  # [..., n]
+    n = eig.shape[-1]
+    top = eig[..., -1].clamp(min=0) if n else torch.zeros(eig.shape[:-1], dtype=eig.dtype)
+    err = (_EIG_ERR * torch.as_tensor(inner, dtype=eig.dtype).sqrt()) * (
+        top if scale is None else torch.maximum(top, scale))  # [...]
+    live = torch.arange(n, device=eig.device) >= (n - rank)[..., None]  # [..., n]
     s = torch.where(live, eig, torch.zeros_like(eig)).clamp(min=0).sqrt()
     er = er_from_singular_values(s)
     total = s.sum(dim=-1) + _P_EPS
@@ -126,6 +128,12 @@ def er_from_gram(gram: torch.Tensor, rank: torch.Tensor, inner: int,
     spread = torch.where(live, err[..., None] / s.clamp(min=torch.finfo(s.dtype).tiny), torch.zeros_like(s))
     estimate = er * (sensitivity * spread).square().sum(dim=-1).sqrt() / total
     return er, ~unresolved & (estimate <= _ER_ATOL)
+
+
+def er_from_gram(gram: torch.Tensor, rank: torch.Tensor, inner: int | torch.Tensor,
+                 scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`er_from_eigenvalues` of centred float64 Grams [..., n, n]."""
+    return er_from_eigenvalues(torch.linalg.eigvalsh(gram), rank, inner, scale)
 
 
 def er_by_svd(centred: torch.Tensor) -> torch.Tensor:
@@ -163,6 +171,17 @@ def dynamics_from_prefix_ranks(ranks: list[float]) -> tuple[float, float] | None
 
 
 # -- batched fast route -------------------------------------------------------------------------
+def _er_of_centred(centred: torch.Tensor, gram: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """ER [B] of centred, zero-padded rows [B, T, d] from their Gram of the smaller side; NaN if T < 2."""
+    num_rows, dim = centred.shape[1], centred.shape[2]
+    # the Gram of the smaller side sums over the larger one
+    er, settled = er_from_gram(gram, (lengths - 1).clamp(min=0, max=gram.shape[-1]), max(num_rows, dim))
+    if not settled.all():
+        redo = torch.nonzero(~settled).squeeze(-1)
+        er[redo] = er_by_svd(centred[redo])
+    return torch.where(lengths >= 2, er, torch.full_like(er, float("nan")))
+
+
 def _effective_rank(z64: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """ER [B] of validated float64 states [B, T, d] whose padding rows are zero."""
     num_rows, dim = z64.shape[1], z64.shape[2]
@@ -172,12 +191,7 @@ def _effective_rank(z64: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         positions = torch.arange(num_rows, device=z64.device)
         centred.masked_fill_((positions[None, :] >= lengths[:, None])[..., None], 0.0)  # exact zero padding rows
     gram = centred @ centred.transpose(1, 2) if num_rows <= dim else centred.transpose(1, 2) @ centred
-    # the Gram of the smaller side sums over the larger one
-    er, settled = er_from_gram(gram, (lengths - 1).clamp(min=0, max=gram.shape[-1]), max(num_rows, dim))
-    if not settled.all():
-        redo = torch.nonzero(~settled).squeeze(-1)
-        er[redo] = er_by_svd(centred[redo])
-    return torch.where(lengths >= 2, er, torch.full_like(er, float("nan")))
+    return _er_of_centred(centred, gram, lengths)
 
 
 def effective_rank_batch(z: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -190,6 +204,8 @@ def _window_rows(z64: torch.Tensor, lengths: torch.Tensor, window: int) -> tuple
     (ER is shift-invariant); returns rows [B, L, d] (zero padding) and window lengths [B]."""
     num, num_rows, dim = z64.shape
     win = lengths.clamp(max=window)  # [B]
+    if num_rows == 0:
+        return torch.zeros(num, 1, dim, dtype=z64.dtype, device=z64.device), win
     width = max(int(win.max()), 1)
     positions = torch.arange(width, device=z64.device)
     index = ((lengths - win)[:, None] + positions[None, :]).clamp(max=num_rows - 1)
@@ -204,37 +220,43 @@ def _window_rows(z64: torch.Tensor, lengths: torch.Tensor, window: int) -> tuple
     return rows, win
 
 
-def _prefix_ranks_of_size(rows: torch.Tensor, gram: torch.Tensor | None, members: torch.Tensor,
-                          n: int) -> torch.Tensor:
-    """ER of the first n rows of the windows `members` (indices into rows [B, L, d]), from the
-    Gram of the smaller side; only the n x n minors are copied out of the window Gram [B, L, L]."""
-    num, dim = members.shape[0], rows.shape[2]
-    if n <= dim:  # the n x n centred leading minor of the window Gram; rank <= n - 1
-        raw = gram[members, :n, :n]
-        scale = raw.diagonal(dim1=-2, dim2=-1).amax(dim=-1)  # entries before centring
-        er, settled = er_from_gram(_centred_minors(raw, n), torch.full((num,), n - 1), dim, scale)
-    else:  # the d x d side is smaller; n - 1 >= d, so no rank deficiency is implied
-        er, settled = er_from_gram(_prefix_covariance(rows[members], n), torch.full((num,), dim), n)
-    if not settled.all():
-        redo = torch.nonzero(~settled).squeeze(-1)
-        prefix = rows[members[redo], :n]
-        er[redo] = er_by_svd(prefix - prefix.mean(dim=1, keepdim=True))
-    return er
+def _prefix_ranks(rows: torch.Tensor, win: torch.Tensor, stride: int,
+                  gram: torch.Tensor | None = None) -> torch.Tensor:
+    """E_j [B, J] (NaN where a window is too short) from window rows [B, L, d] (centred, zero
+    padding), their lengths [B] and, if already formed, their row Gram [B, L, L].
 
-
-def _prefix_ranks(z64: torch.Tensor, lengths: torch.Tensor, stride: int, window: int) -> torch.Tensor:
-    """E_j [B, J] of validated float64 states [B, T, d] whose padding rows are zero."""
-    if z64.shape[1] == 0:  # every response empty: no checkpoints
-        return torch.empty(z64.shape[0], 0, dtype=torch.float64)
-    rows, win = _window_rows(z64, lengths, window)
-    dim = z64.shape[2]
-    sizes = checkpoint_sizes(rows.shape[1], stride)
-    ranks = torch.full((rows.shape[0], len(sizes)), float("nan"), dtype=torch.float64)
-    gram = rows @ rows.transpose(1, 2) if sizes and sizes[0] <= dim else None  # [B, L, L]
+    One batched eigen-solve per checkpoint size over the responses that reach it (only the n x n
+    minors are copied out of the window Gram), then ER and its error estimate for all at once."""
+    num, width, dim = rows.shape
+    sizes = checkpoint_sizes(width, stride)
+    if not sizes:
+        return torch.empty(num, 0, dtype=torch.float64, device=rows.device)
+    if gram is None and sizes[0] <= dim:
+        gram = rows @ rows.transpose(1, 2)  # [B, L, L]
+    slots = min(sizes[-1], dim)  # eigenvalues per checkpoint, right-aligned (ascending) in [B, J, slots]
+    present = win[:, None] >= torch.tensor(sizes, device=rows.device)[None, :]  # [B, J]
+    eig = torch.zeros(num, len(sizes), slots, dtype=rows.dtype, device=rows.device)
+    scale = torch.zeros(num, len(sizes), dtype=rows.dtype, device=rows.device)
     for j, n in enumerate(sizes):
-        members = torch.nonzero(win >= n).squeeze(-1)
-        ranks[members, j] = _prefix_ranks_of_size(rows, gram, members, n)
-    return ranks
+        members = torch.nonzero(present[:, j]).squeeze(-1)
+        if n <= dim:  # the n x n centred leading minor of the window Gram
+            raw = gram[members, :n, :n]
+            scale[members, j] = raw.diagonal(dim1=-2, dim2=-1).amax(dim=-1)  # entries before centring
+            mats = _centred_minors(raw, n)
+        else:  # the d x d side is smaller
+            mats = _prefix_covariance(rows[members], n)
+        eig[members, j, slots - mats.shape[-1]:] = torch.linalg.eigvalsh(mats)
+    # rank <= n - 1 for a minor (slots - n padding zeros below it); a d x d covariance of n - 1 >= d
+    # centred rows implies no rank deficiency. Dot products run over d (minors) or n (covariances).
+    rank = torch.tensor([n - 1 if n <= dim else dim for n in sizes], device=rows.device)
+    inner = torch.tensor([dim if n <= dim else n for n in sizes], dtype=rows.dtype, device=rows.device)
+    ranks, settled = er_from_eigenvalues(eig, rank, inner, scale)
+    redo = present & ~settled
+    for j in torch.nonzero(redo.any(dim=0)).squeeze(-1).tolist():
+        members = torch.nonzero(redo[:, j]).squeeze(-1)
+        prefix = rows[members, :sizes[j]]
+        ranks[members, j] = er_by_svd(prefix - prefix.mean(dim=1, keepdim=True))
+    return torch.where(present, ranks, torch.full_like(ranks, float("nan")))
 
 
 def prefix_ranks_batch(z: torch.Tensor, mask: torch.Tensor, stride: int, window: int) -> torch.Tensor:
@@ -243,7 +265,7 @@ def prefix_ranks_batch(z: torch.Tensor, mask: torch.Tensor, stride: int, window:
     Checkpoint j of a response exists while t_j = (j + 1) * stride < its window length, so every
     response's checkpoints of one size are solved together in one batched eigen-solve."""
     _check_dynamics_args(stride, window)
-    return _prefix_ranks(*_check_batch(z, mask), stride, window)
+    return _prefix_ranks(*_window_rows(*_check_batch(z, mask), window), stride)
 
 
 def dynamics_from_rank_matrix(ranks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -283,8 +305,15 @@ def compute_indicators(hidden: torch.Tensor, mask: torch.Tensor, cfg: ShapingCon
     """ER, ERV and ERA of every response: the one call the trainer makes per step."""
     _check_dynamics_args(cfg.stride, cfg.window)
     z64, lengths = _check_batch(hidden, mask)
-    erv, era = _dynamics(_prefix_ranks(z64, lengths, cfg.stride, cfg.window), cfg.compat.zero_short_dynamics)
-    return RankIndicators(er=_effective_rank(z64, lengths), erv=erv, era=era)
+    rows, win = _window_rows(z64, lengths, cfg.window)
+    gram = rows @ rows.transpose(1, 2) if rows.shape[1] <= rows.shape[2] else None  # [B, L, L]
+    if gram is not None and bool((win == lengths).all()):
+        # every response fits its window: the window rows are the centred responses, one Gram serves both
+        er = _er_of_centred(rows, gram, lengths)
+    else:
+        er = _effective_rank(z64, lengths)
+    erv, era = _dynamics(_prefix_ranks(rows, win, cfg.stride, gram), cfg.compat.zero_short_dynamics)
+    return RankIndicators(er=er, erv=erv, era=era)
 
 
 # -- single-response forms ----------------------------------------------------------------------
@@ -302,7 +331,7 @@ def rank_dynamics(z: torch.Tensor, stride: int = 40, window: int = 512,
                   zero_short: bool = False) -> tuple[float, float] | None:
     """(ERV, ERA) of one response; None when too short (or (0, 0) with `zero_short`)."""
     _check_dynamics_args(stride, window)
-    ranks = _prefix_ranks(*_as_batch(z), stride, window)[0]
+    ranks = _prefix_ranks(*_window_rows(*_as_batch(z), window), stride)[0]
     dyn = dynamics_from_prefix_ranks(ranks[torch.isfinite(ranks)].tolist())
     if dyn is None:
         return (0.0, 0.0) if zero_short else None

@@ -189,6 +189,28 @@ def test_batched_forms_equal_per_response_forms(lengths, dim, stride, window, se
             assert abs(float(erv[i]) - dyn[0]) <= 1e-9 and abs(float(era[i]) - dyn[1]) <= 1e-9
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_inputs_are_never_modified(dtype):
+    rows = [ref.gaussian(30, 12, 1), ref.gaussian(9, 12, 2)]
+    z, mask = ref.padded_batch(rows, pad_value=math.nan)
+    z = z.to(dtype)
+    before = z.clone()
+    compute_indicators(z, mask, ShapingConfig(stride=3, window=20))
+    effective_rank_batch(z, mask)
+    rank_dynamics_batch(z, mask, 3, 20)
+    torch.testing.assert_close(z, before, equal_nan=True, rtol=0, atol=0)
+
+
+def test_whole_response_er_is_the_same_with_or_without_the_shared_window_gram():
+    """compute_indicators reuses the window Gram for ER when every response fits its window."""
+    rows = [ref.hidden_like(40, 64, 1), ref.gaussian(25, 64, 2), ref.gaussian(3, 64, 3)]
+    z, mask = ref.padded_batch(rows)
+    fits = compute_indicators(z, mask, ShapingConfig(stride=4, window=64)).er  # shared Gram
+    cut = compute_indicators(z, mask, ShapingConfig(stride=4, window=30)).er  # windows cut: separate Gram
+    torch.testing.assert_close(fits, cut, rtol=0, atol=1e-9)
+    torch.testing.assert_close(fits, effective_rank_batch(z, mask), rtol=0, atol=1e-9)
+
+
 def test_compute_indicators_stacks_era_erv_er():
     rows = [ref.gaussian(30, 12, 1), ref.gaussian(7, 12, 2)]
     z, mask = ref.padded_batch(rows)
