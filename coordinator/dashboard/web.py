@@ -38,6 +38,7 @@ from coordinator.dashboard.prometheus import render_metrics
 from coordinator.monitor import Monitor
 from coordinator.store import HistoryStore
 from coordinator.views import PEER_STATES
+from rankswarm.errors import StartupError
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,10 @@ _GZIP_ABOVE = 1024  # bytes
 
 class QueryError(ValueError):
     """A query parameter is malformed; answered 400 with this message."""
+
+
+class DashboardAddressError(StartupError):
+    """The dashboard cannot listen where http_listen says (port in use, address not local)."""
 
 
 @dataclass
@@ -273,8 +278,9 @@ class DashboardServer:
         try:
             self._server = server_class((host, port), handler)
         except OSError as err:
-            raise OSError(f"the dashboard cannot listen on {self.listen} ({err.strerror or err}); change "
-                          f"coordinator.http_listen (port 0 picks a free one, \"\" turns the dashboard off)") from None
+            raise DashboardAddressError(
+                f"the dashboard cannot listen on {self.listen} ({err.strerror or err}); change http_listen "
+                f"(port 0 picks a free one, \"\" turns the dashboard off)") from None
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},
                                         name="coordinator-http", daemon=True)
         self._thread.start()

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from coordinator.dashboard.web import DashboardApp, DashboardServer
+from coordinator.dashboard.web import DashboardAddressError, DashboardApp, DashboardServer
 from dashboard_fakes import PEER_TIMEOUT, FakeSwarm
 from shaping import IndicatorStats
 
@@ -287,3 +287,12 @@ def test_every_field_and_metric_is_documented_in_docs_api_md(served):
 
 def _counters(text: str) -> set[str]:
     return {name.removesuffix("_total") for name in re.findall(r"^# TYPE (\S+) counter$", text, re.M)}
+
+
+@pytest.mark.integration
+def test_a_busy_port_is_a_startup_error_naming_the_key(served):
+    swarm, base = served
+    app = DashboardApp(swarm.monitor, swarm.store, peer_timeout=PEER_TIMEOUT, clock=lambda: swarm.now)
+    with pytest.raises(DashboardAddressError, match="cannot listen on .*change http_listen"):
+        DashboardServer(base.removeprefix("http://"), app).start()
+    assert get(f"{base}/healthz")[0] == 200  # the first server is unharmed
