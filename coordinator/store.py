@@ -76,6 +76,9 @@ CREATE TABLE alerts (
     ended_round INTEGER
 );
 CREATE INDEX alerts_by_end ON alerts(ended_at);
+-- kept by commit_round, so reading the peers does not count their contributions every time
+ALTER TABLE peers ADD COLUMN num_contributions INTEGER NOT NULL DEFAULT 0;
+UPDATE peers SET num_contributions = (SELECT count(*) FROM contributions c WHERE c.peer_id = peers.peer_id);
 """
 _MAX_CLOSED_ALERTS = 5000  # older resolved alerts are deleted as new ones close
 
@@ -226,9 +229,8 @@ class HistoryStore:
     def peers(self) -> list[PeerRow]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT p.peer_id, p.first_seen, p.last_seen, p.last_step, p.status, "
-                "(SELECT count(*) FROM contributions c WHERE c.peer_id = p.peer_id) "
-                "FROM peers p ORDER BY p.peer_id").fetchall()
+                "SELECT peer_id, first_seen, last_seen, last_step, status, num_contributions "
+                "FROM peers ORDER BY peer_id").fetchall()
         return [PeerRow(peer_id, first, last, step, count, None if status is None else
                         self._parse(PeerStatusRecord, status))
                 for peer_id, first, last, step, status, count in rows]
@@ -351,10 +353,12 @@ class HistoryStore:
                     status: PeerStatusRecord | None = None) -> bool:
         new = self._conn.execute("SELECT 1 FROM peers WHERE peer_id=?", (peer_id,)).fetchone() is None
         if new:
-            self._conn.execute("INSERT INTO peers VALUES (?, ?, ?, NULL, NULL)", (peer_id, seen_at, seen_at))
+            self._conn.execute("INSERT INTO peers (peer_id, first_seen, last_seen) VALUES (?, ?, ?)",
+                               (peer_id, seen_at, seen_at))
         self._conn.execute("UPDATE peers SET last_seen=max(last_seen, ?) WHERE peer_id=?", (seen_at, peer_id))
         if step is not None:
-            self._conn.execute("UPDATE peers SET last_step=max(coalesce(last_step, -1), ?) WHERE peer_id=?",
+            self._conn.execute("UPDATE peers SET last_step=max(coalesce(last_step, -1), ?), "
+                               "num_contributions=num_contributions + 1 WHERE peer_id=?",
                                (step, peer_id))
         if status is not None:  # never replace a newer report with an older one the DHT still serves
             self._conn.execute("UPDATE peers SET status=? WHERE peer_id=? AND (status IS NULL OR "

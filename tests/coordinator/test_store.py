@@ -103,10 +103,16 @@ def test_a_version_1_history_is_upgraded_in_place_and_keeps_its_rounds(tmp_path)
     conn = sqlite3.connect(path)
     conn.executescript(_strip_comments(_SCHEMA))  # the tables of schema version 1, nothing of version 2
     conn.execute("INSERT INTO meta VALUES ('run', ?)", (RUN,))
+    conn.execute("INSERT INTO rounds VALUES (1, 1.0, 1, 2, '{}')")  # a version-1 peer with 2 contributions
+    conn.executemany("INSERT INTO contributions VALUES ('old', ?, 1, '{}')", [(0,), (1,)])
+    conn.execute("INSERT INTO peers VALUES ('old', 1.0, 1.0, 1, NULL)")
     conn.execute("PRAGMA user_version=1")
     conn.commit()
     conn.close()
     store = HistoryStore(path, RUN)
+    assert [(p.peer_id, p.num_contributions) for p in store.peers()] == [("old", 2)]
+    store._conn.execute("DELETE FROM contributions")  # the placeholder round's records are not valid records
+    store._conn.execute("DELETE FROM rounds")
     results = _commit_rounds(store, 2)
     status = PeerStatusRecord(run=RUN, peer_id="a", reported_at=100.5, reward=0.25)
     store.save_statuses([status], now=101.0, round_=3)
