@@ -16,6 +16,7 @@ const PALETTE = ["#58a6ff", "#3fb950", "#f0883e", "#bc8cff", "#ff7b72", "#39c5cf
 const MAX_SELECTED = PALETTE.length;
 const POLL_MS = 2000;
 const HIDDEN_POLL_MS = 10000;
+const MAX_RETRY_MS = 30000;
 
 const ui = {
   paused: false,
@@ -29,6 +30,7 @@ let history = null;           // {rounds: columns, peers: {id: columns}, behind:
 let historyKey = "";          // window + selection the history was fetched for
 let lastOk = 0;
 let lastError = "";
+let failures = 0;              // polls in a row that failed
 let timer = null;
 let drawnHistory = "";          // the history the charts show (last round | window | selection)
 let drawnDistributions = "";
@@ -211,21 +213,40 @@ async function tick() {
   if (!ui.paused) {
     try {
       const next = await getJSON(stateUrl());
+      if (state && (next.run !== state.run || next.coordinator.key !== state.coordinator.key ||
+                    (next.round ? next.round.number : 0) < lastHistoryRound())) {
+        history = null;  // another run (or a fresh history) behind the same address: start over
+      }
       const newRound = !state || !history || (next.round && next.round.number !== lastHistoryRound());
       state = next;
+      clampWindow();
       autoSelect();
       if (newRound || historyKey !== `${ui.windowRounds}|${[...ui.selected.keys()].join(",")}`) {
         await refreshHistory();
       }
       lastOk = Date.now();
       lastError = "";
+      failures = 0;
       render();
     } catch (err) {
       lastError = err.message || String(err);
+      failures += 1;
       renderLive();
     }
   }
   schedule();
+}
+
+function clampWindow() {
+  // the coordinator serves at most max_history_rounds per request: offer no larger window
+  const cap = state.coordinator.max_history_rounds;
+  const select = $("window");
+  for (const option of select.options) option.disabled = Number(option.value) > cap;
+  if (ui.windowRounds > cap) {
+    ui.windowRounds = cap;
+    const fits = [...select.options].filter((o) => !o.disabled);
+    if (fits.length) select.value = fits[fits.length - 1].value;
+  }
 }
 
 function lastHistoryRound() {
@@ -235,7 +256,9 @@ function lastHistoryRound() {
 
 function schedule() {
   if (timer !== null) clearTimeout(timer);
-  timer = setTimeout(tick, document.hidden ? HIDDEN_POLL_MS : POLL_MS);
+  // back off while the coordinator does not answer (2, 4, 8, ... up to 30 s), poll slowly when hidden
+  const delay = failures ? Math.min(MAX_RETRY_MS, POLL_MS * 2 ** failures) : POLL_MS;
+  timer = setTimeout(tick, document.hidden ? Math.max(delay, HIDDEN_POLL_MS) : delay);
 }
 
 function refreshSoon() {

@@ -149,14 +149,15 @@ def distributions_document(peers: Sequence[PeerView]) -> dict[str, Any]:
             for name in DISTRIBUTION_INDICATORS}
 
 
-def state_document(snapshot: Snapshot, query: PeerQuery) -> dict[str, Any]:
+def state_document(snapshot: Snapshot, query: PeerQuery, *, max_history_rounds: int) -> dict[str, Any]:
     """The whole `/api/v1/state` document (docs/api.md)."""
     state = snapshot.state
     return {
         "schema_version": API_SCHEMA_VERSION, "generated_at": state.now, "run": state.run,
         "coordinator": {"key": state.coordinator_key, "version": state.coordinator_version,
                         "http_address": state.http_address or None, "visible_maddrs": list(state.visible_maddrs),
-                        "records_rejected": state.records_rejected, "stale_after_s": snapshot.stale_after_s},
+                        "records_rejected": state.records_rejected, "stale_after_s": snapshot.stale_after_s,
+                        "max_history_rounds": max_history_rounds},
         "round": round_document(state.latest, state.now, snapshot.stale_after_s),
         "swarm": summary_document(snapshot.summary),
         "distributions": distributions_document(state.peers),

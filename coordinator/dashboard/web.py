@@ -203,7 +203,8 @@ class DashboardApp:
 
     def _state(self, query: Query) -> Response:
         peers = parse_peer_query(query)
-        return json_response(state_document(self.monitor.snapshot(self.clock()), peers))
+        return json_response(state_document(self.monitor.snapshot(self.clock()), peers,
+                                            max_history_rounds=self.max_history_rounds))
 
     def _history(self, query: Query) -> Response:
         history = parse_history_query(query, self.max_history_rounds)
@@ -256,6 +257,30 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a slow client never holds up stop()
     request_queue_size = 64
 
+    def server_activate(self) -> None:
+        self._open: set[socket.socket] = set()  # keep-alive connections, closed by close_connections()
+        self._open_lock = threading.Lock()
+        super().server_activate()
+
+    def finish_request(self, request, client_address) -> None:
+        with self._open_lock:
+            self._open.add(request)
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            with self._open_lock:
+                self._open.discard(request)
+
+    def close_connections(self) -> None:
+        """End every open connection: a stopped dashboard must not keep answering on kept-alive sockets."""
+        with self._open_lock:
+            connections = list(self._open)
+        for connection in connections:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed by the client
+
 
 def split_listen(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
@@ -299,9 +324,10 @@ class DashboardServer:
         return f"http://{shown}:{port}/"
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop serving (idempotent); open keep-alive connections end with their daemon threads."""
+        """Stop serving and end open connections (idempotent)."""
         if self._server is not None:
             self._server.shutdown()
+            self._server.close_connections()
             self._server.server_close()
             self._server = None
         if self._thread is not None:

@@ -5,6 +5,7 @@ values, bad paths, methods and queries are refused clearly and the server keeps 
 from __future__ import annotations
 
 import gzip
+import http.client
 import json
 import re
 import urllib.error
@@ -296,3 +297,18 @@ def test_a_busy_port_is_a_startup_error_naming_the_key(served):
     with pytest.raises(DashboardAddressError, match="cannot listen on .*change http_listen"):
         DashboardServer(base.removeprefix("http://"), app).start()
     assert get(f"{base}/healthz")[0] == 200  # the first server is unharmed
+
+
+@pytest.mark.integration
+def test_a_stopped_server_ends_kept_alive_connections(tmp_path):
+    swarm = FakeSwarm(tmp_path, num_peers=1).run(1)
+    app = DashboardApp(swarm.monitor, swarm.store, peer_timeout=PEER_TIMEOUT, clock=lambda: swarm.now)
+    server = DashboardServer("127.0.0.1:0", app).start()
+    host, port = server.address.rsplit(":", 1)
+    connection = http.client.HTTPConnection(host, int(port), timeout=5)
+    connection.request("GET", "/healthz")
+    assert connection.getresponse().read() == b"ok\n"  # the connection stays open (HTTP/1.1 keep-alive)
+    server.stop()
+    with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        connection.request("GET", "/healthz")
+        connection.getresponse()

@@ -212,7 +212,11 @@ def test_a_coordinator_with_no_peers_yet_shows_an_empty_page_without_errors(brow
         assert text(page, "#kpi-round-foot") == "waiting for meta-signals"
         assert text(page, "#chart-reward") == "no data yet" and text(page, "#alerts") == "No active alerts"
         assert text(page, "#live-text") == "live"
+        assert problems == [], problems
+        server.stop()  # the page must say its numbers are no longer live (the failed fetches log errors)
+        page.wait_for_function("() => document.getElementById('live-text').textContent.startsWith('disconnected')",
+                               timeout=15000)
+        assert page.locator("#live-dot").get_attribute("class") == "dot bad"
         page.close()
     finally:
         server.stop()
-    assert problems == [], problems
