@@ -31,7 +31,7 @@ from typing import Sequence
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from coordinator.views import PeerView
+from coordinator.views import PEER_STATES, PeerView
 from rankswarm.dht_records import BalanceRecord, PeerStatusRecord
 
 LIVE_STATES = ("online", "joining", "behind")  # peers whose latest numbers describe the swarm now
@@ -262,7 +262,7 @@ class SwarmSummary:
     epoch: int | None                   # newest epoch among live peers
     averaging_rounds: int               # sums over every peer's latest report
     averaging_failures: int
-    means: dict[str, float | None]      # reward, accuracy, heldout_accuracy, kl, er, erv, era, gate, aux over live peers
+    means: dict[str, float | None]      # SUMMARY_MEANS, each averaged over the live peers
 
 
 SUMMARY_MEANS = ("reward", "accuracy", "heldout_accuracy", "kl", "er", "erv", "era", "gate", "aux")
@@ -274,8 +274,6 @@ def _mean(values: list[float]) -> float | None:
 
 def summarize(peers: Sequence[PeerView]) -> SwarmSummary:
     """The swarm at a glance; `peers` must be classified (`classify_peers`)."""
-    from coordinator.views import PEER_STATES
-
     by_state = {state: 0 for state in PEER_STATES}
     by_state.update(Counter(p.state for p in peers if p.state))
     statuses = [p.status for p in peers if p.status is not None]

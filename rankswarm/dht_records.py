@@ -189,7 +189,8 @@ class PeerStatusRecord(_Record):
         "Dense fp32 gradient bytes over the bytes actually sent, since start."))
     reward: float | None = Field(None, description="Mean reward of the latest step's rollouts.")
     accuracy: float | None = Field(None, ge=0, le=1, description="Share of the latest step's rollouts judged correct.")
-    heldout_accuracy: float | None = Field(None, ge=0, le=1, description="Latest held-out greedy accuracy, if evaluated.")
+    heldout_accuracy: float | None = Field(None, ge=0, le=1, description=(
+        "Latest held-out greedy accuracy, if evaluated."))
     kl: float | None = Field(None, description="KL to the reference policy in the latest step's loss.")
     er: float | None = Field(None, description="Mean effective rank over the latest step's responses.")
     erv: float | None = Field(None, description="Mean ER velocity over the latest step's responses that have one.")

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from coordinator.health import LIVE_STATES, SwarmSummary
 from coordinator.monitor import Snapshot
 from coordinator.store import HistoryStore
-from coordinator.views import PEER_STATES, Alert, PeerView
+from coordinator.views import Alert, PeerView
 from rankswarm.dht_records import DISTRIBUTION_INDICATORS, BalanceRecord, Deciles
 from shaping import INDICATORS
 
@@ -298,6 +298,3 @@ def history_document(store: HistoryStore, query: HistoryQuery, *, peer_timeout: 
 def _finite_or(value):
     return _finite(value) if isinstance(value, float) else value
 
-
-__all__ = ["API_SCHEMA_VERSION", "HistoryQuery", "PEER_SORT_KEYS", "PEER_STATES", "PeerQuery", "history_document",
-           "state_document"]

@@ -67,7 +67,8 @@ class FakeSwarm:
                              shaping=ShapingConfig(), peer_timeout=PEER_TIMEOUT)
         self.health = health or HealthConfig()
         self.monitor = Monitor(self.ledger, self.events, self.health, version=VERSION, round_interval=ROUND_S,
-                               peer_timeout=PEER_TIMEOUT, visible_maddrs=lambda: ["/ip4/127.0.0.1/tcp/31337/p2p/QmFake"],
+                               peer_timeout=PEER_TIMEOUT,
+                               visible_maddrs=lambda: ["/ip4/127.0.0.1/tcp/31337/p2p/QmFake"],
                                http_address=lambda: "127.0.0.1:0", max_age_s=0.0)
         self.peers = [FakePeer(peer_name(i), i) for i in range(num_peers)]
         self.now = START - ROUND_S

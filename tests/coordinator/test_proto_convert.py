@@ -6,10 +6,10 @@ import pytest
 
 from coordinator.events import EventKind, SwarmEvent
 from coordinator.rounds import RoundState, merge_round
-from coordinator.views import PeerView, RoundView, SwarmStateView
+from coordinator.views import Alert, PeerView, RoundView, SwarmStateView
 from coordinator_fakes import RUN, batch_stats, meta_record, random_batch
 from protos import convert, swarm_pb2
-from rankswarm.dht_records import PeerStatusRecord, SchemaVersionError
+from rankswarm.dht_records import Deciles, PeerStatusRecord, SchemaVersionError
 from shaping import ShapingConfig
 
 
@@ -107,3 +107,25 @@ def test_baselines_state_survives_the_wire_exactly_in_both_modes():
         message = _wire(convert.baselines_to_pb(state.baselines))
         assert convert.baselines_from_pb(message) == state.baselines
         assert message.era == pytest.approx(state.baselines.value("era"))
+
+
+@pytest.mark.unit
+def test_dashboard_fields_round_trip_and_schema_1_reports_still_parse():
+    deciles = Deciles(count=5, values=tuple(float(i) for i in range(11)))
+    full = _status().model_copy(update={
+        "tokens_per_s": 812.5, "step_seconds": 1.25, "compression_ratio": 19.3, "reward": -0.25, "accuracy": 0.5,
+        "heldout_accuracy": 0.39, "kl": 0.0, "er": 21.5, "erv": -0.5, "era": 0.0, "gate": 1.0, "aux": -0.01,
+        "epoch": 0, "num_peers_seen": 3, "averaging_rounds": 4, "averaging_failures": 1,
+        "last_averaging_error": "TimeoutError: x", "publish_failures": 2, "baselines_source": "global",
+        "balance_round": 12, "deciles": {"er": deciles, "era": deciles}})
+    assert convert.peer_status_from_pb(_wire(convert.peer_status_to_pb(full))) == full  # zeros stay zeros, not None
+    old = convert.peer_status_to_pb(_status())
+    old.schema_version = 1
+    parsed = convert.peer_status_from_pb(_wire(old))
+    assert parsed.schema_version == 1 and parsed.reward is None and parsed.deciles == {}
+    alert = Alert("peer_behind:a", "peer_behind", "warning", "a", "a is 3 behind", 5.0, 2)
+    peers = (PeerView("a", 1.0, 2.0, 3, 4, True, full, state="behind", version_mismatch=True, epoch_lag=3),
+             PeerView("b", 1.0, 2.0, None, 0, False, None, state="gone"))
+    view = SwarmStateView(RUN, "k", 0, None, peers, (), 9.0, alerts=(alert,), coordinator_version="0.1.0",
+                          http_address="127.0.0.1:8080", records_rejected=7)
+    assert convert.swarm_state_from_pb(_wire(convert.swarm_state_to_pb(view))) == view
