@@ -211,6 +211,20 @@ def test_whole_response_er_is_the_same_with_or_without_the_shared_window_gram():
     torch.testing.assert_close(fits, effective_rank_batch(z, mask), rtol=0, atol=1e-9)
 
 
+@pytest.mark.parametrize("compat", [False, True])
+def test_chunked_batches_give_the_same_indicators(monkeypatch, compat):
+    """compute_indicators splits long batches into chunks; the split must not show in the result."""
+    import shaping.rank
+    rows = [ref.gaussian(t, 16, t) for t in (3, 40, 12, 33, 7, 25, 2)]
+    z, mask = ref.padded_batch(rows, pad_value=math.nan)
+    cfg = ShapingConfig(stride=3, window=30, compat={"zero_short_dynamics": compat})
+    whole = compute_indicators(z, mask, cfg)
+    monkeypatch.setattr(shaping.rank, "_CHUNK_ELEMENTS", 2 * 40 * 16)  # two responses per chunk
+    chunked = compute_indicators(z, mask, cfg)
+    for a, b in [(whole.er, chunked.er), (whole.erv, chunked.erv), (whole.era, chunked.era)]:
+        torch.testing.assert_close(a, b, equal_nan=True, rtol=0, atol=1e-12)
+
+
 def test_compute_indicators_stacks_era_erv_er():
     rows = [ref.gaussian(30, 12, 1), ref.gaussian(7, 12, 2)]
     z, mask = ref.padded_batch(rows)
