@@ -384,7 +384,9 @@ function renderKpis() {
   $("kpi-accuracy-value").textContent = pct(swarm.heldout_accuracy);
   $("kpi-accuracy-foot").textContent = `train accuracy ${pct(swarm.accuracy)} · KL ${fmt(swarm.kl, 3)}`;
 
-  $("kpi-tokens-value").textContent = swarm.tokens_per_s === null ? "–" : `${fmt(swarm.tokens_per_s)} tok/s`;
+  const tokens = $("kpi-tokens-value");
+  tokens.replaceChildren(swarm.tokens_per_s === null ? "–" : fmt(swarm.tokens_per_s));
+  if (swarm.tokens_per_s !== null) tokens.appendChild(el("span", "kpi-sub", " tokens/s"));
   $("kpi-throughput-foot").textContent = `${fmt(swarm.rollouts_per_s)} rollouts/s · epoch ${swarm.epoch ?? "–"}`;
 
   const explore = round ? round.explore_share : null;

@@ -130,6 +130,8 @@ def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(
     assert text(page, "#kpi-round-value") == f"#{round_.round}"
     assert text(page, "#kpi-reward-value") == signed(round_.merged.moments["score"].mean)
     assert text(page, "#peers-live") == "5" and text(page, "#peers-total") == "5"
+    tokens = sum(p.statuses[-1].tokens_per_s for p in live.peers)  # integral here: no rounding to argue about
+    assert text(page, "#kpi-tokens-value") == f"{tokens:.0f} tokens/s"
 
     # one row per peer, with its state, version flag and latest reported numbers
     assert page.locator("#peer-rows tr[data-peer]").count() == 5
