@@ -39,6 +39,7 @@ class GossipStepReport:
     averaging_seconds: float  # wall time of this call: waiting for peers, all-reduce, optimizer step
     allreduce_seconds: float  # part of it inside formed groups' all-reduce rounds
     waiting_seconds: float  # the rest: progress tracking, matchmaking, waiting for slower peers
+    resynced: bool = False  # downloaded the swarm's state after a solo update (see _resync_if_diverged)
     error: str | None = None
 
 
@@ -72,6 +73,7 @@ class GradientGossip:
         self._traffic_at_start = self.traffic.snapshot() + self.state_traffic.snapshot()
         self.params = [p for p in params if p.requires_grad]
         self.numel = sum(p.numel() for p in self.params)
+        self._suspect_epoch: int | None = None
         tracker_opts = {"metadata_expiration": cfg.peer_expiration_s}
         if private_key is not None:
             # the progress tracker must sign with the key our DHT's RSASignatureValidator holds: the DHT
@@ -117,12 +119,12 @@ class GradientGossip:
                   if isinstance(getattr(entry, "value", None), dict)]
         return max(epochs, default=0)
 
-    def load_state_from_peers(self) -> bool:
-        """If the swarm is ahead, download parameters and optimizer state from a live peer.
+    def load_state_from_peers(self, force: bool = False) -> bool:
+        """If the swarm is ahead (or `force`), download parameters and optimizer state from a live peer.
 
         False when there was nothing to catch up on or no peer answered. (Peers that start
         together all hold the same initial weights and skip this.)"""
-        if self.swarm_epoch() <= self.epoch:
+        if not force and self.swarm_epoch() <= self.epoch:
             return False
         before = self.epoch
         try:
@@ -130,12 +132,39 @@ class GradientGossip:
         except Exception as err:  # network boundary: a late joiner may still start from its own copy
             log.warning("could not download state from peers: %s", err)
             return False
-        return self.epoch > before
+        return force or self.epoch > before
+
+    def _progress_entries(self) -> list[tuple[bytes, int]]:
+        """(public key, epoch) of every other peer with a live progress record, read from the DHT."""
+        tracker = self.optimizer.tracker
+        found = tracker.dht.get(tracker.training_progress_key, latest=True)
+        entries = found.value if found is not None and isinstance(found.value, dict) else {}
+        mine = getattr(tracker, "_local_public_key", None)
+        return [(key, int(entry.value.get("epoch", 0))) for key, entry in entries.items()
+                if key != mine and isinstance(getattr(entry, "value", None), dict)]
+
+    def _resync_if_diverged(self) -> bool:
+        """After a solo update in a swarm, download the swarm's state if another peer updated differently.
+
+        hivemind applies a peer's own gradients when its averaging round fails, while the others
+        apply their average: same epoch, different weights, and nothing would reconcile them until
+        the next parameter average. One local step later, the others' progress is published: if one
+        is past that epoch, or at it with a smaller key (a fixed tie-break, so two peers that both
+        stepped alone do not swap states), this peer takes the swarm's state."""
+        suspect, self._suspect_epoch = self._suspect_epoch, None
+        if suspect is None:
+            return False
+        mine = getattr(self.optimizer.tracker, "_local_public_key", b"")
+        if not any(epoch > suspect or (epoch == suspect and key < mine) for key, epoch in self._progress_entries()):
+            return False  # this peer is ahead or the reference: the others catch up with it
+        log.info("epoch %d was applied without the swarm's average: downloading the swarm's state", suspect)
+        return self.load_state_from_peers(force=True)
 
     def step(self, batch_size: int) -> GossipStepReport:
         sent0, received0 = self.traffic.snapshot()
         state_sent0, state_received0 = self.state_traffic.snapshot()
         allreduce0 = ALLREDUCE_SECONDS.total()
+        resynced = self._resync_if_diverged()
         epoch0 = self.epoch
         peers = self.num_peers()
         started = time.perf_counter()
@@ -152,12 +181,14 @@ class GradientGossip:
         allreduce = min(ALLREDUCE_SECONDS.total() - allreduce0, elapsed)
         applied = self.epoch > epoch0
         averaged = applied and sent > sent0
+        if applied and not averaged and peers > 1:
+            self._suspect_epoch = self.epoch  # checked at the next step, once the others have reported
         return GossipStepReport(
             applied=applied, epoch=self.epoch, num_peers=peers, bytes_sent=sent - sent0,
             bytes_received=received - received0, dense_bytes=self.dense_bytes_for(peers) if averaged else 0,
             state_bytes_sent=state_sent - state_sent0, state_bytes_received=state_received - state_received0,
             averaging_seconds=elapsed, allreduce_seconds=allreduce, waiting_seconds=elapsed - allreduce,
-            error=error)
+            resynced=resynced, error=error)
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad()

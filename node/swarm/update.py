@@ -22,6 +22,7 @@ class GossipUpdate:
         self.dense_bytes_total = 0
         self.rounds_averaged = 0
         self.rounds_failed = 0
+        self.resyncs = 0
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -55,7 +56,10 @@ class GossipUpdate:
             "averaging_error": report.error, "rounds_averaged": self.rounds_averaged,
             "rounds_failed": self.rounds_failed,
         }
-        if report.applied:
+        if report.resynced:
+            self.resyncs += 1
+        extra["resyncs"] = self.resyncs
+        if report.applied or report.resynced:
             # lets anyone check that peers at the same epoch hold the same weights
             extra["param_fingerprint"] = parameter_fingerprint(self.params)
         return UpdateReport(report.applied, norm, extra)
