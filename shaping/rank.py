@@ -137,13 +137,27 @@ def er_from_eigenvalues(eig: torch.Tensor, rank: torch.Tensor, inner: int | torc
 
 def er_from_gram(gram: torch.Tensor, rank: torch.Tensor, inner: int | torch.Tensor,
                  scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """`er_from_eigenvalues` of centred float64 Grams [..., n, n]."""
+    """`er_from_eigenvalues` of centred float64 Grams [..., n, n] (only the lower triangle is read)."""
     return er_from_eigenvalues(torch.linalg.eigvalsh(gram), rank, inner, scale)
 
 
 def er_by_svd(centred: torch.Tensor) -> torch.Tensor:
     """ER of each already-centred matrix [..., T, d] by a float64 SVD (zero padding rows allowed)."""
     return er_from_singular_values(torch.linalg.svdvals(centred))
+
+
+def _lower_gram(x: torch.Tensor) -> torch.Tensor:
+    """x^T x [..., n, n] for x [..., m, n], filled on and below the diagonal only (all `eigvalsh`
+    reads): k column blocks cost (k + 1) / 2k of the full product, 5/8 for the k = 4 used from n = 512."""
+    n = x.shape[-1]
+    blocks = max(1, min(4, n // 128))
+    if blocks == 1:
+        return x.transpose(-1, -2) @ x
+    edges = [n * i // blocks for i in range(blocks + 1)]
+    out = x.new_zeros(*x.shape[:-2], n, n)
+    for a, b in zip(edges[:-1], edges[1:]):
+        out[..., a:b, :b] = x[..., :, a:b].transpose(-1, -2) @ x[..., :, :b]  # block row: diagonal and left
+    return out
 
 
 def _centred_minors(gram: torch.Tensor, n: int) -> torch.Tensor:
@@ -195,7 +209,7 @@ def _effective_rank(z64: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     if num_rows and int(lengths.min()) < num_rows:
         positions = torch.arange(num_rows, device=z64.device)
         centred.masked_fill_((positions[None, :] >= lengths[:, None])[..., None], 0.0)  # exact zero padding rows
-    gram = centred @ centred.transpose(1, 2) if num_rows <= dim else centred.transpose(1, 2) @ centred
+    gram = _lower_gram(centred.transpose(1, 2) if num_rows <= dim else centred)  # the smaller side
     return _er_of_centred(centred, gram, lengths)
 
 
