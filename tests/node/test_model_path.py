@@ -39,7 +39,7 @@ def llama_dir(tmp_path_factory):
 def test_train_one_step_on_a_local_llama_folder(llama_dir, tmp_path):
     run_dir = tmp_path / "run"
     overrides = [f'model.path="{llama_dir}"', f'run_dir="{run_dir}"', "steps=1", "progress=false",
-                 "torch_threads=2", "algo.prompts_per_step=2", "sampling.group_size=2",
+                 "torch_threads=1", "algo.prompts_per_step=2", "sampling.group_size=2",
                  "sampling.max_new_tokens=12", "eval.num_problems=2",
                  # a random model's rollouts all earn the same reward, so the group advantage is
                  # zero; the entropy bonus still gives every parameter a gradient

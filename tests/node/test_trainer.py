@@ -14,7 +14,7 @@ from rankswarm.metrics import read_jsonl
 
 def _config(tmp_path, **overrides) -> TrainConfig:
     base = {
-        "run_dir": str(tmp_path / "run"), "seed": 0, "steps": 2, "progress": False, "torch_threads": 2,
+        "run_dir": str(tmp_path / "run"), "seed": 0, "steps": 2, "progress": False, "torch_threads": 1,
         "algo": {"prompts_per_step": 4}, "sampling": {"group_size": 4, "max_new_tokens": 40},
         "eval": {"every": 0, "num_problems": 8}, "checkpoint": {"every": 0},
         "task": {"type": "arithmetic", "digits": 2},
