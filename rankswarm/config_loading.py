@@ -69,7 +69,7 @@ def _describe(err: ValidationError, model: type[BaseModel]) -> str:
     for item in err.errors():
         where = ".".join(str(p) for p in item["loc"]) or "(top level)"
         if item["type"] == "extra_forbidden":
-            lines.append(f"  {where}: unknown key (check the spelling; see `rankswarm config --show`)")
+            lines.append(f"  {where}: unknown key (check the spelling; see `rankswarm config show <role>`)")
         else:
             lines.append(f"  {where}: {item['msg']} (got {item.get('input')!r})")
     return "\n".join(lines)
