@@ -268,7 +268,7 @@ def _prefix_ranks(rows: torch.Tensor, win: torch.Tensor, stride: int,
     # rank <= n - 1 for a minor (slots - n padding zeros below it); a d x d covariance of n - 1 >= d
     # centred rows implies no rank deficiency. Dot products run over d (minors) or n (covariances).
     rank = torch.tensor([n - 1 if n <= dim else dim for n in sizes], device=rows.device)
-    inner = torch.tensor([dim if n <= dim else n for n in sizes], dtype=rows.dtype, device=rows.device)
+    inner = torch.tensor([max(dim, n) for n in sizes], dtype=rows.dtype, device=rows.device)
     ranks, settled = er_from_eigenvalues(eig, rank, inner, scale)
     redo = present & ~settled
     for j in torch.nonzero(redo.any(dim=0)).squeeze(-1).tolist():

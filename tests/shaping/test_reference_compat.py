@@ -47,7 +47,7 @@ def test_short_responses_get_zero_dynamics_in_reference_mode_and_none_in_ours():
 
 
 def test_zero_dynamics_count_in_the_reference_baselines_but_missing_ones_do_not():
-    rows, z, mask = short_and_long_batch()
+    _, z, mask = short_and_long_batch()
     scores = torch.tensor([1.0, 0.0], dtype=torch.float64)
     ours = IndicatorStats.from_batch(compute_indicators(z, mask, ShapingConfig(stride=4)), scores)
     theirs = IndicatorStats.from_batch(compute_indicators(z, mask, ShapingConfig.reference(stride=4)), scores)
@@ -57,7 +57,7 @@ def test_zero_dynamics_count_in_the_reference_baselines_but_missing_ones_do_not(
 
 def test_reference_baselines_start_at_zero_and_make_early_deviations_saturate():
     cfg = ShapingConfig.reference(stride=4)
-    rows, z, mask = short_and_long_batch()
+    _, z, mask = short_and_long_batch()
     ind = compute_indicators(z, mask, cfg)
     aux = aux_signal(ind, Baselines.initial(cfg), cfg)
     # m_ER = 0: d_ER = ER / 1e-8 clipped to 5 for every response (ER >= 1)
