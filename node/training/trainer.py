@@ -101,13 +101,16 @@ class Trainer:
         t_forward = timer()
 
         # shaping: detached data computed from the hidden states the loss forward produced
-        indicators = compute_indicators(out.hidden, batch.response_mask, cfg.shaping)
+        # on the CPU in float64 whatever the policy's device (a no-op on a CPU run): the statistics are
+        # tiny next to the forward, and the shaping maths builds its small tensors on the CPU
+        response_mask = batch.response_mask.cpu()
+        indicators = compute_indicators(out.hidden.detach().cpu(), response_mask, cfg.shaping)
         baselines, baseline_source = self.baselines.current()
         a0 = base_advantages(rewards.view(-1, group), cfg.algo.estimator).reshape(-1)  # [B]
         aux = aux_signal(indicators, baselines, cfg.shaping) if cfg.shaping.enabled else None
         bonus = shaping_bonus(a0, aux.r_aux, cfg.shaping.kappa) if aux is not None else torch.zeros_like(a0)
-        advantages = token_advantages(a0, bonus, batch.response_mask,
-                                      last_token=cfg.shaping.compat.last_token_bonus)  # [B, R]
+        advantages = token_advantages(a0, bonus, response_mask,
+                                      last_token=cfg.shaping.compat.last_token_bonus).to(out.logprobs.device)
         t_shaping = timer()
 
         parts = policy_loss(out.logprobs, out.logprobs.detach(), advantages, batch.response_mask, cfg.loss,
