@@ -63,7 +63,7 @@ class GradientGossip:
 
     def __init__(self, dht, params: Iterable[torch.nn.Parameter],
                  optimizer_factory: Callable[[list], torch.optim.Optimizer], cfg: GossipConfig, *, run_id: str,
-                 batch_size_per_step: int, private_key=None):
+                 batch_size_per_step: int, private_key=None, expected_peers: int = 1):
         import hivemind
         from hivemind.compression import Float16Compression, NoCompression
 
@@ -74,6 +74,9 @@ class GradientGossip:
         self.params = [p for p in params if p.requires_grad]
         self.numel = sum(p.numel() for p in self.params)
         self._suspect_epoch: int | None = None
+        # peers known to be in the swarm (gossip.min_peers): hivemind's tracker lists a peer only after
+        # its first gradients, so at start-up it may think it is alone while others step too
+        self.expected_peers = expected_peers
         tracker_opts = {"metadata_expiration": cfg.peer_expiration_s}
         if private_key is not None:
             # the progress tracker must sign with the key our DHT's RSASignatureValidator holds: the DHT
@@ -110,14 +113,18 @@ class GradientGossip:
         return {"bytes_sent_total": sent, "bytes_received_total": received,
                 "state_bytes_sent_total": state_sent, "state_bytes_received_total": state_received}
 
-    def swarm_epoch(self) -> int:
-        """The highest epoch any training peer reports now (read from the DHT, not the tracker's cache)."""
+    def _progress_epochs(self) -> dict[bytes, int]:
+        """Epoch of every peer with a live progress record, by public key (read from the DHT, not the
+        tracker's cache, which refreshes only every few seconds)."""
         tracker = self.optimizer.tracker
         found = tracker.dht.get(tracker.training_progress_key, latest=True)
         entries = found.value if found is not None and isinstance(found.value, dict) else {}
-        epochs = [entry.value.get("epoch", 0) for entry in entries.values()
-                  if isinstance(getattr(entry, "value", None), dict)]
-        return max(epochs, default=0)
+        return {key: int(entry.value.get("epoch", 0)) for key, entry in entries.items()
+                if isinstance(getattr(entry, "value", None), dict)}
+
+    def swarm_epoch(self) -> int:
+        """The highest epoch any training peer reports now."""
+        return max(self._progress_epochs().values(), default=0)
 
     def load_state_from_peers(self, force: bool = False) -> bool:
         """If the swarm is ahead (or `force`), download parameters and optimizer state from a live peer.
@@ -134,15 +141,6 @@ class GradientGossip:
             return False
         return force or self.epoch > before
 
-    def _progress_entries(self) -> list[tuple[bytes, int]]:
-        """(public key, epoch) of every other peer with a live progress record, read from the DHT."""
-        tracker = self.optimizer.tracker
-        found = tracker.dht.get(tracker.training_progress_key, latest=True)
-        entries = found.value if found is not None and isinstance(found.value, dict) else {}
-        mine = getattr(tracker, "_local_public_key", None)
-        return [(key, int(entry.value.get("epoch", 0))) for key, entry in entries.items()
-                if key != mine and isinstance(getattr(entry, "value", None), dict)]
-
     def _resync_if_diverged(self) -> bool:
         """After a solo update in a swarm, download the swarm's state if another peer updated differently.
 
@@ -155,7 +153,8 @@ class GradientGossip:
         if suspect is None:
             return False
         mine = getattr(self.optimizer.tracker, "_local_public_key", b"")
-        if not any(epoch > suspect or (epoch == suspect and key < mine) for key, epoch in self._progress_entries()):
+        others = {key: epoch for key, epoch in self._progress_epochs().items() if key != mine}
+        if not any(epoch > suspect or (epoch == suspect and key < mine) for key, epoch in others.items()):
             return False  # this peer is ahead or the reference: the others catch up with it
         log.info("epoch %d was applied without the swarm's average: downloading the swarm's state", suspect)
         return self.load_state_from_peers(force=True)
@@ -181,7 +180,7 @@ class GradientGossip:
         allreduce = min(ALLREDUCE_SECONDS.total() - allreduce0, elapsed)
         applied = self.epoch > epoch0
         averaged = applied and sent > sent0
-        if applied and not averaged and peers > 1:
+        if applied and not averaged and max(peers, self.expected_peers) > 1:
             self._suspect_epoch = self.epoch  # checked at the next step, once the others have reported
         return GossipStepReport(
             applied=applied, epoch=self.epoch, num_peers=peers, bytes_sent=sent - sent0,

@@ -74,5 +74,5 @@ def build_gossip_update(dht, model: torch.nn.Module, cfg, private_key=None) -> G
     gossip = GradientGossip(
         dht, params, lambda ps: torch.optim.AdamW(ps, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay),
         cfg.gossip, run_id=cfg.run_id, batch_size_per_step=cfg.algo.prompts_per_step * cfg.sampling.group_size,
-        private_key=private_key)
+        private_key=private_key, expected_peers=cfg.gossip.min_peers)
     return GossipUpdate(gossip, params, opt.grad_clip)
