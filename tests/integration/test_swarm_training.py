@@ -92,13 +92,17 @@ def tolerance(prints: dict[int, dict[int, list[float]]]) -> float:
     return 0.05 * statistics.median(step_moves)
 
 
+# the open part of issue 4: weight equality across peers is checked but not yet required
+KNOWN_DRIFT = pytest.mark.xfail(strict=False, reason=(
+    "known, issue 4 left open: after a failed averaging round hivemind applies a peer's own gradients, "
+    "and the resync after a solo update does not yet catch every case, so peers can drift apart"))
+
+
 def gap(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) for x, y in zip(a, b))
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known, issue 4 left open: after a failed averaging round hivemind applies a peer's own gradients, "
-    "and the resync after a solo update does not yet catch every case, so peers can drift apart"))
+@KNOWN_DRIFT
 def test_peers_that_share_weights_keep_sharing_them_round_after_round(scenario):
     swarm, _ = scenario
     prints = {i: fingerprints(swarm, i) for i in (0, 1, 2)}
@@ -139,9 +143,7 @@ def test_late_joiner_downloads_state_before_training(scenario):
     assert rows[-1]["step"] == 12 and swarm.peers[2].proc.returncode == 0
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known, issue 4 left open: after a failed averaging round hivemind applies a peer's own gradients, "
-    "and the resync after a solo update does not yet catch every case, so peers can drift apart"))
+@KNOWN_DRIFT
 def test_late_joiner_holds_the_others_weights_by_its_last_shared_epoch(scenario):
     swarm, _ = scenario
     prints = {i: fingerprints(swarm, i) for i in (0, 1, 2)}
