@@ -68,8 +68,13 @@ def peer_status_key(run: str) -> str:
     return f"{check_run_id(run)}.peer_status"
 
 
+def weights_key(run: str) -> str:
+    """Which weights a peer holds after each swarm update; subkey `[owner:<peer key>]#<epoch>`, that peer only."""
+    return f"{check_run_id(run)}.weights"
+
+
 def all_keys(run: str) -> tuple[str, ...]:
-    return meta_signals_key(run), balance_key(run), peer_status_key(run)
+    return meta_signals_key(run), balance_key(run), peer_status_key(run), weights_key(run)
 
 
 def fingerprint(public_key: bytes) -> str:

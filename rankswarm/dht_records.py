@@ -23,7 +23,7 @@ from hivemind.utils import get_dht_time
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
 
 from rankswarm.dht_keys import (MAX_RECORD_TTL, SigningIdentity, balance_key, check_run_id, describe_subkey,
-                                meta_signals_key, parse_subkey, peer_status_key)
+                                meta_signals_key, parse_subkey, peer_status_key, weights_key)
 from shaping import Baselines, IndicatorStats
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,24 @@ class PeerStatusRecord(_Record):
     balance_round: int | None = Field(None, ge=1, description="Round of the newest coordinator weights it holds.")
     deciles: dict[Literal["er", "erv", "era"], Deciles] = Field(default_factory=dict, description=(
         "Per-response distribution of ER, ERV and ERA in the latest step (indicators no response had are absent)."))
+
+
+class WeightsClaimRecord(_Record):
+    """[CLAIM] which weights a peer holds right after reaching an optimizer epoch (update or state download).
+
+    Peers of one swarm must hold the same weights at the same epoch; comparing these claims is how
+    a peer finds out that it does not (node.gossip.consensus)."""
+
+    peer_id: str = Field(max_length=64, description="Fingerprint of the peer's signing key.")
+    epoch: int = Field(ge=0, description="The peer's optimizer epoch (swarm updates applied).")
+    fingerprint: tuple[float, ...] = Field(min_length=1, max_length=16, description=(
+        "node.gossip.fingerprint.parameter_fingerprint of the weights at that epoch."))
+    published_at: float = Field(description="DHT time of publication (seconds).")
+
+    @field_validator("fingerprint", mode="before")
+    @classmethod
+    def _as_tuple(cls, values: Any) -> Any:
+        return tuple(values) if isinstance(values, list) else values  # msgpack and JSON give lists
 
 
 RecordT = TypeVar("RecordT", bound=_Record)
@@ -408,6 +426,38 @@ def fetch_peer_statuses(dht, run: str, *, timeout: float = DHT_CALL_TIMEOUT) -> 
             return "status subkeys carry no step"
         return _claims_owner(record, owned)
     return _parse_owned(key, raw, PeerStatusRecord, run, check)
+
+
+# ---------------------------------------------------------------- weights claims (peers write, peers read)
+
+def publish_weights_claim(dht, run: str, record: WeightsClaimRecord, expiration_time: float, *,
+                          identity: SigningIdentity, timeout: float | None = DHT_CALL_TIMEOUT) -> bool | None:
+    """Store `record` under `<run>.weights`, subkey `[owner:<identity>]#<epoch>`.
+
+    `timeout=None` sends it without waiting (returns None): the training step does not wait for the DHT."""
+    if record.run != run or record.peer_id != identity.fingerprint:
+        raise ValueError(f"claim is for run {record.run!r} / peer {record.peer_id}, but publishing for run "
+                         f"{run!r} as {identity.fingerprint}")
+    if timeout is None:
+        dht.store(weights_key(run), record.model_dump(mode="json"), expiration_time,
+                  subkey=identity.owner_subkey(record.epoch), return_future=True)
+        return None
+    return _store(dht, weights_key(run), identity.owner_subkey(record.epoch), record.model_dump(mode="json"),
+                  expiration_time, timeout)
+
+
+def fetch_weights_claims(dht, run: str, *, timeout: float = DHT_CALL_TIMEOUT) -> FetchResult[WeightsClaimRecord]:
+    """Every live, valid weights claim of `run` (all peers, all recent epochs)."""
+    key = weights_key(run)
+    raw = _get_dict(dht, key, timeout)
+    if raw is None:
+        return FetchResult(reachable=False)
+
+    def check(record: WeightsClaimRecord, owned) -> str | None:
+        if owned.step is None or owned.step != record.epoch:
+            return f"claim says epoch {record.epoch} but its subkey says {owned.step}"
+        return _claims_owner(record, owned)
+    return _parse_owned(key, raw, WeightsClaimRecord, run, check)
 
 
 # ---------------------------------------------------------------- polling with backoff and a deadline

@@ -4,10 +4,13 @@ Built on `hivemind.Optimizer` with `use_local_updates=False`: every peer accumul
 gradients until the swarm together reaches `target_batch_size` rollouts, then the peers
 that are ready form a group, all-reduce their (PowerSGD-compressed, error-fed-back)
 gradients and apply the same averaged update with identical optimizer state, so their
-weights stay equal up to float error. A peer that falls behind by an epoch downloads the
-state from others before its next step; a late joiner does so before its first step. A
-peer that dies mid-round costs the others that round only: the all-reduce times out after
-`averaging_timeout` and they retry at the next swarm step.
+weights stay equal up to float error. A round that fails to average applies nothing
+(`_AllOrNothingOptimizer`): the peers that did average move to the next epoch and the
+others download their state before the next step; a late joiner does so before its first
+step. A peer that dies mid-round costs the others that round only: the all-reduce times out
+after `averaging_timeout` and they retry at the next swarm step. After every update the peer
+claims its weights in the DHT, and a peer outvoted by the others' claims takes the swarm's
+state (node.gossip.consensus): what hivemind cannot promise, the claims check.
 """
 
 from __future__ import annotations
@@ -18,9 +21,12 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Iterable
 
+import hivemind
 import torch
 
 from node.gossip.config import GossipConfig
+from node.gossip.consensus import WeightsConsensus
+from node.gossip.fingerprint import parameter_fingerprint
 from node.gossip.traffic import ALLREDUCE_SECONDS, STATE_SYNC, CountingCompression, install_traffic_counter
 
 log = logging.getLogger(__name__)
@@ -39,7 +45,9 @@ class GossipStepReport:
     averaging_seconds: float  # wall time of this call: waiting for peers, all-reduce, optimizer step
     allreduce_seconds: float  # part of it inside formed groups' all-reduce rounds
     waiting_seconds: float  # the rest: progress tracking, matchmaking, waiting for slower peers
-    resynced: bool = False  # downloaded the swarm's state after a solo update (see _resync_if_diverged)
+    dropped: bool = False  # a round failed to average and applied nothing (see _AllOrNothingOptimizer)
+    resynced: bool = False  # downloaded the swarm's state because the others' weights claims outvoted ours
+    fingerprint: list[float] | None = None  # of the weights, when they changed during this call
     error: str | None = None
 
 
@@ -58,13 +66,65 @@ def _codec(cfg: GossipConfig):
     return CountingCompression(Float16Compression() if fp16 else NoCompression())
 
 
+class _AllOrNothingOptimizer(hivemind.Optimizer):
+    """`hivemind.Optimizer`, except that a round that fails to average applies nothing.
+
+    hivemind falls back to a peer's own gradients when its all-reduce fails or its tracker sees
+    nobody to average with, and that peer's weights then leave the swarm's. Here such a round is
+    dropped while other peers are alive: no optimizer step, no new epoch, its gradients discarded.
+    If the others did average, this peer is now an epoch behind and hivemind downloads their state
+    at its next step; if nobody did, everyone retries with fresh gradients. A peer with no other
+    live progress record in the DHT is alone and still steps alone.
+    """
+
+    def __init__(self, *args, others_alive: Callable[[], bool], **kwargs):
+        self._others_alive = others_alive
+        self._drop_round = False
+        self.rounds_dropped = 0
+        super().__init__(*args, **kwargs)
+
+    def _load_local_gradients_into_optimizer(self):
+        # hivemind's fallback after a failed round (or a pre-scheduled round with nobody in it)
+        if self._others_alive():
+            self._drop_round = True
+        super()._load_local_gradients_into_optimizer()
+
+    def _begin_averaging_gradients(self, grad_scaler) -> bool:
+        began = super()._begin_averaging_gradients(grad_scaler)
+        if not began and self._others_alive():
+            self._drop_round = True  # hivemind would step with this peer's gradients alone
+        return began
+
+    def _update_global_epoch(self, grad_scaler) -> None:
+        self._drop_round = False
+        averager = self.state_averager
+        step = averager.step
+
+        def step_unless_dropped(*args, **kwargs):
+            # hivemind ends a round with one state_averager.step(increment_epoch=True, optimizer_step=...)
+            if not (self._drop_round and kwargs.get("increment_epoch")):
+                return step(*args, **kwargs)
+            control = kwargs.get("averaging_control")
+            if control is not None and not control.done():
+                control.cancel()
+            return None
+
+        averager.step = step_unless_dropped
+        try:
+            super()._update_global_epoch(grad_scaler)
+        finally:
+            del averager.step  # back to the class's method
+        if self._drop_round:
+            self.rounds_dropped += 1
+            log.info("averaging round at epoch %d failed: applied nothing", self.local_epoch)
+
+
 class GradientGossip:
     """Wraps `hivemind.Optimizer`; `step` replaces `optimizer.step()` after `loss.backward()`."""
 
     def __init__(self, dht, params: Iterable[torch.nn.Parameter],
                  optimizer_factory: Callable[[list], torch.optim.Optimizer], cfg: GossipConfig, *, run_id: str,
-                 batch_size_per_step: int, private_key=None, expected_peers: int = 1):
-        import hivemind
+                 batch_size_per_step: int, identity=None):
         from hivemind.compression import Float16Compression, NoCompression
 
         self.cfg = cfg
@@ -73,16 +133,14 @@ class GradientGossip:
         self._traffic_at_start = self.traffic.snapshot() + self.state_traffic.snapshot()
         self.params = [p for p in params if p.requires_grad]
         self.numel = sum(p.numel() for p in self.params)
-        self._suspect_epoch: int | None = None
-        # peers known to be in the swarm (gossip.min_peers): hivemind's tracker lists a peer only after
-        # its first gradients, so at start-up it may think it is alone while others step too
-        self.expected_peers = expected_peers
         tracker_opts = {"metadata_expiration": cfg.peer_expiration_s}
-        if private_key is not None:
+        if identity is not None:
             # the progress tracker must sign with the key our DHT's RSASignatureValidator holds: the DHT
             # keeps only the first such validator, and records signed by another key are dropped
-            tracker_opts["private_key"] = private_key
-        self.optimizer = hivemind.Optimizer(
+            tracker_opts["private_key"] = identity.private_key
+        self.consensus = (WeightsConsensus(dht, run_id, identity, rtol=cfg.weights_rtol, ttl_s=cfg.weights_claim_ttl_s)
+                          if identity is not None and cfg.verify_weights else None)
+        self.optimizer = _AllOrNothingOptimizer(
             dht=dht, run_id=f"{run_id}_gossip", target_batch_size=cfg.target_batch_size,
             batch_size_per_step=batch_size_per_step, optimizer=optimizer_factory, params=self.params,
             matchmaking_time=cfg.matchmaking_time, averaging_timeout=cfg.averaging_timeout,
@@ -92,7 +150,7 @@ class GradientGossip:
             # full precision: fp16 flushes Adam's second moments (often < 6e-8) to zero, and the late
             # joiner's first steps then divide by eps
             load_state_compression=CountingCompression(NoCompression(), STATE_SYNC), verbose=cfg.verbose,
-            tracker_opts=tracker_opts,
+            tracker_opts=tracker_opts, others_alive=self._others_alive,
         )
 
     @property
@@ -122,6 +180,15 @@ class GradientGossip:
         return {key: int(entry.value.get("epoch", 0)) for key, entry in entries.items()
                 if isinstance(getattr(entry, "value", None), dict)}
 
+    def _others_alive(self) -> bool:
+        """True if a peer other than this one has a live progress record in the DHT."""
+        mine = getattr(self.optimizer.tracker, "_local_public_key", b"")
+        try:
+            return any(key != mine for key in self._progress_epochs())
+        except Exception as err:  # network boundary: unknown counts as alive, so nothing is applied alone
+            log.warning("could not read the swarm's progress: %s", err)
+            return True
+
     def swarm_epoch(self) -> int:
         """The highest epoch any training peer reports now."""
         return max(self._progress_epochs().values(), default=0)
@@ -134,37 +201,60 @@ class GradientGossip:
         if not force and self.swarm_epoch() <= self.epoch:
             return False
         before = self.epoch
+        received = self.state_traffic.snapshot()[1]
         try:
             self.optimizer.load_state_from_peers()
         except Exception as err:  # network boundary: a late joiner may still start from its own copy
             log.warning("could not download state from peers: %s", err)
             return False
-        return force or self.epoch > before
+        loaded = self.epoch > before or self.state_traffic.snapshot()[1] > received
+        if loaded:
+            self._claim_weights(downloaded=True)
+        return loaded
 
-    def _resync_if_diverged(self) -> bool:
-        """After a solo update in a swarm, download the swarm's state if another peer updated differently.
+    def _claim_weights(self, downloaded: bool) -> list[float]:
+        """Fingerprint the weights this peer holds now and, if weights are verified, claim them.
 
-        hivemind applies a peer's own gradients when its averaging round fails, while the others
-        apply their average: same epoch, different weights, and nothing would reconcile them until
-        the next parameter average. One local step later, the others' progress is published: if one
-        is past that epoch, or at it with a smaller key (a fixed tie-break, so two peers that both
-        stepped alone do not swap states), this peer takes the swarm's state."""
-        suspect, self._suspect_epoch = self._suspect_epoch, None
-        if suspect is None:
+        After a state download the earlier claims described weights this peer no longer holds."""
+        fingerprint = parameter_fingerprint(self.params)
+        if self.consensus is not None:
+            if downloaded:
+                self.consensus.forget()
+            self.consensus.claim(self.epoch, fingerprint)
+        return fingerprint
+
+    def _resync_if_outvoted(self) -> bool:
+        """If the other peers' weights claims outvote this peer's, download the swarm's state.
+
+        While it waits for the download the peer stops offering its own state, so that nobody
+        (a late joiner, another outvoted peer) copies the weights that lost."""
+        if self.consensus is None:
             return False
-        mine = getattr(self.optimizer.tracker, "_local_public_key", b"")
-        others = {key: epoch for key, epoch in self._progress_epochs().items() if key != mine}
-        if not any(epoch > suspect or (epoch == suspect and key < mine) for key, epoch in others.items()):
-            return False  # this peer is ahead or the reference: the others catch up with it
-        log.info("epoch %d was applied without the swarm's average: downloading the swarm's state", suspect)
-        return self.load_state_from_peers(force=True)
+        try:
+            epoch = self.consensus.check()
+        except Exception as err:  # network boundary: check again at the next step
+            log.warning("could not compare weights with the swarm: %s", err)
+            return False
+        if epoch is None:
+            return False
+        log.warning("at epoch %d this peer's weights differ from the swarm's: downloading the swarm's state", epoch)
+        sharers = [self.optimizer.state_averager, self.optimizer.grad_averager]
+        for averager in sharers:
+            averager.allow_state_sharing = False
+        try:
+            return self.load_state_from_peers(force=True)
+        finally:
+            for averager in sharers:
+                averager.allow_state_sharing = True
 
     def step(self, batch_size: int) -> GossipStepReport:
         sent0, received0 = self.traffic.snapshot()
         state_sent0, state_received0 = self.state_traffic.snapshot()
         allreduce0 = ALLREDUCE_SECONDS.total()
-        resynced = self._resync_if_diverged()
+        dropped0 = self.optimizer.rounds_dropped
+        resynced = self._resync_if_outvoted()
         epoch0 = self.epoch
+        state_received1 = self.state_traffic.snapshot()[1]
         peers = self.num_peers()
         started = time.perf_counter()
         error = None
@@ -180,14 +270,18 @@ class GradientGossip:
         allreduce = min(ALLREDUCE_SECONDS.total() - allreduce0, elapsed)
         applied = self.epoch > epoch0
         averaged = applied and sent > sent0
-        if applied and not averaged and max(peers, self.expected_peers) > 1:
-            self._suspect_epoch = self.epoch  # checked at the next step, once the others have reported
+        fingerprint = None
+        if applied or state_received > state_received1:  # an update, or hivemind's own catch-up download
+            fingerprint = self._claim_weights(downloaded=state_received > state_received1)
+        elif resynced:
+            fingerprint = parameter_fingerprint(self.params)
         return GossipStepReport(
             applied=applied, epoch=self.epoch, num_peers=peers, bytes_sent=sent - sent0,
             bytes_received=received - received0, dense_bytes=self.dense_bytes_for(peers) if averaged else 0,
             state_bytes_sent=state_sent - state_sent0, state_bytes_received=state_received - state_received0,
             averaging_seconds=elapsed, allreduce_seconds=allreduce, waiting_seconds=elapsed - allreduce,
-            resynced=resynced, error=error)
+            dropped=self.optimizer.rounds_dropped > dropped0, resynced=resynced, fingerprint=fingerprint,
+            error=error)
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad()

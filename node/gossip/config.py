@@ -37,4 +37,12 @@ class GossipConfig(BaseModel):
         "Before its first step the peer waits (up to min_peers_timeout_s) until this many peers, itself "
         "included, are training. Peers that start together then never take solo steps apart."))
     min_peers_timeout_s: float = Field(120.0, ge=0, le=3600, description="Longest wait for min_peers.")
+    verify_weights: bool = Field(True, description=(
+        "After every update, claim a fingerprint of the weights in the DHT and compare it with the other "
+        "peers' claims; a peer outvoted at an epoch downloads the swarm's state (node.gossip.consensus)."))
+    weights_rtol: float = Field(2e-5, gt=0, le=0.1, description=(
+        "Two fingerprints agree if they differ by at most this share of their largest component. The "
+        "default sits about 100x above float noise between equal fp32 weights and well below one "
+        "optimizer step of the embedded model; raise it with wire_precision=fp16."))
+    weights_claim_ttl_s: float = Field(120.0, gt=0, le=3600, description="How long a weights claim stays in the DHT.")
     verbose: bool = Field(False, description="Log hivemind's per-step progress.")

@@ -108,7 +108,7 @@ class Node:
     def _default_update_factory(self):
         from node.swarm.update import build_gossip_update
 
-        return lambda model, cfg: build_gossip_update(self.dht, model, cfg, self.identity.private_key)
+        return lambda model, cfg: build_gossip_update(self.dht, model, cfg, self.identity)
 
     # -- per-step hooks ------------------------------------------------------------------------
     def _announce_and_wait(self) -> int:
@@ -203,7 +203,7 @@ class Node:
                      kl=number("kl"), er=number("er"), erv=number("erv"), era=number("era"),
                      gate=number("gate", 0.0, 1.0), aux=number("aux"), epoch=optional_count("epoch"),
                      num_peers_seen=optional_count("num_peers"), averaging_rounds=count("rounds_averaged"),
-                     averaging_failures=count("rounds_failed"),
+                     averaging_failures=count("rounds_failed") + count("rounds_dropped"),
                      last_averaging_error=str(metrics.get("averaging_error") or "")[:256],
                      publish_failures=self.publisher.failed if self.publisher is not None else 0,
                      baselines_source=metrics.get("baselines") if metrics.get("baselines") in ("global", "local")

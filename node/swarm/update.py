@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import torch
 
-from node.gossip.fingerprint import parameter_fingerprint
 from node.training.seams import UpdateReport
 
 
@@ -23,6 +22,7 @@ class GossipUpdate:
         self.rounds_averaged = 0
         self.rounds_failed = 0
         self.resyncs = 0
+        self.rounds_dropped = 0
 
     @property
     def optimizer(self) -> torch.optim.Optimizer:
@@ -56,16 +56,17 @@ class GossipUpdate:
             "averaging_error": report.error, "rounds_averaged": self.rounds_averaged,
             "rounds_failed": self.rounds_failed,
         }
-        if report.resynced:
-            self.resyncs += 1
+        self.resyncs += int(report.resynced)
+        self.rounds_dropped += int(report.dropped)
         extra["resyncs"] = self.resyncs
-        if report.applied or report.resynced:
+        extra["rounds_dropped"] = self.rounds_dropped
+        if report.fingerprint is not None:
             # lets anyone check that peers at the same epoch hold the same weights
-            extra["param_fingerprint"] = parameter_fingerprint(self.params)
+            extra["param_fingerprint"] = report.fingerprint
         return UpdateReport(report.applied, norm, extra)
 
 
-def build_gossip_update(dht, model: torch.nn.Module, cfg, private_key=None) -> GossipUpdate:
+def build_gossip_update(dht, model: torch.nn.Module, cfg, identity=None) -> GossipUpdate:
     """The swarm's update rule for a `NodeConfig`: AdamW behind compressed gradient averaging."""
     from node.gossip.averaging import GradientGossip
 
@@ -74,5 +75,5 @@ def build_gossip_update(dht, model: torch.nn.Module, cfg, private_key=None) -> G
     gossip = GradientGossip(
         dht, params, lambda ps: torch.optim.AdamW(ps, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay),
         cfg.gossip, run_id=cfg.run_id, batch_size_per_step=cfg.algo.prompts_per_step * cfg.sampling.group_size,
-        private_key=private_key, expected_peers=cfg.gossip.min_peers)
+        identity=identity)
     return GossipUpdate(gossip, params, opt.grad_clip)

@@ -1,0 +1,155 @@
+"""Two real `GradientGossip` peers in one process (real DHTs, p2p daemons and averagers on loopback).
+
+What must hold for the swarm's weights: rounds that average keep the peers' weights equal; a
+round that fails to average applies nothing; a peer whose weights left the swarm's (however
+that happened) is outvoted by the weights claims and takes the swarm's state; a peer that is
+really alone still trains. A toy model keeps every round under a second.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from node.gossip.averaging import GradientGossip
+from node.gossip.config import GossipConfig
+from node.gossip.consensus import fingerprints_agree
+from node.gossip.fingerprint import parameter_fingerprint
+from rankswarm.dht_keys import SigningIdentity, build_record_validators
+from rankswarm.swarm_dht import DHTConfig, start_dht, visible_addresses
+
+pytestmark = pytest.mark.integration
+
+LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
+BATCH = 4
+RTOL = 1e-5
+STEP_SECONDS = 0.5
+
+
+class Peer:
+    def __init__(self, run: str, seed: int, initial_peers: list[str]):
+        self.identity = SigningIdentity.generate()
+        self.dht = start_dht(DHTConfig(host_maddrs=LOOPBACK, initial_peers=initial_peers),
+                             record_validators=build_record_validators(self.identity, run))
+        torch.manual_seed(0)  # every peer starts from the same weights, as the embedded model does
+        self.model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4))
+        self.data = torch.Generator().manual_seed(seed)  # but sees its own batches
+        cfg = GossipConfig(target_batch_size=2 * BATCH, matchmaking_time=1.5, averaging_timeout=10,
+                           load_state_timeout=20, peer_expiration_s=6, average_state_every=10_000)
+        self.gossip = GradientGossip(self.dht, self.model.parameters(),
+                                     lambda params: torch.optim.AdamW(params, lr=1e-2), cfg, run_id=run,
+                                     batch_size_per_step=BATCH, identity=self.identity)
+
+    def local_step(self):
+        inputs = torch.randn(BATCH, 16, generator=self.data)
+        loss = (self.model(inputs) - inputs[:, :4]).pow(2).mean()
+        loss.backward()
+        return self.gossip.step(BATCH)
+
+    def fingerprint(self) -> list[float]:
+        return parameter_fingerprint(self.model.parameters())
+
+    def close(self):
+        if self.dht is None:
+            return
+        self.gossip.shutdown()
+        self.dht.shutdown()
+        self.dht = None
+
+
+@pytest.fixture
+def pair(request):
+    run = f"consistency-{request.node.name[5:40]}".replace("[", "-").replace("]", "")
+    first = Peer(run, seed=1, initial_peers=[])
+    second = Peer(run, seed=2, initial_peers=visible_addresses(first.dht))
+    try:
+        yield first, second
+    finally:
+        second.close()
+        first.close()
+
+
+def step_together(peers, pool):
+    return [future.result(timeout=60) for future in [pool.submit(p.local_step) for p in peers]]
+
+
+def rounds_until(peers, pool, epoch: int, timeout: float = 90.0):
+    """Step all peers together, a local step every STEP_SECONDS or so, until each has reached `epoch`."""
+    reports, deadline = [], time.monotonic() + timeout
+    while min(p.gossip.epoch for p in peers) < epoch:
+        assert time.monotonic() < deadline, f"epochs {[p.gossip.epoch for p in peers]} after {timeout}s, wanted {epoch}"
+        reports.append(step_together(peers, pool))
+        time.sleep(STEP_SECONDS)  # a real local step takes seconds; the progress tracker reports at its pace
+    return reports
+
+
+def test_averaged_rounds_keep_the_peers_weights_equal(pair):
+    with ThreadPoolExecutor(2) as pool:
+        reports = rounds_until(pair, pool, 3)
+    applied = [r for step in reports for r in step if r.applied]
+    assert applied and all(r.bytes_sent > 0 for r in applied), "an update was applied without averaging"
+    a, b = pair
+    assert a.gossip.epoch == b.gossip.epoch
+    assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+    assert a.fingerprint() != parameter_fingerprint(torch.nn.Sequential(  # they did train
+        torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4)).parameters())
+
+
+def test_a_round_that_cannot_average_applies_nothing(pair):
+    a, b = pair
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, 1)  # both are known to the swarm's progress tracker
+        epoch, before = a.gossip.epoch, a.fingerprint()
+        # b stays alive but stops training: a reaches the swarm's batch alone and finds nobody to average with
+        solo, deadline = [], time.monotonic() + 60
+        while not any(r.dropped or r.applied for r in solo):
+            assert time.monotonic() < deadline, f"no round was attempted in {len(solo)} solo steps"
+            solo.append(a.local_step())
+            time.sleep(STEP_SECONDS)
+        assert not any(r.applied for r in solo), "a peer applied an update that no other peer averaged"
+        assert a.gossip.epoch == epoch and solo[-1].dropped
+        assert a.fingerprint() == before, "a failed round changed the weights"
+        # once b trains again, the two average again and hold the same weights
+        rounds_until(pair, pool, epoch + 2)
+    assert a.gossip.epoch == b.gossip.epoch
+    assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+
+
+def test_a_peer_whose_weights_left_the_swarms_takes_the_swarms_state(pair):
+    a, b = pair
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, 1)
+        # what a partial all-reduce would do silently: one peer's weights move off the swarm's (in the
+        # optimizer's own copy, which hivemind copies into the model after every update)
+        with torch.no_grad():
+            offloaded = [p for group in b.gossip.optimizer.state_averager.optimizer.param_groups for p in group["params"]]
+            for param, copy in zip(b.model.parameters(), offloaded):
+                copy.add_(1e-3 * torch.randn_like(copy))
+                param.copy_(copy)
+        assert not fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+        # at the next epoch both claim their weights, the claims disagree, and at the step after, one resyncs
+        reports = rounds_until(pair, pool, max(a.gossip.epoch, b.gossip.epoch) + 3)
+    resynced = [i for step in reports for i, r in enumerate(step) if r.resynced]
+    # a tie between two peers: the one with the larger id downloads, whichever it is
+    loser = 0 if a.identity.fingerprint > b.identity.fingerprint else 1
+    assert resynced and set(resynced) == {loser}, resynced
+    assert pair[loser].gossip.consensus.disagreements >= 1
+    assert a.gossip.epoch == b.gossip.epoch
+    assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+
+
+def test_a_peer_left_alone_keeps_training(pair):
+    a, b = pair
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, 1)
+    b.close()
+    deadline = time.monotonic() + 60  # b's progress record expires after peer_expiration_s
+    epoch = a.gossip.epoch
+    while a.gossip.epoch < epoch + 2:
+        assert time.monotonic() < deadline, "the last peer never stepped alone"
+        a.local_step()
+        time.sleep(STEP_SECONDS)
+    assert a.gossip.num_peers() == 1

@@ -1,0 +1,127 @@
+"""Who takes whose state when peers' weights claims disagree (node.gossip.consensus).
+
+The decision is pure and tested as such; `WeightsConsensus` is tested against two real
+hivemind DHTs on loopback that sign and validate records like every rankswarm process.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from hivemind.utils import get_dht_time
+
+from node.gossip.consensus import WeightsConsensus, fingerprints_agree, outvoted
+from rankswarm.dht_keys import SigningIdentity, build_record_validators, weights_key
+from rankswarm.dht_records import WeightsClaimRecord, fetch_weights_claims, publish_weights_claim
+from rankswarm.swarm_dht import DHTConfig, start_dht, visible_addresses
+
+RUN = "consensus-test"
+LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
+SAME = [10.0, -4.0, 2.5]
+NOISY = [10.0 + 1e-7, -4.0, 2.5]  # float noise between equal weights
+MOVED = [10.01, -4.0, 2.5]  # one optimizer step apart
+
+
+@pytest.mark.unit
+def test_agreement_is_relative_to_the_fingerprint_scale():
+    assert fingerprints_agree(SAME, NOISY, rtol=1e-5)
+    assert not fingerprints_agree(SAME, MOVED, rtol=1e-5)
+    assert fingerprints_agree(SAME, MOVED, rtol=1e-2)
+    assert not fingerprints_agree(SAME, SAME[:2], rtol=1.0)  # different lengths never agree
+    assert not fingerprints_agree([], [], rtol=1.0)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("claims, losers", [
+    ({"a": SAME, "b": NOISY}, set()),                        # equal up to float noise: nobody moves
+    ({"a": SAME, "b": MOVED}, {"b"}),                        # a tie: the side without the smallest id moves
+    ({"a": MOVED, "b": SAME, "c": NOISY}, {"a"}),            # the minority moves, even with the smallest id
+    ({"a": SAME, "b": MOVED, "c": [0.0, 1.0, 2.0]}, {"b", "c"}),  # three versions: all but the smallest id
+    ({"a": SAME}, set()),                                    # alone: nothing to compare with
+])
+def test_outvoted_peers_are_the_minority_or_lose_the_tie_break(claims, losers):
+    assert {peer for peer in claims if outvoted(peer, claims, rtol=1e-5)} == losers
+
+
+@pytest.mark.unit
+def test_outvoted_needs_the_peers_own_claim():
+    with pytest.raises(ValueError, match="no claim of 'z'"):
+        outvoted("z", {"a": SAME}, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def two_dhts():
+    alice, bob = SigningIdentity.generate(), SigningIdentity.generate()
+    first = start_dht(DHTConfig(host_maddrs=LOOPBACK), record_validators=build_record_validators(alice, RUN))
+    second = start_dht(DHTConfig(host_maddrs=LOOPBACK, initial_peers=visible_addresses(first)),
+                       record_validators=build_record_validators(bob, RUN))
+    try:
+        yield (alice, first), (bob, second)
+    finally:
+        second.shutdown()
+        first.shutdown()
+
+
+def wait_for_claims(dht, count: int, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fetched = fetch_weights_claims(dht, RUN)
+        if len(fetched.records) >= count:
+            return fetched
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {count} claims after {timeout}s: {fetch_weights_claims(dht, RUN)}")
+
+
+@pytest.mark.integration
+def test_claims_travel_through_the_dht_and_only_the_loser_is_told_to_resync(two_dhts):
+    (alice, alice_dht), (bob, bob_dht) = two_dhts
+    checks = {who.fingerprint: WeightsConsensus(dht, RUN, who, rtol=1e-5, ttl_s=60)
+              for who, dht in two_dhts}
+    loser, winner = sorted(checks, reverse=True)  # a tie: the larger id downloads
+    assert checks[winner].check() is None  # nothing claimed yet
+    checks[winner].claim(3, SAME)
+    checks[loser].claim(3, NOISY)
+    checks[winner].claim(4, SAME)
+    checks[loser].claim(4, MOVED)
+    wait_for_claims(alice_dht, 4)
+    wait_for_claims(bob_dht, 4)
+    assert checks[winner].check() is None
+    assert checks[loser].check() == 4  # the latest epoch both claimed decides
+    assert checks[loser].disagreements == 1
+    checks[loser].forget()  # it downloaded the winner's state at epoch 4 ...
+    assert checks[loser].check() is None
+    checks[loser].claim(4, SAME)  # ... and claims it; the newer claim replaces the old one
+    deadline = time.monotonic() + 20
+    while checks[loser].check() is not None or checks[winner].check() is not None:
+        assert time.monotonic() < deadline, "the corrected claim never reached the DHT"
+        time.sleep(0.2)
+
+
+@pytest.mark.integration
+def test_a_forged_claim_is_rejected_and_cannot_outvote_anyone(two_dhts):
+    (alice, alice_dht), (bob, bob_dht) = two_dhts
+    run = RUN + "-forged"
+    for dht, who in ((alice_dht, alice), (bob_dht, bob)):
+        for validator in build_record_validators(who, run)[1:]:
+            dht.add_validators([validator])
+    honest = WeightsConsensus(alice_dht, run, alice, rtol=1e-5, ttl_s=60)
+    honest.claim(7, SAME)
+    # bob signs a claim that names alice as its author, and one that disagrees about its own epoch
+    forged = WeightsClaimRecord(run=run, peer_id=alice.fingerprint, epoch=7, fingerprint=MOVED, published_at=1.0)
+    mislabelled = WeightsClaimRecord(run=run, peer_id=bob.fingerprint, epoch=8, fingerprint=MOVED, published_at=1.0)
+    expiration = get_dht_time() + 60
+    bob_dht.store(weights_key(run), forged.model_dump(mode="json"), expiration, subkey=bob.owner_subkey(7))
+    bob_dht.store(weights_key(run), mislabelled.model_dump(mode="json"), expiration, subkey=bob.owner_subkey(9))
+    bob_dht.store(weights_key(run), {"epoch": "seven"}, expiration, subkey=bob.owner_subkey(6))
+    deadline = time.monotonic() + 20
+    while len(fetch_weights_claims(alice_dht, run).rejected) < 3:
+        assert time.monotonic() < deadline, fetch_weights_claims(alice_dht, run)
+        time.sleep(0.2)
+    fetched = fetch_weights_claims(alice_dht, run)
+    assert [r.peer_id for r in fetched.records] == [alice.fingerprint]
+    reasons = " ".join(reason for _, reason in fetched.rejected)
+    assert f"claims peer {alice.fingerprint}" in reasons and "subkey says 9" in reasons and "invalid record" in reasons
+    assert honest.check() is None and honest.rejected >= 3
+    with pytest.raises(ValueError, match="publishing for run"):
+        publish_weights_claim(bob_dht, run, forged, expiration, identity=bob)
