@@ -60,6 +60,8 @@ class GossipUpdate:
         self.rounds_dropped += int(report.dropped)
         extra["resyncs"] = self.resyncs
         extra["rounds_dropped"] = self.rounds_dropped
+        consensus = getattr(self.gossip, "consensus", None)
+        extra["weights_disagreements"] = consensus.disagreements if consensus is not None else None
         if report.fingerprint is not None:
             # lets anyone check that peers at the same epoch hold the same weights
             extra["param_fingerprint"] = report.fingerprint

@@ -5,6 +5,8 @@ peers start; once they have averaged a few rounds a third peer joins late; once 
 up, one of the first peers and the coordinator are killed with SIGKILL. The survivors must
 finish their steps. Everything is read back from what the processes write (metrics.jsonl,
 exit codes) and from the coordinator's gRPC API before it dies; every wait is bounded.
+Weight equality is read from the parameter fingerprint each peer logs after every update
+(tests/integration/test_gossip_consistency.py forces the failure cases on purpose).
 """
 
 from __future__ import annotations
@@ -92,37 +94,39 @@ def tolerance(prints: dict[int, dict[int, list[float]]]) -> float:
     return 0.05 * statistics.median(step_moves)
 
 
-# the open part of issue 4: weight equality across peers is checked but not yet required
-KNOWN_DRIFT = pytest.mark.xfail(strict=False, reason=(
-    "known, issue 4 left open: after a failed averaging round hivemind applies a peer's own gradients, "
-    "and the resync after a solo update does not yet catch every case, so peers can drift apart"))
-
-
 def gap(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) for x, y in zip(a, b))
 
 
-@KNOWN_DRIFT
-def test_peers_that_share_weights_keep_sharing_them_round_after_round(scenario):
+def resynced_after(swarm: DemoSwarm, index: int, epoch: int) -> bool:
+    """Did the peer download the swarm's state (claims check) after it logged `epoch`?"""
+    rows = [r for r in train_rows(swarm, index) if "param_fingerprint" in r]
+    at = [r["resyncs"] for r in rows if r["epoch"] == epoch]
+    return bool(at) and any(r["resyncs"] > at[-1] for r in rows if r["epoch"] >= epoch)
+
+
+def test_peers_hold_the_same_weights_at_every_epoch_they_share(scenario):
     swarm, _ = scenario
     prints = {i: fingerprints(swarm, i) for i in (0, 1, 2)}
     limit = tolerance(prints)
-    # Known start-up race (see the closing note of issue 4): hivemind's tracker lists a peer only after
-    # its first gradients, so the founders may take their first update apart and stay apart until a
-    # state download. What must hold: a pair that holds the same weights at one epoch holds the same
-    # weights at every later epoch both reach, for at least three epochs of real averaging.
-    best: list[int] = []
+    disagreements = []
     for i, j in ((0, 1), (0, 2), (1, 2)):
         shared = sorted(set(prints[i]) & set(prints[j]))
-        synced = [e for e in shared if gap(prints[i][e], prints[j][e]) <= limit]
-        if not synced:
-            continue
-        after = [e for e in shared if e >= synced[0]]
-        for epoch in after:
-            assert gap(prints[i][epoch], prints[j][epoch]) <= limit, (
-                f"peer{i} and peer{j} agreed at epoch {synced[0]} but differ at epoch {epoch}")
-        best = max(best, after, key=len)
-    assert len(best) >= 3, f"no pair of peers held the same weights for three epochs: {prints}"
+        for epoch in shared:
+            if gap(prints[i][epoch], prints[j][epoch]) <= limit:
+                continue
+            # hivemind cannot promise equal updates (a reducer timing out hands out partial averages
+            # silently): such a split must be caught by the weights claims and repaired by a state download
+            assert resynced_after(swarm, i, epoch) or resynced_after(swarm, j, epoch), (
+                f"peer{i} and peer{j} differ at epoch {epoch} (gap {gap(prints[i][epoch], prints[j][epoch]):.2e}, "
+                f"limit {limit:.2e}) and neither took the swarm's state")
+            disagreements.append((i, j, epoch))
+        if shared:
+            assert gap(prints[i][shared[-1]], prints[j][shared[-1]]) <= limit, (
+                f"peer{i} and peer{j} still differ at their last shared epoch {shared[-1]}")
+    founders = set(prints[0]) & set(prints[1])
+    assert len(founders) >= 3, f"the founders shared only epochs {sorted(founders)}"
+    assert len(disagreements) <= len(founders) // 3, f"peers disagreed too often: {disagreements}"
 
 
 def test_rounds_are_compressed_averages_over_several_peers(scenario):
@@ -143,12 +147,12 @@ def test_late_joiner_downloads_state_before_training(scenario):
     assert rows[-1]["step"] == 12 and swarm.peers[2].proc.returncode == 0
 
 
-@KNOWN_DRIFT
 def test_late_joiner_holds_the_others_weights_by_its_last_shared_epoch(scenario):
     swarm, _ = scenario
     prints = {i: fingerprints(swarm, i) for i in (0, 1, 2)}
     shared = sorted(set(prints[2]) & set(prints[0]))
     assert shared, "the late joiner and peer0 never reached the same epoch"
+    assert len(shared) >= 2, f"the late joiner shared only epochs {shared} with peer0"
     last = shared[-1]
     assert gap(prints[2][last], prints[0][last]) <= tolerance(prints), f"still apart at epoch {last}"
 
