@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from node.gossip.config import GossipConfig
 from rankswarm.metrics import read_jsonl
 from rankswarm.processes import ManagedProcess, rankswarm_argv, stop_all, wait_for_json
 
@@ -59,6 +60,22 @@ def _first(rows: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
 
 def _read(path: Path) -> list[dict[str, Any]]:
     return read_jsonl(path) if path.is_file() else []
+
+
+def weights_agreement(rows_by_peer: list[list[dict[str, Any]]]) -> tuple[int, float] | None:
+    """(epoch, gap) at the last epoch every peer logged a parameter fingerprint for, where gap is the
+    largest fingerprint difference relative to the fingerprints' size (0 = identical weights);
+    None if the peers share no such epoch."""
+    prints = [{r["epoch"]: r["param_fingerprint"] for r in rows
+               if r.get("kind") == "train" and r.get("param_fingerprint")} for rows in rows_by_peer]
+    shared = set.intersection(*(set(p) for p in prints)) if prints else set()
+    if not shared:
+        return None
+    epoch = max(shared)
+    vectors = [p[epoch] for p in prints]
+    scale = max(abs(x) for v in vectors for x in v) or 1.0
+    gap = max(abs(x - y) for v in vectors[1:] for x, y in zip(vectors[0], v))
+    return epoch, gap / scale
 
 
 def _fmt(value: Any, spec: str) -> str:
@@ -202,6 +219,13 @@ class DemoSwarm:
         state = sum((_last(r, "train") or {}).get("state_bytes_received_total") or 0 for r in rows)
         if state:
             lines.append(f"state downloads (peers joining or catching up): {state / 1e6:.2f} MB")
+        if len(rows) > 1 and (agreement := weights_agreement(rows)) is not None:
+            epoch, gap = agreement
+            last = [_last(r, "train") or {} for r in rows]
+            lines.append(f"peers' weights at swarm step {epoch}: fingerprints differ by {gap:.1e} of their size "
+                         f"({'the same weights' if gap <= GossipConfig().weights_rtol else 'NOT the same weights'}); failed rounds "
+                         f"dropped {sum(m.get('rounds_dropped') or 0 for m in last)}, state resyncs "
+                         f"{sum(m.get('resyncs') or 0 for m in last)}")
         lines.append(f"coordinator rounds completed: {self.rounds}")
         return "\n".join(lines)
 
