@@ -223,7 +223,7 @@ class GradientGossip:
             self.consensus.claim(self.epoch, fingerprint)
         return fingerprint
 
-    def _resync_if_outvoted(self) -> bool:
+    def resync_if_outvoted(self) -> bool:
         """If the other peers' weights claims outvote this peer's, download the swarm's state.
 
         While it waits for the download the peer stops offering its own state, so that nobody
@@ -252,14 +252,15 @@ class GradientGossip:
         state_sent0, state_received0 = self.state_traffic.snapshot()
         allreduce0 = ALLREDUCE_SECONDS.total()
         dropped0 = self.optimizer.rounds_dropped
-        resynced = self._resync_if_outvoted()
+        resynced = self.resync_if_outvoted()
         epoch0 = self.epoch
         state_received1 = self.state_traffic.snapshot()[1]
         peers = self.num_peers()
         started = time.perf_counter()
         error = None
         try:
-            self.optimizer.step(batch_size=batch_size)
+            if not resynced:  # after a download these gradients belong to weights this peer no longer has
+                self.optimizer.step(batch_size=batch_size)
         except Exception as err:  # an averaging failure must not kill the peer: it retries next swarm step
             error = f"{type(err).__name__}: {err}"
             log.warning("swarm step failed, will retry at the next one: %s", error)

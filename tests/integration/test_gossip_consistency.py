@@ -19,6 +19,7 @@ from node.gossip.config import GossipConfig
 from node.gossip.consensus import fingerprints_agree
 from node.gossip.fingerprint import parameter_fingerprint
 from rankswarm.dht_keys import SigningIdentity, build_record_validators
+from rankswarm.dht_records import fetch_weights_claims
 from rankswarm.swarm_dht import DHTConfig, start_dht, visible_addresses
 
 pytestmark = pytest.mark.integration
@@ -122,21 +123,33 @@ def test_a_peer_whose_weights_left_the_swarms_takes_the_swarms_state(pair):
     a, b = pair
     with ThreadPoolExecutor(2) as pool:
         rounds_until(pair, pool, 1)
-        # what a partial all-reduce would do silently: one peer's weights move off the swarm's (in the
-        # optimizer's own copy, which hivemind copies into the model after every update)
+        for _ in range(20):  # bounded: one more round until both claimed the same latest epoch
+            if a.gossip.epoch == b.gossip.epoch:
+                break
+            rounds_until(pair, pool, max(a.gossip.epoch, b.gossip.epoch))
+        epoch = b.gossip.epoch
+        assert a.gossip.epoch == epoch
+        # what a partial all-reduce does silently: b's update differs, so at this epoch its weights (the
+        # optimizer's own copy, which hivemind copies into the model) and its claim differ from a's
         with torch.no_grad():
             offloaded = [p for group in b.gossip.optimizer.state_averager.optimizer.param_groups for p in group["params"]]
             for param, copy in zip(b.model.parameters(), offloaded):
                 copy.add_(1e-3 * torch.randn_like(copy))
                 param.copy_(copy)
         assert not fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
-        # at the next epoch both claim their weights, the claims disagree, and at the step after, one resyncs
-        reports = rounds_until(pair, pool, max(a.gossip.epoch, b.gossip.epoch) + 3)
-    resynced = [i for step in reports for i, r in enumerate(step) if r.resynced]
-    # a tie between two peers: the one with the larger id downloads, whichever it is
-    loser = 0 if a.identity.fingerprint > b.identity.fingerprint else 1
-    assert resynced and set(resynced) == {loser}, resynced
-    assert pair[loser].gossip.consensus.disagreements >= 1
+        b.gossip.consensus.claim(epoch, b.fingerprint())
+        deadline = time.monotonic() + 20
+        while {r.fingerprint for r in fetch_weights_claims(a.dht, a.gossip.consensus.run_id).records
+               if r.epoch == epoch} != {tuple(a.fingerprint()), tuple(b.fingerprint())}:
+            assert time.monotonic() < deadline, "b's new claim never reached a"
+            time.sleep(0.2)
+        # a tie between two peers: the one with the larger id takes the other's state, whichever it is
+        loser = 0 if a.identity.fingerprint > b.identity.fingerprint else 1
+        assert [peer.gossip.resync_if_outvoted() for peer in pair] == [index == loser for index in (0, 1)]
+        assert pair[loser].gossip.consensus.disagreements == 1 and pair[1 - loser].gossip.consensus.disagreements == 0
+        assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+        # and they go on averaging from the same weights
+        rounds_until(pair, pool, max(a.gossip.epoch, b.gossip.epoch) + 2)
     assert a.gossip.epoch == b.gossip.epoch
     assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
 
