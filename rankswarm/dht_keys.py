@@ -7,6 +7,7 @@ Keys (one set per run id; `run` matches RUN_ID_PATTERN):
 | `<run>.meta_signals`  | every peer        | `[owner:<peer key>]#<step>`            | MetaSignalRecord          |
 | `<run>.balance`       | the coordinator   | `[owner:<coordinator key>]`            | BalanceRecord             |
 | `<run>.peer_status`   | every peer        | `[owner:<peer key>]`                   | PeerStatusRecord          |
+| `<run>.weights`       | every peer        | `[owner:<peer key>]#<epoch>`           | WeightsClaimRecord        |
 
 Ownership is enforced inside hivemind: every process runs `RSASignatureValidator`, which
 refuses a record whose subkey names an RSA public key unless the value is signed with the
@@ -17,7 +18,8 @@ Both run when a node stores a record for someone and when a node reads records b
 
 Meta-signals get one subkey per (peer, step) rather than one per peer, so a coordinator
 whose round is slower than the peers' steps still sees every step until it expires (a
-per-peer subkey would keep only the latest step).
+per-peer subkey would keep only the latest step). Weights claims are per (peer, epoch) for the
+same reason: a peer compares its claim with the others' at the same epoch, even if they moved on.
 
 A peer learns which balance subkey to trust from the coordinator key's fingerprint, given
 in its config; the coordinator prints it at start and serves it in GetSwarmState.

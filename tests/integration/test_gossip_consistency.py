@@ -38,7 +38,9 @@ class Peer:
         torch.manual_seed(0)  # every peer starts from the same weights, as the embedded model does
         self.model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4))
         self.data = torch.Generator().manual_seed(seed)  # but sees its own batches
-        cfg = GossipConfig(target_batch_size=2 * BATCH, matchmaking_time=1.5, averaging_timeout=10,
+        # matchmaking_time above hivemind's 3 s request timeout, as its matchmaking asks; shorter ones
+        # kept failing to form groups on a loaded 2-core machine
+        cfg = GossipConfig(target_batch_size=2 * BATCH, matchmaking_time=4.0, averaging_timeout=15,
                            load_state_timeout=20, peer_expiration_s=6, average_state_every=10_000)
         self.gossip = GradientGossip(self.dht, self.model.parameters(),
                                      lambda params: torch.optim.AdamW(params, lr=1e-2), cfg, run_id=run,
@@ -77,7 +79,7 @@ def step_together(peers, pool):
     return [future.result(timeout=60) for future in [pool.submit(p.local_step) for p in peers]]
 
 
-def rounds_until(peers, pool, epoch: int, timeout: float = 90.0):
+def rounds_until(peers, pool, epoch: int, timeout: float = 150.0):
     """Step all peers together, a local step every STEP_SECONDS or so, until each has reached `epoch`."""
     reports, deadline = [], time.monotonic() + timeout
     while min(p.gossip.epoch for p in peers) < epoch:
