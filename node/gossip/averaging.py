@@ -7,8 +7,9 @@ gradients and apply the same averaged update with identical optimizer state, so 
 weights stay equal up to float error. A round that fails to average applies nothing
 (`_AllOrNothingOptimizer`): the peers that did average move to the next epoch and the
 others download their state before the next step; a late joiner does so before its first
-step. A peer that dies mid-round costs the others that round only: the all-reduce times out
-after `averaging_timeout` and they retry at the next swarm step. After every update the peer
+step. A peer that dies mid-round costs the others that round: the all-reduce times out after
+`averaging_timeout` and they retry at the next swarm step (a lone survivor steps alone once the
+dead peer's progress record has expired, `gossip.peer_expiration_s`). After every update the peer
 claims its weights in the DHT, and a peer outvoted by the others' claims takes the swarm's
 state (node.gossip.consensus): what hivemind cannot promise, the claims check.
 """

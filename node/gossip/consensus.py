@@ -64,7 +64,7 @@ class WeightsConsensus:
         self.history = history
         self._mine: OrderedDict[int, tuple[float, ...]] = OrderedDict()  # epoch -> fingerprint, oldest first
         self.disagreements = 0  # checks that found this peer outvoted
-        self.rejected = 0  # malformed or forged claims seen
+        self.rejected = 0  # malformed or forged claims, summed over checks (one stays until it expires)
 
     def claim(self, epoch: int, fingerprint: Sequence[float]) -> None:
         """Record and publish (without waiting) the weights this peer holds at `epoch`."""
