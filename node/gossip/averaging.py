@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class GossipStepReport:
-    applied: bool  # a swarm (or solo) optimizer step happened during this call
+    applied: bool  # a swarm (or solo) optimizer update happened during this call (not a state download)
     epoch: int  # the swarm step count after this call
     num_peers: int  # peers the tracker currently sees (including this one)
     bytes_sent: int  # all-reduce payload bytes sent during this call
@@ -270,11 +270,13 @@ class GradientGossip:
         sent, received = self.traffic.snapshot()
         state_sent, state_received = self.state_traffic.snapshot()
         allreduce = min(ALLREDUCE_SECONDS.total() - allreduce0, elapsed)
-        applied = self.epoch > epoch0
+        # hivemind's step either updates or, when this peer is behind, downloads the swarm's state
+        downloaded = state_received > state_received1
+        applied = self.epoch > epoch0 and not downloaded
         averaged = applied and sent > sent0
         fingerprint = None
-        if applied or state_received > state_received1:  # an update, or hivemind's own catch-up download
-            fingerprint = self._claim_weights(downloaded=state_received > state_received1)
+        if applied or downloaded:
+            fingerprint = self._claim_weights(downloaded=downloaded)
         elif resynced:
             fingerprint = parameter_fingerprint(self.params)
         return GossipStepReport(
