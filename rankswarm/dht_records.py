@@ -314,6 +314,15 @@ def _parse_owned(key: str, raw: dict, model: type[RecordT], run: str,
     return result
 
 
+def _fetch_owned(dht, key: str, model: type[RecordT], run: str, check: Callable[[RecordT, Any], str | None],
+                 timeout: float) -> FetchResult[RecordT]:
+    """Read `key` and validate every subkey's record (see _parse_owned); unreachable if the read failed."""
+    raw = _get_dict(dht, key, timeout)
+    if raw is None:
+        return FetchResult(reachable=False)
+    return _parse_owned(key, raw, model, run, check)
+
+
 def _claims_owner(record, owned) -> str | None:
     if record.peer_id != owned.owner:
         return f"record claims peer {record.peer_id} but is signed by {owned.owner}"
@@ -348,11 +357,7 @@ def _meta_signal_check(step: int | None):
 def fetch_meta_signals(dht, run: str, step: int | None = None, *,
                        timeout: float = DHT_CALL_TIMEOUT) -> FetchResult[MetaSignalRecord]:
     """All live meta-signal records of `run` (only those of `step` if given), validated."""
-    key = meta_signals_key(run)
-    raw = _get_dict(dht, key, timeout)
-    if raw is None:
-        return FetchResult(reachable=False)
-    result = _parse_owned(key, raw, MetaSignalRecord, run, _meta_signal_check(step))
+    result = _fetch_owned(dht, meta_signals_key(run), MetaSignalRecord, run, _meta_signal_check(step), timeout)
     if step is not None:
         result.records = [r for r in result.records if r.step == step]
     result.records.sort(key=lambda r: (r.peer_id, r.step))
@@ -416,16 +421,11 @@ def publish_peer_status(dht, run: str, record: PeerStatusRecord, expiration_time
 
 def fetch_peer_statuses(dht, run: str, *, timeout: float = DHT_CALL_TIMEOUT) -> FetchResult[PeerStatusRecord]:
     """Every live, valid peer status of `run`."""
-    key = peer_status_key(run)
-    raw = _get_dict(dht, key, timeout)
-    if raw is None:
-        return FetchResult(reachable=False)
-
     def check(record: PeerStatusRecord, owned) -> str | None:
         if owned.step is not None:
             return "status subkeys carry no step"
         return _claims_owner(record, owned)
-    return _parse_owned(key, raw, PeerStatusRecord, run, check)
+    return _fetch_owned(dht, peer_status_key(run), PeerStatusRecord, run, check, timeout)
 
 
 # ---------------------------------------------------------------- weights claims (peers write, peers read)
@@ -448,16 +448,11 @@ def publish_weights_claim(dht, run: str, record: WeightsClaimRecord, expiration_
 
 def fetch_weights_claims(dht, run: str, *, timeout: float = DHT_CALL_TIMEOUT) -> FetchResult[WeightsClaimRecord]:
     """Every live, valid weights claim of `run` (all peers, all recent epochs)."""
-    key = weights_key(run)
-    raw = _get_dict(dht, key, timeout)
-    if raw is None:
-        return FetchResult(reachable=False)
-
     def check(record: WeightsClaimRecord, owned) -> str | None:
         if owned.step is None or owned.step != record.epoch:
             return f"claim says epoch {record.epoch} but its subkey says {owned.step}"
         return _claims_owner(record, owned)
-    return _parse_owned(key, raw, WeightsClaimRecord, run, check)
+    return _fetch_owned(dht, weights_key(run), WeightsClaimRecord, run, check, timeout)
 
 
 # ---------------------------------------------------------------- polling with backoff and a deadline
