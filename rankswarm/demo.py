@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from node.gossip.config import GossipConfig
+from node.gossip.consensus import fingerprint_gap
 from rankswarm.metrics import read_jsonl
 from rankswarm.processes import ManagedProcess, rankswarm_argv, stop_all, wait_for_json
 
@@ -64,7 +65,7 @@ def _read(path: Path) -> list[dict[str, Any]]:
 
 def weights_agreement(rows_by_peer: list[list[dict[str, Any]]]) -> tuple[int, float] | None:
     """(epoch, gap) at the last epoch every peer logged a parameter fingerprint for, where gap is the
-    largest fingerprint difference relative to the fingerprints' size (0 = identical weights);
+    largest `fingerprint_gap` between the first peer and another (0 = identical weights);
     None if the peers share no such epoch."""
     prints = [{r["epoch"]: r["param_fingerprint"] for r in rows
                if r.get("kind") == "train" and r.get("param_fingerprint")} for rows in rows_by_peer]
@@ -72,10 +73,8 @@ def weights_agreement(rows_by_peer: list[list[dict[str, Any]]]) -> tuple[int, fl
     if not shared:
         return None
     epoch = max(shared)
-    vectors = [p[epoch] for p in prints]
-    scale = max(abs(x) for v in vectors for x in v) or 1.0
-    gap = max(abs(x - y) for v in vectors[1:] for x, y in zip(vectors[0], v))
-    return epoch, gap / scale
+    first, *others = [p[epoch] for p in prints]
+    return epoch, max((fingerprint_gap(first, other) for other in others), default=0.0)
 
 
 def _fmt(value: Any, spec: str) -> str:

@@ -24,12 +24,18 @@ from rankswarm.dht_records import WeightsClaimRecord, fetch_weights_claims, publ
 log = logging.getLogger(__name__)
 
 
+def fingerprint_gap(a: Sequence[float], b: Sequence[float]) -> float:
+    """Largest difference between two fingerprints, as a share of their largest component
+    (inf if they cannot be compared)."""
+    if len(a) != len(b) or not a:
+        return float("inf")
+    scale = max(max(abs(x) for x in a), max(abs(x) for x in b), 1e-30)
+    return max(abs(x - y) for x, y in zip(a, b)) / scale
+
+
 def fingerprints_agree(a: Sequence[float], b: Sequence[float], rtol: float) -> bool:
     """True if two fingerprints differ by at most `rtol` of the larger one's largest component."""
-    if len(a) != len(b) or not a:
-        return False
-    scale = max(max(abs(x) for x in a), max(abs(x) for x in b), 1e-30)
-    return max(abs(x - y) for x, y in zip(a, b)) <= rtol * scale
+    return fingerprint_gap(a, b) <= rtol
 
 
 def outvoted(me: str, claims: Mapping[str, Sequence[float]], rtol: float) -> bool:
