@@ -66,9 +66,10 @@ def _read(path: Path) -> list[dict[str, Any]]:
 def weights_agreement(rows_by_peer: list[list[dict[str, Any]]]) -> tuple[int, float] | None:
     """(epoch, gap) at the last epoch every peer logged a parameter fingerprint for, where gap is the
     largest `fingerprint_gap` between the first peer and another (0 = identical weights);
-    None if the peers share no such epoch."""
+    None if the peers share no such epoch. A peer's settle row (its weights after the last step,
+    logged last) stands for its epoch over the train row before it."""
     prints = [{r["epoch"]: r["param_fingerprint"] for r in rows
-               if r.get("kind") == "train" and r.get("param_fingerprint")} for rows in rows_by_peer]
+               if r.get("kind") in ("train", "settle") and r.get("param_fingerprint")} for rows in rows_by_peer]
     shared = set.intersection(*(set(p) for p in prints)) if prints else set()
     if not shared:
         return None

@@ -52,6 +52,16 @@ class GossipStepReport:
     error: str | None = None
 
 
+@dataclass
+class SettleReport:
+    settled: bool  # every other live peer claimed the same weights at this peer's final epoch (or none is left)
+    epoch: int
+    peers: int  # live peers at the end, this one included
+    downloads: int  # state downloads while settling (behind, or outvoted in the last round)
+    seconds: float
+    fingerprint: list[float]
+
+
 def _grad_averager_factory(cfg: GossipConfig):
     if cfg.compression != "powersgd":
         return None  # hivemind's default dense GradientAverager
@@ -118,6 +128,39 @@ class _AllOrNothingOptimizer(hivemind.Optimizer):
         if self._drop_round:
             self.rounds_dropped += 1
             log.info("averaging round at epoch %d failed: applied nothing", self.local_epoch)
+
+    def load_state_from_peers(self, **kwargs):
+        """hivemind's download, except that the state keeps the epoch it was downloaded at.
+
+        When the swarm has just moved to epoch E, hivemind labels a download of epoch E-1 as E
+        ("catching up"), yet the weights are the donor's E-1 ones; the peer then claims weights
+        for an epoch they do not belong to and its next update diverges from the swarm's. Kept
+        at E-1, the peer is plainly behind and downloads again at its next step."""
+        averager = self.state_averager
+        load = averager.load_state_from_peers
+        loaded_epochs = []
+
+        def load_and_note_epoch(*args, **kw):
+            result = load(*args, **kw)
+            loaded_epochs.append(averager.local_epoch)
+            return result
+
+        averager.load_state_from_peers = load_and_note_epoch
+        try:
+            super().load_state_from_peers(**kwargs)
+        finally:
+            del averager.load_state_from_peers  # back to the class's method
+        if not loaded_epochs or self.local_epoch == loaded_epochs[-1]:
+            return
+        true_epoch = loaded_epochs[-1]
+        log.info("downloaded the state of epoch %d (the swarm is at %d)", true_epoch, self.local_epoch)
+        averager.local_epoch = true_epoch
+        self.tracker.report_local_progress(local_epoch=true_epoch, samples_accumulated=0)
+        if not self.client_mode:
+            averager.state_sharing_priority = true_epoch
+            if self.use_gradient_averaging:
+                self.grad_averager.state_sharing_priority = true_epoch
+        self._should_check_synchronization_on_update = True  # hivemind then downloads the newer state
 
 
 class GradientGossip:
@@ -286,6 +329,50 @@ class GradientGossip:
             averaging_seconds=elapsed, allreduce_seconds=allreduce, waiting_seconds=elapsed - allreduce,
             dropped=self.optimizer.rounds_dropped > dropped0, resynced=resynced, fingerprint=fingerprint,
             error=error)
+
+    def settle(self, timeout_s: float | None = None, poll_s: float = 0.5) -> SettleReport:
+        """After this peer's last step: leave with the swarm's weights.
+
+        Nobody steps after the last round, so a split there would never reach the claims check.
+        Until every other live peer at this peer's epoch claims the same weights there (or
+        `timeout_s`, default `gossip.settle_timeout_s`), the peer downloads the swarm's state when
+        another peer is ahead or the claims outvote it, and otherwise waits, still serving its
+        state, for the peers of its last round to claim theirs (an outvoted one re-claims after
+        its download). Peers behind are not waited for: they may be dead, and blocking here would
+        stall a swarm that is still training (its solo rounds are dropped while we are alive)."""
+        timeout_s = self.cfg.settle_timeout_s if timeout_s is None else timeout_s
+        started = time.monotonic()
+        deadline = started + timeout_s
+        mine = getattr(self.optimizer.tracker, "_local_public_key", b"")
+        downloads, others = 0, {}
+        self._claim_weights(downloaded=False)  # the last round may have been dropped: claim what we hold
+        settled = False
+        while True:
+            try:
+                others = {key: epoch for key, epoch in self._progress_epochs().items() if key != mine}
+                if not others:
+                    settled = True
+                elif max(others.values()) > self.epoch:
+                    downloads += int(self.load_state_from_peers(force=True))
+                elif self.consensus is None:
+                    settled = True  # nobody is ahead, and without claims there is nothing to compare
+                elif self.resync_if_outvoted():
+                    downloads += 1
+                else:
+                    # peers behind (lagging, or dead until their record expires) are not waited for: the
+                    # peers that shared this last round are the ones that can have split from us
+                    level = sum(epoch == self.epoch for epoch in others.values())
+                    settled = self.consensus.agreeing_peers(self.epoch) >= level
+            except Exception as err:  # network boundary: try again until the deadline
+                log.warning("could not compare weights with the swarm: %s", err)
+            if settled or time.monotonic() + poll_s > deadline:
+                break
+            time.sleep(poll_s)
+        if not settled:
+            log.warning("could not confirm within %.0fs that this peer holds the swarm's weights (%d other peers)",
+                        timeout_s, len(others))
+        return SettleReport(settled=settled, epoch=self.epoch, peers=len(others) + 1, downloads=downloads,
+                            seconds=time.monotonic() - started, fingerprint=parameter_fingerprint(self.params))
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad()

@@ -45,5 +45,9 @@ class GossipConfig(BaseModel):
         "weights after fp32 averaging differ by 1e-9 to 3e-8; a round in which one peer got 98.8% of the "
         "average left it 6.5e-6 apart, and one AdamW step of the embedded model at lr 3e-5 moves a "
         "fingerprint by about 1.5e-3. Raise it with wire_precision=fp16, whose peers drift apart."))
+    settle_timeout_s: float = Field(30.0, ge=0, le=3600, description=(
+        "After its last step a peer waits up to this long until every other live peer claims the same "
+        "weights at its epoch, downloading the swarm's state if it is behind or outvoted, and serving its "
+        "own to peers that are; a split in the last round is repaired there. 0: leave at once."))
     weights_claim_ttl_s: float = Field(120.0, gt=0, le=3600, description="How long a weights claim stays in the DHT.")
     verbose: bool = Field(False, description="Log hivemind's per-step progress.")

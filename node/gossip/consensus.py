@@ -91,6 +91,17 @@ class WeightsConsensus:
         """Drop this peer's claims: its weights were just replaced (state download)."""
         self._mine.clear()
 
+    def agreeing_peers(self, epoch: int) -> int:
+        """How many other peers claim, for `epoch`, weights that agree with this peer's claim there."""
+        mine = self._mine.get(epoch)
+        if mine is None:
+            return 0
+        fetched = fetch_weights_claims(self.dht, self.run_id)
+        self.rejected += len(fetched.rejected)
+        return sum(1 for record in fetched.records
+                   if record.peer_id != self.identity.fingerprint and record.epoch == epoch
+                   and fingerprints_agree(record.fingerprint, mine, self.rtol))
+
     def check(self) -> int | None:
         """The latest epoch at which both this peer and another claimed weights, if this peer lost there."""
         if not self._mine:

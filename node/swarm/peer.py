@@ -146,6 +146,18 @@ class Node:
         if loader is not None and self.cfg.dht.initial_peers and loader():
             log.info("downloaded the swarm's current state before the first step")
 
+    def _after_last_step(self) -> None:
+        settle = getattr(self.trainer.update, "settle", None)
+        if settle is None:
+            return
+        row = settle()
+        self.trainer.metrics.log({"kind": "settle", "step": self.trainer.step, **row})
+        if row["settled"]:
+            print(f"ended with the swarm's weights at swarm step {row['epoch']} ({row['num_peers']} peers)", flush=True)
+        else:
+            print(f"could not confirm the swarm's weights at swarm step {row['epoch']} within "
+                  f"{self.cfg.gossip.settle_timeout_s:.0f}s (gossip.settle_timeout_s)", flush=True)
+
     def _on_step(self, report: StepReport) -> None:
         cfg = self.cfg
         self.rollouts_done += cfg.algo.prompts_per_step * cfg.sampling.group_size
@@ -218,7 +230,8 @@ class Node:
 
     # -- lifecycle ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        return self.trainer.run(on_step=self._on_step, before_first_step=self._before_first_step)
+        return self.trainer.run(on_step=self._on_step, before_first_step=self._before_first_step,
+                                after_last_step=self._after_last_step)
 
     def stop(self) -> None:
         if self.publisher is not None:

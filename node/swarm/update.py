@@ -31,6 +31,12 @@ class GossipUpdate:
     def load_state_from_peers(self) -> bool:
         return self.gossip.load_state_from_peers()
 
+    def settle(self) -> dict:
+        """After the last step: end with the swarm's weights (`GradientGossip.settle`); a metrics row."""
+        report = self.gossip.settle()
+        return {"settled": report.settled, "epoch": report.epoch, "num_peers": report.peers,
+                "settle_downloads": report.downloads, "time_settling": report.seconds,
+                "param_fingerprint": report.fingerprint, **self.gossip.traffic_totals()}
 
     def shutdown(self) -> None:
         self.gossip.shutdown()

@@ -180,11 +180,13 @@ class Trainer:
 
     # -- the driver loop -------------------------------------------------------------------
     def run(self, on_step: Callable[[StepReport], None] | None = None,
-            before_first_step: Callable[[], None] | None = None) -> dict[str, Any]:
+            before_first_step: Callable[[], None] | None = None,
+            after_last_step: Callable[[], None] | None = None) -> dict[str, Any]:
         """Train until `steps` (or `max_minutes`), evaluating and checkpointing on schedule.
 
         `before_first_step` runs after the start evaluation (a swarm peer downloads state there);
-        `on_step` sees every step's report (a swarm peer publishes its meta-signal there)."""
+        `on_step` sees every step's report (a swarm peer publishes its meta-signal there);
+        `after_last_step` runs before the final evaluation (a swarm peer settles its weights there)."""
         cfg = self.cfg
         resumed = cfg.checkpoint.resume and self.resume()
         started = time.monotonic()
@@ -208,6 +210,8 @@ class Trainer:
                 self._log_eval(self.evaluate())
             if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
                 self.save()
+        if after_last_step is not None:
+            after_last_step()
         final_eval = self.evaluate()
         self._log_eval(final_eval)
         self.save()

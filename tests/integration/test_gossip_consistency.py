@@ -138,22 +138,8 @@ def test_a_peer_whose_weights_left_the_swarms_takes_the_swarms_state(pair):
     a, b = pair
     with ThreadPoolExecutor(2) as pool:
         rounds_until(pair, pool, 1)
-        epoch = b.gossip.epoch
-        assert a.gossip.epoch == epoch
-        # what a partial all-reduce does silently: b's update differs, so at this epoch its weights (the
-        # optimizer's own copy, which hivemind copies into the model) and its claim differ from a's
-        with torch.no_grad():
-            offloaded = [p for group in b.gossip.optimizer.state_averager.optimizer.param_groups for p in group["params"]]
-            for param, copy in zip(b.model.parameters(), offloaded):
-                copy.add_(1e-3 * torch.randn_like(copy))
-                param.copy_(copy)
-        assert not fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
-        b.gossip.consensus.claim(epoch, b.fingerprint())
-        deadline = time.monotonic() + 20
-        while {r.fingerprint for r in fetch_weights_claims(a.dht, a.gossip.consensus.run_id).records
-               if r.epoch == epoch} != {tuple(a.fingerprint()), tuple(b.fingerprint())}:
-            assert time.monotonic() < deadline, "b's new claim never reached a"
-            time.sleep(0.2)
+        assert a.gossip.epoch == b.gossip.epoch
+        split_at_this_epoch(a, b)
         # a tie between two peers: the one with the larger id takes the other's state, whichever it is
         loser = 0 if a.identity.fingerprint > b.identity.fingerprint else 1
         assert [peer.gossip.resync_if_outvoted() for peer in pair] == [index == loser for index in (0, 1)]
@@ -177,3 +163,80 @@ def test_a_peer_left_alone_keeps_training(pair):
         a.local_step()
         time.sleep(STEP_SECONDS)
     assert a.gossip.num_peers() == 1
+
+
+def test_a_download_keeps_the_epoch_of_the_weights_it_brought(pair, monkeypatch):
+    a, b = pair
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, 1)
+    epoch = a.gossip.epoch
+    # the moment of the race: the swarm reports the next epoch while the donor still holds this one's
+    # weights. hivemind would label the download epoch + 1 ("catching up"); the weights say otherwise.
+    tracker_type = type(b.gossip.optimizer.tracker)
+    monkeypatch.setattr(tracker_type, "global_epoch", property(lambda tracker: epoch + 1))
+    assert b.gossip.load_state_from_peers(force=True)
+    assert b.gossip.epoch == epoch
+    assert b.gossip.optimizer.tracker.local_progress.epoch == epoch, "the swarm was told another epoch"
+    assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+    monkeypatch.undo()
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, epoch + 2)
+    assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+
+
+def split_at_this_epoch(a, b):
+    """What a partial all-reduce does silently: b's update differs, so at this epoch its weights (the
+    optimizer's own copy, which hivemind copies into the model) and its claim differ from a's."""
+    epoch = b.gossip.epoch
+    with torch.no_grad():
+        offloaded = [p for group in b.gossip.optimizer.state_averager.optimizer.param_groups for p in group["params"]]
+        for param, copy in zip(b.model.parameters(), offloaded):
+            copy.add_(1e-3 * torch.randn_like(copy))
+            param.copy_(copy)
+    assert not fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+    b.gossip.consensus.claim(epoch, b.fingerprint())
+    deadline = time.monotonic() + 20
+    while {r.fingerprint for r in fetch_weights_claims(a.dht, a.gossip.consensus.run_id).records
+           if r.epoch == epoch} != {tuple(a.fingerprint()), tuple(b.fingerprint())}:
+        assert time.monotonic() < deadline, "b's new claim never reached a"
+        time.sleep(0.2)
+
+
+def test_a_split_in_the_last_round_is_repaired_while_settling(pair):
+    a, b = pair
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, 1)
+        split_at_this_epoch(a, b)
+        # neither peer steps again: both settle at once, as peers do after their last step
+        reports = [f.result(timeout=60) for f in [pool.submit(p.gossip.settle, 30.0) for p in pair]]
+    assert all(r.settled for r in reports), reports
+    loser = 0 if a.identity.fingerprint > b.identity.fingerprint else 1
+    assert reports[loser].downloads >= 1 and reports[1 - loser].downloads == 0
+    assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+    assert reports[0].fingerprint == a.fingerprint() and reports[0].epoch == reports[1].epoch
+
+
+def test_a_peer_behind_at_its_last_step_takes_the_newest_state_while_settling(pair):
+    a, b = pair
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, 2)
+    # b's last round was dropped and it stopped: it holds (and says it holds) the previous epoch's weights.
+    # a does not wait for it, but while a is alive b takes a's state
+    b.gossip.optimizer.state_averager.local_epoch -= 1
+    b.gossip.optimizer.tracker.report_local_progress(b.gossip.epoch, 0)
+    with torch.no_grad():
+        for param in b.model.parameters():
+            param.add_(1e-3)
+    with ThreadPoolExecutor(2) as pool:
+        reports = [f.result(timeout=60) for f in [pool.submit(p.gossip.settle, 30.0) for p in pair]]
+    assert all(r.settled for r in reports), reports
+    assert reports[1].downloads >= 1 and reports[0].downloads == 0
+    assert a.gossip.epoch == b.gossip.epoch
+    assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+
+
+def test_a_peer_alone_settles_at_once(pair):
+    a, b = pair
+    b.close()  # shut down cleanly: its progress record is withdrawn
+    report = a.gossip.settle(30.0)
+    assert report.settled and report.downloads == 0 and report.seconds < 20

@@ -23,3 +23,13 @@ def test_apart_weights_show_their_gap_and_no_shared_epoch_gives_none():
     assert weights_agreement([[row(1, [1.0])], [row(2, [1.0])]]) is None
     assert weights_agreement([[row(1, [1.0])], [row(1, None)]]) is None
     assert weights_agreement([]) is None
+
+
+def test_a_settle_row_stands_for_its_epoch():
+    # a peer that lost the last round (train row apart) and repaired it while settling
+    peer0 = [row(5, [1.0, 2.0]), row(5, [1.0, 2.0], kind="settle")]
+    peer1 = [row(5, [1.0, 2.5]), row(5, [1.0, 2.0], kind="settle")]
+    assert weights_agreement([peer0, peer1]) == (5, 0.0)
+    # a peer behind at its last step that downloaded the newer state while settling
+    peer2 = [row(4, [0.5, 2.0]), row(5, [1.0, 2.0], kind="settle")]
+    assert weights_agreement([peer0, peer2]) == (5, 0.0)
