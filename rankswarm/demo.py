@@ -216,7 +216,9 @@ class DemoSwarm:
         if sent:
             lines.append(f"gradient bytes sent {sent / 1e6:.2f} MB vs {dense / 1e6:.2f} MB dense fp32 "
                          f"({dense / sent:.0f}x fewer, {(dense - sent) / 1e6:.2f} MB saved)")
-        state = sum((_last(r, "train") or {}).get("state_bytes_received_total") or 0 for r in rows)
+        # a peer's settle row (after its last step) carries its final traffic totals
+        state = sum((_last(r, "settle") or _last(r, "train") or {}).get("state_bytes_received_total") or 0
+                    for r in rows)
         if state:
             lines.append(f"state downloads (peers joining or catching up): {state / 1e6:.2f} MB")
         if len(rows) > 1 and (agreement := weights_agreement(rows)) is not None:
@@ -225,7 +227,8 @@ class DemoSwarm:
             lines.append(f"peers' weights at swarm step {epoch}: fingerprints differ by {gap:.1e} of their size "
                          f"({'the same weights' if gap <= GossipConfig().weights_rtol else 'NOT the same weights'}); failed rounds "
                          f"dropped {sum(m.get('rounds_dropped') or 0 for m in last)}, state resyncs "
-                         f"{sum(m.get('resyncs') or 0 for m in last)}")
+                         f"{sum(m.get('resyncs') or 0 for m in last)}, downloads while leaving "
+                         f"{sum((_last(r, 'settle') or {}).get('settle_downloads') or 0 for r in rows)}")
         lines.append(f"coordinator rounds completed: {self.rounds}")
         return "\n".join(lines)
 

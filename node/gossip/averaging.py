@@ -188,6 +188,7 @@ class GradientGossip:
             dht=dht, run_id=f"{run_id}_gossip", target_batch_size=cfg.target_batch_size,
             batch_size_per_step=batch_size_per_step, optimizer=optimizer_factory, params=self.params,
             matchmaking_time=cfg.matchmaking_time, averaging_timeout=cfg.averaging_timeout,
+            next_chunk_timeout=cfg.next_chunk_timeout,
             load_state_timeout=cfg.load_state_timeout, average_state_every=cfg.average_state_every,
             use_local_updates=False, grad_averager_factory=_grad_averager_factory(cfg),
             grad_compression=_codec(cfg), state_averaging_compression=CountingCompression(Float16Compression()),

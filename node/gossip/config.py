@@ -27,6 +27,10 @@ class GossipConfig(BaseModel):
         "Seconds peers wait to form an averaging group at each swarm step."))
     averaging_timeout: float = Field(60.0, gt=0, le=3600, description=(
         "Seconds an averaging round may take before the peers give up on it and retry next step."))
+    next_chunk_timeout: float = Field(10.0, gt=0, le=3600, description=(
+        "Seconds a group member may go silent mid all-reduce before the others drop it (a reducer gets twice "
+        "this). hivemind's default, the matchmaking time, is too short on loaded machines: a dropped reducer "
+        "hands out partial averages, and the peers' weights split until the claims check repairs them."))
     load_state_timeout: float = Field(120.0, gt=0, le=3600, description="Seconds a late joiner waits for state.")
     average_state_every: int = Field(50, ge=1, description=(
         "Every N swarm steps peers also average parameters (fp16) to remove float drift; its bytes are counted."))

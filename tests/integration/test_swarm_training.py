@@ -164,6 +164,19 @@ def test_survivors_hold_the_same_weights_at_their_last_shared_epoch(scenario):
     assert gap(prints[2][last], prints[0][last]) <= tolerance(prints), f"still apart at epoch {last}"
 
 
+def test_each_survivor_leaves_with_the_swarms_weights(scenario):
+    swarm, _ = scenario
+    settled = {i: [r for r in swarm.peer_rows(i) if r.get("kind") == "settle"] for i in (0, 2)}
+    for index, rows in settled.items():
+        assert len(rows) == 1 and rows[0]["settled"], f"peer{index} settle rows: {rows}"
+    # the late joiner left first, while peer0 still trained: peer0 held the same weights at that epoch
+    joiner = settled[2][0]
+    peer0 = {r["epoch"]: r["param_fingerprint"] for r in swarm.peer_rows(0) if r.get("param_fingerprint")}
+    assert joiner["epoch"] in peer0, f"peer0 never logged epoch {joiner['epoch']}"
+    prints = {i: fingerprints(swarm, i) for i in (0, 1, 2)}
+    assert gap(joiner["param_fingerprint"], peer0[joiner["epoch"]]) <= tolerance(prints)
+
+
 def test_survivors_keep_training_after_a_peer_and_the_coordinator_die(scenario):
     swarm, facts = scenario
     assert swarm.peers[1].proc.returncode != 0  # killed
