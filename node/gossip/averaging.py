@@ -6,12 +6,13 @@ that are ready form a group, all-reduce their (PowerSGD-compressed, error-fed-ba
 gradients and apply the same averaged update with identical optimizer state, so their
 weights stay equal up to float error. A round that fails to average applies nothing
 (`_AllOrNothingOptimizer`): the peers that did average move to the next epoch and the
-others download their state before the next step; a late joiner does so before its first
-step. A peer that dies mid-round costs the others that round: the all-reduce times out after
+others download their state before the next step, labelled with the epoch its weights belong
+to; a late joiner does so before its first step. A peer that dies mid-round costs the others that round: the all-reduce times out after
 `averaging_timeout` and they retry at the next swarm step (a lone survivor steps alone once the
 dead peer's progress record has expired, `gossip.peer_expiration_s`). After every update the peer
 claims its weights in the DHT, and a peer outvoted by the others' claims takes the swarm's
-state (node.gossip.consensus): what hivemind cannot promise, the claims check.
+state (node.gossip.consensus): what hivemind cannot promise, the claims check. After its last
+step a peer settles (`settle`), so that a split in the last round is repaired as well.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ import torch
 from node.gossip.config import GossipConfig
 from node.gossip.consensus import WeightsConsensus
 from node.gossip.fingerprint import parameter_fingerprint
-from node.gossip.traffic import ALLREDUCE_SECONDS, STATE_SYNC, CountingCompression, install_traffic_counter
+from node.gossip.traffic import (ALLREDUCE_SECONDS, PARTIAL_ALLREDUCES, STATE_SYNC, CountingCompression,
+                                 install_traffic_counter)
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +83,10 @@ class _AllOrNothingOptimizer(hivemind.Optimizer):
     """`hivemind.Optimizer`, except that a round that fails to average applies nothing.
 
     hivemind falls back to a peer's own gradients when its all-reduce fails or its tracker sees
-    nobody to average with, and that peer's weights then leave the swarm's. Here such a round is
-    dropped while other peers are alive: no optimizer step, no new epoch, its gradients discarded.
+    nobody to average with, and it reports success when a reducer failed and some parts of the
+    average are this peer's own values; either way the peer's weights would leave the swarm's.
+    Here such a round is dropped while other peers are alive: no optimizer step, no new epoch,
+    its gradients discarded.
     If the others did average, this peer is now an epoch behind and hivemind downloads their state
     at its next step; if nobody did, everyone retries with fresh gradients. A peer with no other
     live progress record in the DHT is alone and still steps alone.
@@ -92,6 +96,7 @@ class _AllOrNothingOptimizer(hivemind.Optimizer):
         self._others_alive = others_alive
         self._drop_round = False
         self.rounds_dropped = 0
+        self.rounds_partial = 0  # of those, rounds whose all-reduce came back with parts missing
         super().__init__(*args, **kwargs)
 
     def _load_local_gradients_into_optimizer(self):
@@ -108,11 +113,20 @@ class _AllOrNothingOptimizer(hivemind.Optimizer):
 
     def _update_global_epoch(self, grad_scaler) -> None:
         self._drop_round = False
+        # the round's all-reduce is triggered below. The count is per process (one peer per process in
+        # `rankswarm node`; peers sharing a process, as in tests, also drop each other's partial rounds,
+        # which costs a download, never a split), and a delayed state average that ends partial in this
+        # window drops the round as well: its parameters are off too.
+        partials_before = PARTIAL_ALLREDUCES.count()
         averager = self.state_averager
         step = averager.step
 
         def step_unless_dropped(*args, **kwargs):
             # hivemind ends a round with one state_averager.step(increment_epoch=True, optimizer_step=...)
+            if (kwargs.get("increment_epoch") and not self._drop_round
+                    and PARTIAL_ALLREDUCES.count() > partials_before and self._others_alive()):
+                self._drop_round = True
+                self.rounds_partial += 1
             if not (self._drop_round and kwargs.get("increment_epoch")):
                 return step(*args, **kwargs)
             control = kwargs.get("averaging_control")
@@ -127,7 +141,8 @@ class _AllOrNothingOptimizer(hivemind.Optimizer):
             del averager.step  # back to the class's method
         if self._drop_round:
             self.rounds_dropped += 1
-            log.info("averaging round at epoch %d failed: applied nothing", self.local_epoch)
+            log.info("averaging round at epoch %d %s: applied nothing", self.local_epoch,
+                     "came back with parts missing" if PARTIAL_ALLREDUCES.count() > partials_before else "failed")
 
     def load_state_from_peers(self, **kwargs):
         """hivemind's download, except that the state keeps the epoch it was downloaded at.
@@ -345,16 +360,19 @@ class GradientGossip:
         started = time.monotonic()
         deadline = started + timeout_s
         mine = getattr(self.optimizer.tracker, "_local_public_key", b"")
-        downloads, others = 0, {}
+        downloads, others, tried_epoch = 0, {}, None
         self._claim_weights(downloaded=False)  # the last round may have been dropped: claim what we hold
         settled = False
         while True:
             try:
                 others = {key: epoch for key, epoch in self._progress_epochs().items() if key != mine}
+                newest = max(others.values(), default=self.epoch)
                 if not others:
                     settled = True
-                elif max(others.values()) > self.epoch:
-                    downloads += int(self.load_state_from_peers(force=True))
+                elif newest > self.epoch:
+                    if newest != tried_epoch:  # once per epoch: a dead peer's record can name one nobody serves
+                        tried_epoch = newest
+                        downloads += int(self.load_state_from_peers(force=True))
                 elif self.consensus is None:
                     settled = True  # nobody is ahead, and without claims there is nothing to compare
                 elif self.resync_if_outvoted():

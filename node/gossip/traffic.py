@@ -10,6 +10,10 @@ hivemind.averaging.averager for state downloads only). `CountingCompression` wra
 compression objects we hand hivemind and `install_traffic_counter` wraps those module
 functions, so the counts are exactly the protobuf payload bytes (libp2p framing excluded).
 
+The same wrapping counts all-reduces that ended with parts missing (`PARTIAL_ALLREDUCES`):
+when a reducer fails, hivemind keeps the local values for its parts, logs "received X%
+results" and reports success, and the peer's averaged tensors then differ from the others'.
+
 hivemind averagers run in forked child processes, so the counters live in shared memory
 created before the fork. They are per process: one peer per process, as `rankswarm node` runs.
 """
@@ -57,9 +61,24 @@ class SecondsCounter:
         return self._micros.value / 1e6
 
 
+class EventCounter:
+    """How many times something happened (in the averager processes), shared like the bytes."""
+
+    def __init__(self) -> None:
+        self._count = mp.Value("q", 0)
+
+    def add(self, count: int = 1) -> None:
+        with self._count.get_lock():
+            self._count.value += count
+
+    def count(self) -> int:
+        return self._count.value
+
+
 AVERAGING = TrafficCounter()
 STATE_SYNC = TrafficCounter()
 ALLREDUCE_SECONDS = SecondsCounter()
+PARTIAL_ALLREDUCES = EventCounter()
 _INSTALLED = False
 
 
@@ -118,6 +137,19 @@ def _time_aggregation(cls) -> None:
     cls._aggregate_with_group = timed
 
 
+def _count_partial_results(cls) -> None:
+    """Count `cls.finalize` calls that end an all-reduce with some parts' results missing."""
+    inner = cls.__dict__["finalize"]
+
+    @functools.wraps(inner)
+    def finalize(self, *args, **kwargs):
+        if not self.finished.is_set() and self.failed_size:
+            PARTIAL_ALLREDUCES.add()
+        return inner(self, *args, **kwargs)
+
+    cls.finalize = finalize
+
+
 def install_traffic_counter() -> tuple[TrafficCounter, TrafficCounter]:
     """Wrap hivemind's (de)serialisation in its averaging modules, once per process, before any fork.
 
@@ -132,5 +164,8 @@ def install_traffic_counter() -> tuple[TrafficCounter, TrafficCounter]:
         # PowerSGD overrides the method without calling the base one: wrap both, nothing counts twice
         _time_aggregation(DecentralizedAverager)
         _time_aggregation(PowerSGDGradientAverager)
+        from hivemind.averaging.partition import TensorPartContainer
+
+        _count_partial_results(TensorPartContainer)
         _INSTALLED = True
     return AVERAGING, STATE_SYNC

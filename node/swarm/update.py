@@ -66,6 +66,7 @@ class GossipUpdate:
         self.rounds_dropped += int(report.dropped)
         extra["resyncs"] = self.resyncs
         extra["rounds_dropped"] = self.rounds_dropped
+        extra["rounds_partial"] = self.gossip.optimizer.rounds_partial
         consensus = getattr(self.gossip, "consensus", None)
         extra["weights_disagreements"] = consensus.disagreements if consensus is not None else None
         if report.fingerprint is not None:

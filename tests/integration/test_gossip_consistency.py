@@ -8,6 +8,7 @@ really alone still trains. A toy model keeps every round under a second.
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,7 @@ from node.gossip.averaging import GradientGossip
 from node.gossip.config import GossipConfig
 from node.gossip.consensus import fingerprints_agree
 from node.gossip.fingerprint import parameter_fingerprint
+from node.gossip.traffic import PARTIAL_ALLREDUCES
 from rankswarm.dht_keys import SigningIdentity, build_record_validators
 from rankswarm.dht_records import fetch_weights_claims
 from rankswarm.swarm_dht import DHTConfig, start_dht, visible_addresses
@@ -64,8 +66,49 @@ class Peer:
         self.dht = None
 
 
+class ReducerFaults:
+    """Makes one peer's next connections to remote reducers fail inside its averager processes, so
+    that hivemind itself hands that peer a partial average ("received X% results") and reports
+    success. Installed before the averagers fork; the victim and count live in shared memory."""
+
+    def __init__(self):
+        self.victim = mp.Array("c", 128)
+        self.remaining = mp.Value("i", 0)
+
+    def fail_next(self, peer_id, count: int = 1) -> None:
+        self.victim.value = str(peer_id).encode()
+        self.remaining.value = count
+
+    def should_fail(self, peer_id) -> bool:
+        if str(peer_id).encode() != self.victim.value:
+            return False
+        with self.remaining.get_lock():
+            if self.remaining.value <= 0:
+                return False
+            self.remaining.value -= 1
+            return True
+
+
+@pytest.fixture(scope="module")
+def reducer_faults():
+    from hivemind.averaging.allreduce import AllReduceRunner
+
+    faults, original = ReducerFaults(), AllReduceRunner._get_peer_stub
+
+    def get_peer_stub(runner, peer):
+        if faults.should_fail(runner.peer_id):
+            raise ConnectionError("injected by the test: reducer unreachable")
+        return original(runner, peer)
+
+    AllReduceRunner._get_peer_stub = get_peer_stub
+    try:
+        yield faults
+    finally:
+        AllReduceRunner._get_peer_stub = original
+
+
 @pytest.fixture
-def pair(request):
+def pair(request, reducer_faults):
     run = f"consistency-{request.node.name[5:40]}".replace("[", "-").replace("]", "")
     first = Peer(run, seed=1, initial_peers=[])
     second = Peer(run, seed=2, initial_peers=visible_addresses(first.dht))
@@ -130,6 +173,21 @@ def test_a_round_that_cannot_average_applies_nothing(pair):
         assert a.fingerprint() == before, "a failed round changed the weights"
         # once b trains again, the two average again and hold the same weights
         rounds_until(pair, pool, epoch + 2)
+    assert a.gossip.epoch == b.gossip.epoch
+    assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+
+
+def test_a_round_whose_average_came_back_partial_applies_nothing(pair, reducer_faults):
+    a, b = pair
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, 1)
+        partials = PARTIAL_ALLREDUCES.count()
+        reducer_faults.fail_next(b.dht.peer_id)
+        rounds_until(pair, pool, a.gossip.epoch + 2)
+    assert reducer_faults.remaining.value == 0 and PARTIAL_ALLREDUCES.count() > partials, "no partial all-reduce"
+    # hivemind would have applied b's partial average and b would have claimed weights of its own
+    assert (a.gossip.consensus.disagreements, b.gossip.consensus.disagreements) == (0, 0)
+    assert b.gossip.optimizer.rounds_partial >= 1
     assert a.gossip.epoch == b.gossip.epoch
     assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
 
