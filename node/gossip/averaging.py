@@ -5,7 +5,7 @@ gradients until the swarm together reaches `target_batch_size` rollouts, then th
 that are ready form a group, all-reduce their (PowerSGD-compressed, error-fed-back)
 gradients and apply the same averaged update with identical optimizer state, so their
 weights stay equal up to float error. A round that fails to average applies nothing
-(`_AllOrNothingOptimizer`): the peers that did average move to the next epoch and the
+(`AllOrNothingOptimizer`, node.gossip.optimizer): the peers that did average move to the next epoch and the
 others download their state before the next step, labelled with the epoch its weights belong
 to; a late joiner does so before its first step. A peer that dies mid-round costs the others that round: the all-reduce times out after
 `averaging_timeout` and they retry at the next swarm step (a lone survivor steps alone once the
@@ -29,8 +29,8 @@ import torch
 from node.gossip.config import GossipConfig
 from node.gossip.consensus import WeightsConsensus
 from node.gossip.fingerprint import parameter_fingerprint
-from node.gossip.traffic import (ALLREDUCE_SECONDS, PARTIAL_ALLREDUCES, STATE_SYNC, CountingCompression,
-                                 install_traffic_counter)
+from node.gossip.optimizer import AllOrNothingOptimizer
+from node.gossip.traffic import ALLREDUCE_SECONDS, STATE_SYNC, CountingCompression, install_traffic_counter
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class GossipStepReport:
     averaging_seconds: float  # wall time of this call: waiting for peers, all-reduce, optimizer step
     allreduce_seconds: float  # part of it inside formed groups' all-reduce rounds
     waiting_seconds: float  # the rest: progress tracking, matchmaking, waiting for slower peers
-    dropped: bool = False  # a round failed to average and applied nothing (see _AllOrNothingOptimizer)
+    dropped: bool = False  # a round failed to average and applied nothing (see node.gossip.optimizer)
     resynced: bool = False  # downloaded the swarm's state because the others' weights claims outvoted ours
     fingerprint: list[float] | None = None  # of the weights, when they changed during this call
     error: str | None = None
@@ -79,105 +79,6 @@ def _codec(cfg: GossipConfig):
     return CountingCompression(Float16Compression() if fp16 else NoCompression())
 
 
-class _AllOrNothingOptimizer(hivemind.Optimizer):
-    """`hivemind.Optimizer`, except that a round that fails to average applies nothing.
-
-    hivemind falls back to a peer's own gradients when its all-reduce fails or its tracker sees
-    nobody to average with, and it reports success when a reducer failed and some parts of the
-    average are this peer's own values; either way the peer's weights would leave the swarm's.
-    Here such a round is dropped while other peers are alive: no optimizer step, no new epoch,
-    its gradients discarded.
-    If the others did average, this peer is now an epoch behind and hivemind downloads their state
-    at its next step; if nobody did, everyone retries with fresh gradients. A peer with no other
-    live progress record in the DHT is alone and still steps alone.
-    """
-
-    def __init__(self, *args, others_alive: Callable[[], bool], **kwargs):
-        self._others_alive = others_alive
-        self._drop_round = False
-        self.rounds_dropped = 0
-        self.rounds_partial = 0  # of those, rounds whose all-reduce came back with parts missing
-        super().__init__(*args, **kwargs)
-
-    def _load_local_gradients_into_optimizer(self):
-        # hivemind's fallback after a failed round (or a pre-scheduled round with nobody in it)
-        if self._others_alive():
-            self._drop_round = True
-        super()._load_local_gradients_into_optimizer()
-
-    def _begin_averaging_gradients(self, grad_scaler) -> bool:
-        began = super()._begin_averaging_gradients(grad_scaler)
-        if not began and self._others_alive():
-            self._drop_round = True  # hivemind would step with this peer's gradients alone
-        return began
-
-    def _update_global_epoch(self, grad_scaler) -> None:
-        self._drop_round = False
-        # the round's all-reduce is triggered below. The count is per process (one peer per process in
-        # `rankswarm node`; peers sharing a process, as in tests, also drop each other's partial rounds,
-        # which costs a download, never a split), and a delayed state average that ends partial in this
-        # window drops the round as well: its parameters are off too.
-        partials_before = PARTIAL_ALLREDUCES.count()
-        averager = self.state_averager
-        step = averager.step
-
-        def step_unless_dropped(*args, **kwargs):
-            # hivemind ends a round with one state_averager.step(increment_epoch=True, optimizer_step=...)
-            if (kwargs.get("increment_epoch") and not self._drop_round
-                    and PARTIAL_ALLREDUCES.count() > partials_before and self._others_alive()):
-                self._drop_round = True
-                self.rounds_partial += 1
-            if not (self._drop_round and kwargs.get("increment_epoch")):
-                return step(*args, **kwargs)
-            control = kwargs.get("averaging_control")
-            if control is not None and not control.done():
-                control.cancel()
-            return None
-
-        averager.step = step_unless_dropped
-        try:
-            super()._update_global_epoch(grad_scaler)
-        finally:
-            del averager.step  # back to the class's method
-        if self._drop_round:
-            self.rounds_dropped += 1
-            log.info("averaging round at epoch %d %s: applied nothing", self.local_epoch,
-                     "came back with parts missing" if PARTIAL_ALLREDUCES.count() > partials_before else "failed")
-
-    def load_state_from_peers(self, **kwargs):
-        """hivemind's download, except that the state keeps the epoch it was downloaded at.
-
-        When the swarm has just moved to epoch E, hivemind labels a download of epoch E-1 as E
-        ("catching up"), yet the weights are the donor's E-1 ones; the peer then claims weights
-        for an epoch they do not belong to and its next update diverges from the swarm's. Kept
-        at E-1, the peer is plainly behind and downloads again at its next step."""
-        averager = self.state_averager
-        load = averager.load_state_from_peers
-        loaded_epochs = []
-
-        def load_and_note_epoch(*args, **kw):
-            result = load(*args, **kw)
-            loaded_epochs.append(averager.local_epoch)
-            return result
-
-        averager.load_state_from_peers = load_and_note_epoch
-        try:
-            super().load_state_from_peers(**kwargs)
-        finally:
-            del averager.load_state_from_peers  # back to the class's method
-        if not loaded_epochs or self.local_epoch == loaded_epochs[-1]:
-            return
-        true_epoch = loaded_epochs[-1]
-        log.info("downloaded the state of epoch %d (the swarm is at %d)", true_epoch, self.local_epoch)
-        averager.local_epoch = true_epoch
-        self.tracker.report_local_progress(local_epoch=true_epoch, samples_accumulated=0)
-        if not self.client_mode:
-            averager.state_sharing_priority = true_epoch
-            if self.use_gradient_averaging:
-                self.grad_averager.state_sharing_priority = true_epoch
-        self._should_check_synchronization_on_update = True  # hivemind then downloads the newer state
-
-
 class GradientGossip:
     """Wraps `hivemind.Optimizer`; `step` replaces `optimizer.step()` after `loss.backward()`."""
 
@@ -199,7 +100,7 @@ class GradientGossip:
             tracker_opts["private_key"] = identity.private_key
         self.consensus = (WeightsConsensus(dht, run_id, identity, rtol=cfg.weights_rtol, ttl_s=cfg.weights_claim_ttl_s)
                           if identity is not None and cfg.verify_weights else None)
-        self.optimizer = _AllOrNothingOptimizer(
+        self.optimizer = AllOrNothingOptimizer(
             dht=dht, run_id=f"{run_id}_gossip", target_batch_size=cfg.target_batch_size,
             batch_size_per_step=batch_size_per_step, optimizer=optimizer_factory, params=self.params,
             matchmaking_time=cfg.matchmaking_time, averaging_timeout=cfg.averaging_timeout,

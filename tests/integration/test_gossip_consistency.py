@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -298,3 +299,52 @@ def test_a_peer_alone_settles_at_once(pair):
     b.close()  # shut down cleanly: its progress record is withdrawn
     report = a.gossip.settle(30.0)
     assert report.settled and report.downloads == 0 and report.seconds < 20
+
+
+def test_a_peer_behind_downloads_before_it_joins_another_round(pair, monkeypatch):
+    a, b = pair
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, 1)
+    epoch = b.gossip.epoch
+    # b sees the swarm one epoch ahead (it missed a round): hivemind would let it average the next round
+    # and apply that update to its older weights. It must take the swarm's state instead.
+    tracker = b.gossip.optimizer.tracker
+    global_epoch = type(tracker).global_epoch
+    monkeypatch.setattr(type(tracker), "global_epoch",
+                        property(lambda t: epoch + 1 if t is tracker else global_epoch.fget(t)))
+    received = b.gossip.traffic_totals()["state_bytes_received_total"]
+    report = b.local_step()
+    assert not report.applied and report.state_bytes_received > 0
+    assert b.gossip.traffic_totals()["state_bytes_received_total"] > received
+    assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+
+
+def test_a_peer_serves_its_state_only_between_updates(pair, request):
+    a, b = pair
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, 1)
+    epoch = a.gossip.epoch
+    for averager in (b.gossip.optimizer.state_averager, b.gossip.optimizer.grad_averager):
+        averager.allow_state_sharing = False  # the newcomer can only download from a
+    # widen the moment hivemind leaves open: a has raised its epoch, its optimizer step has not begun
+    state_averager = a.gossip.optimizer.state_averager
+    submit, updating = state_averager.step_executor.submit, threading.Event()
+
+    def submit_late(*args, **kwargs):
+        updating.set()
+        time.sleep(2.0)
+        return submit(*args, **kwargs)
+
+    state_averager.step_executor.submit = submit_late
+    newcomer = Peer(a.gossip.consensus.run_id, seed=3, initial_peers=visible_addresses(a.dht))
+    try:
+        with ThreadPoolExecutor(2) as pool, ThreadPoolExecutor(1) as background:
+            training = background.submit(rounds_until, pair, pool, epoch + 1)
+            assert updating.wait(60), "a never updated"
+            assert newcomer.gossip.load_state_from_peers(force=True)
+            training.result(timeout=120)
+        assert newcomer.gossip.epoch == epoch + 1, "the state was served before the update it is labelled with"
+        assert fingerprints_agree(newcomer.fingerprint(), a.fingerprint(), RTOL)
+    finally:
+        state_averager.step_executor.submit = submit
+        newcomer.close()

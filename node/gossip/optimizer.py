@@ -1,0 +1,164 @@
+"""`AllOrNothingOptimizer`: `hivemind.Optimizer` for peers whose weights must stay equal.
+
+hivemind.Optimizer keeps peers in step in the common case; these are the cases where, left
+alone, it lets one peer's weights leave the swarm's, each seen in real runs here:
+- a round whose all-reduce failed, or found nobody, is applied with the peer's own gradients;
+- a round whose all-reduce lost a reducer is applied with the peer's own values for that
+  reducer's parts ("received X% results"), and reported as a success;
+- a download made while the swarm moves on is labelled with the next epoch, though its
+  weights are the previous one's (hivemind's catch-up rule);
+- a donor serves its state between raising its epoch and finishing its optimizer step, so the
+  download carries the new epoch's label and the old epoch's weights;
+- a peer one epoch behind joins the swarm's next round and applies its update to older weights.
+Here a round of the first two kinds applies nothing, a download keeps the epoch of the weights
+it brought, a peer serves its state only between updates, and a peer behind downloads before
+it trains on. What is left is the weights
+claims check's (node.gossip.consensus).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+import hivemind
+from hivemind.optim import optimizer as hivemind_optimizer
+from hivemind.optim.state_averager import TrainingStateAverager
+
+from node.gossip.traffic import PARTIAL_ALLREDUCES
+
+log = logging.getLogger(__name__)
+
+
+class ConsistentStateAverager(TrainingStateAverager):
+    """A `TrainingStateAverager` that serves its state (to late joiners and peers that fell behind)
+    only while no update is half done: `update_lock` is held by whoever changes the epoch or the
+    weights, and by `get_current_state`."""
+
+    def __init__(self, *args, **kwargs):
+        self.update_lock = threading.RLock()  # before the base class starts serving
+        super().__init__(*args, **kwargs)
+
+    def get_current_state(self):
+        with self.update_lock:
+            return super().get_current_state()
+
+
+class AllOrNothingOptimizer(hivemind.Optimizer):
+    """`hivemind.Optimizer`, except that a round that fails to average applies nothing.
+
+    hivemind falls back to a peer's own gradients when its all-reduce fails or its tracker sees
+    nobody to average with, and it reports success when a reducer failed and some parts of the
+    average are this peer's own values; either way the peer's weights would leave the swarm's.
+    Here such a round is dropped while other peers are alive: no optimizer step, no new epoch,
+    its gradients discarded.
+    If the others did average, this peer is now an epoch behind and hivemind downloads their state
+    at its next step; if nobody did, everyone retries with fresh gradients. A peer with no other
+    live progress record in the DHT is alone and still steps alone. Updates and downloads hold the
+    state averager's `update_lock`, so the state this peer serves is always one epoch's.
+    """
+
+    def __init__(self, *args, others_alive: Callable[[], bool], **kwargs):
+        self._others_alive = others_alive
+        self._drop_round = False
+        self.rounds_dropped = 0
+        self.rounds_partial = 0  # of those, rounds whose all-reduce came back with parts missing
+        super().__init__(*args, **kwargs)
+
+    def _make_state_averager(self, **kwargs) -> ConsistentStateAverager:
+        # hivemind builds the averager by its module-level name, with its own settings: have it build
+        # ours (peers are built one at a time, so the swap cannot leak into another construction)
+        original = hivemind_optimizer.TrainingStateAverager
+        hivemind_optimizer.TrainingStateAverager = ConsistentStateAverager
+        try:
+            return super()._make_state_averager(**kwargs)
+        finally:
+            hivemind_optimizer.TrainingStateAverager = original
+
+    def _should_load_state_from_peers(self) -> bool:
+        # hivemind lets a peer one epoch behind go on and join the swarm's next round: it then applies
+        # the swarm's averaged update to its older weights, and they leave the swarm's for good (seen
+        # after a download raced the others' next round). Here a peer behind downloads first.
+        return super()._should_load_state_from_peers() or self.local_epoch < self.tracker.global_epoch
+
+    def _load_local_gradients_into_optimizer(self):
+        # hivemind's fallback after a failed round (or a pre-scheduled round with nobody in it)
+        if self._others_alive():
+            self._drop_round = True
+        super()._load_local_gradients_into_optimizer()
+
+    def _begin_averaging_gradients(self, grad_scaler) -> bool:
+        began = super()._begin_averaging_gradients(grad_scaler)
+        if not began and self._others_alive():
+            self._drop_round = True  # hivemind would step with this peer's gradients alone
+        return began
+
+    def _update_global_epoch(self, grad_scaler) -> None:
+        self._drop_round = False
+        # the round's all-reduce is triggered below. The count is per process (one peer per process in
+        # `rankswarm node`; peers sharing a process, as in tests, also drop each other's partial rounds,
+        # which costs a download, never a split), and a delayed state average that ends partial in this
+        # window drops the round as well: its parameters are off too.
+        partials_before = PARTIAL_ALLREDUCES.count()
+        averager = self.state_averager
+        step = averager.step
+
+        def step_unless_dropped(*args, **kwargs):
+            # hivemind ends a round with one state_averager.step(increment_epoch=True, optimizer_step=...)
+            if (kwargs.get("increment_epoch") and not self._drop_round
+                    and PARTIAL_ALLREDUCES.count() > partials_before and self._others_alive()):
+                self._drop_round = True
+                self.rounds_partial += 1
+            if not (self._drop_round and kwargs.get("increment_epoch")):
+                with averager.update_lock:  # raises the epoch, then waits for the optimizer step
+                    return step(*args, **kwargs)
+            control = kwargs.get("averaging_control")
+            if control is not None and not control.done():
+                control.cancel()
+            return None
+
+        averager.step = step_unless_dropped
+        try:
+            super()._update_global_epoch(grad_scaler)
+        finally:
+            del averager.step  # back to the class's method
+        if self._drop_round:
+            self.rounds_dropped += 1
+            log.info("averaging round at epoch %d %s: applied nothing", self.local_epoch,
+                     "came back with parts missing" if PARTIAL_ALLREDUCES.count() > partials_before else "failed")
+
+    def load_state_from_peers(self, **kwargs):
+        """hivemind's download, except that the state keeps the epoch it was downloaded at.
+
+        When the swarm has just moved to epoch E, hivemind labels a download of epoch E-1 as E
+        ("catching up"), yet the weights are the donor's E-1 ones; the peer then claims weights
+        for an epoch they do not belong to and its next update diverges from the swarm's. Kept
+        at E-1, the peer is plainly behind and downloads again at its next step."""
+        averager = self.state_averager
+        load = averager.load_state_from_peers
+        loaded_epochs = []
+
+        def load_and_note_epoch(*args, **kw):
+            result = load(*args, **kw)
+            loaded_epochs.append(averager.local_epoch)
+            return result
+
+        averager.load_state_from_peers = load_and_note_epoch
+        try:
+            # weights, then epoch, then hivemind's relabel, then ours: nobody may copy what lies between
+            with averager.update_lock:
+                super().load_state_from_peers(**kwargs)
+                if not loaded_epochs or self.local_epoch == loaded_epochs[-1]:
+                    return
+                true_epoch = loaded_epochs[-1]
+                averager.local_epoch = true_epoch
+        finally:
+            del averager.load_state_from_peers  # back to the class's method
+        log.info("downloaded the state of epoch %d (the swarm is at %d)", true_epoch, self.tracker.global_epoch)
+        self.tracker.report_local_progress(local_epoch=true_epoch, samples_accumulated=0)
+        if not self.client_mode:
+            averager.state_sharing_priority = true_epoch
+            if self.use_gradient_averaging:
+                self.grad_averager.state_sharing_priority = true_epoch
+        self._should_check_synchronization_on_update = True  # hivemind then downloads the newer state
