@@ -9,10 +9,11 @@ alone, it lets one peer's weights leave the swarm's, each seen in real runs here
   weights are the previous one's (hivemind's catch-up rule);
 - a donor serves its state between raising its epoch and finishing its optimizer step, so the
   download carries the new epoch's label and the old epoch's weights;
-- a peer one epoch behind joins the swarm's next round and applies its update to older weights.
+- a peer one epoch behind joins the swarm's next round and applies its update to older weights,
+  either because its tracker lets it or because matchmaking groups peers whatever their epochs.
 Here a round of the first two kinds applies nothing, a download keeps the epoch of the weights
-it brought, a peer serves its state only between updates, and a peer behind downloads before
-it trains on. What is left is the weights
+it brought, a peer serves its state only between updates, a peer behind downloads before it
+trains on, and only peers at the same epoch are grouped. What is left is the weights
 claims check's (node.gossip.consensus).
 """
 
@@ -45,6 +46,14 @@ class ConsistentStateAverager(TrainingStateAverager):
             return super().get_current_state()
 
 
+EPOCH_GROUP_BITS = 16
+
+
+def epoch_group_bits(epoch: int) -> str:
+    """The group-key bits of an averaging round at `epoch` (peers 2**16 epochs apart never meet)."""
+    return format(epoch % 2**EPOCH_GROUP_BITS, f"0{EPOCH_GROUP_BITS}b")
+
+
 class AllOrNothingOptimizer(hivemind.Optimizer):
     """`hivemind.Optimizer`, except that a round that fails to average applies nothing.
 
@@ -75,6 +84,24 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
             return super()._make_state_averager(**kwargs)
         finally:
             hivemind_optimizer.TrainingStateAverager = original
+
+    def _make_gradient_averager(self, factory, **kwargs):
+        averager = super()._make_gradient_averager(factory, **kwargs)
+        # matchmaking starts in one of these two (a pre-scheduled round is later triggered through step)
+        for name in ("schedule_step", "step"):
+            setattr(averager, name, self._matching_this_epoch_only(getattr(averager, name)))
+        return averager
+
+    def _matching_this_epoch_only(self, start_round: Callable) -> Callable:
+        """hivemind matches any peers looking for a group under the same key, whatever their epochs: a
+        peer still finishing epoch E can average with peers in round E+1 and apply their update to its
+        older weights. Keyed by epoch, a round only ever groups peers that hold the same weights."""
+        def start_round_at_this_epoch(*args, **kwargs):
+            if kwargs.get("control") is None:  # a new group is looked for, not a pre-scheduled one triggered
+                self.grad_averager.set_group_bits(epoch_group_bits(self.local_epoch))
+            return start_round(*args, **kwargs)
+
+        return start_round_at_this_epoch
 
     def _should_load_state_from_peers(self) -> bool:
         # hivemind lets a peer one epoch behind go on and join the swarm's next round: it then applies

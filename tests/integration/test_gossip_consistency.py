@@ -8,6 +8,7 @@ really alone still trains. A toy model keeps every round under a second.
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import random
 import threading
@@ -21,6 +22,7 @@ from node.gossip.averaging import GradientGossip
 from node.gossip.config import GossipConfig
 from node.gossip.consensus import fingerprints_agree
 from node.gossip.fingerprint import parameter_fingerprint
+from node.gossip.optimizer import epoch_group_bits
 from node.gossip.traffic import PARTIAL_ALLREDUCES
 from rankswarm.dht_keys import SigningIdentity, build_record_validators
 from rankswarm.dht_records import fetch_weights_claims
@@ -348,3 +350,31 @@ def test_a_peer_serves_its_state_only_between_updates(pair, request):
     finally:
         state_averager.step_executor.submit = submit
         newcomer.close()
+
+
+def test_only_peers_at_the_same_epoch_average_together(pair, monkeypatch):
+    a, b = pair
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, 1)
+    epoch = a.gossip.epoch
+    # b is labelled one epoch behind and does not know it (its tracker missed the swarm moving on), so it
+    # looks for a group to average with: nobody at its epoch is there, and a must not take it
+    monkeypatch.setattr(b.gossip.optimizer, "_should_load_state_from_peers", lambda: False)
+    b.gossip.optimizer.state_averager.local_epoch = epoch - 1
+    b.gossip.optimizer.tracker.report_local_progress(epoch - 1, 0)
+    # and a counts another peer at its own epoch (as in a larger swarm), so it does look for a group
+    tracker = a.gossip.optimizer.tracker
+    parse = tracker._parse_swarm_progress_data
+    monkeypatch.setattr(tracker, "_parse_swarm_progress_data",
+                        lambda metadata: dataclasses.replace(parse(metadata), num_peers=2))
+    reports = []
+    with ThreadPoolExecutor(2) as pool:
+        while sum(r.dropped for r in reports) < 2:
+            assert len(reports) < 20, f"no round was even tried: {reports}"
+            reports.extend(step_together(pair, pool))
+            time.sleep(STEP_SECONDS)
+    assert not any(r.applied for r in reports), "peers at different epochs averaged together"
+    assert a.gossip.epoch == epoch
+    # they looked for groups under different keys (hivemind alone keys all rounds alike)
+    bits = [peer.gossip.optimizer.grad_averager.get_group_bits() for peer in pair]
+    assert bits == [epoch_group_bits(epoch), epoch_group_bits(epoch - 1)]
