@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Callable
 
 import hivemind
@@ -102,6 +103,28 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
             return start_round(*args, **kwargs)
 
         return start_round_at_this_epoch
+
+    def _tag_along_with_zero_weight(self, control) -> None:
+        """Join a scheduled round with zero weight, as hivemind does, but leave it if no group forms soon.
+
+        Rounds are keyed by epoch, and the round a peer scheduled is often at an epoch the others have
+        left (the peer is about to download their state): hivemind would wait up to averaging_timeout
+        for a group that never comes, while the swarm trains on without this peer (seen: 60 s)."""
+        if not control.triggered:
+            control.weight = 0
+            control.allow_allreduce()
+        give_up = time.monotonic() + 2 * self.matchmaking_time
+        while not control.done():
+            if not control.began_allreduce and time.monotonic() > give_up:
+                control.cancel()
+                return
+            try:
+                control.result(timeout=0.2)
+            except TimeoutError:
+                continue
+            except BaseException as err:  # the round failed: nothing of ours was in it
+                log.debug("zero-weight round ended: %s", err)
+                break
 
     def _should_load_state_from_peers(self) -> bool:
         # hivemind lets a peer one epoch behind go on and join the swarm's next round: it then applies

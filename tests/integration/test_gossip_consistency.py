@@ -378,3 +378,16 @@ def test_only_peers_at_the_same_epoch_average_together(pair, monkeypatch):
     # they looked for groups under different keys (hivemind alone keys all rounds alike)
     bits = [peer.gossip.optimizer.grad_averager.get_group_bits() for peer in pair]
     assert bits == [epoch_group_bits(epoch), epoch_group_bits(epoch - 1)]
+
+
+def test_a_scheduled_round_nobody_joins_does_not_stall_the_peer(pair):
+    a, b = pair
+    # a round scheduled at an epoch nobody else is at (the peer is about to download the swarm's state):
+    # hivemind would wait averaging_timeout for it before downloading; it is left after a short while
+    optimizer = b.gossip.optimizer
+    optimizer.state_averager.local_epoch += 7
+    control = optimizer.grad_averager.schedule_step(timeout=optimizer.averaging_timeout)
+    started = time.monotonic()
+    optimizer._tag_along_with_zero_weight(control)
+    waited = time.monotonic() - started
+    assert control.done() and waited < 0.8 * optimizer.averaging_timeout, f"waited {waited:.1f}s"
