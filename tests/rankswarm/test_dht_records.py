@@ -115,19 +115,40 @@ def test_publishing_refuses_records_of_someone_else_and_bad_expirations():
     assert fetch_meta_signals(dht, RUN).records == [record]
 
 
+class VirtualClock:
+    """time.monotonic and time.sleep for `poll`, so its schedule is checked exactly, whatever the load."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.sleeps = []
+
+    def monotonic(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
 @pytest.mark.unit
-def test_poll_backs_off_and_returns_partial_results_at_the_deadline():
+def test_poll_backs_off_and_returns_partial_results_at_the_deadline(monkeypatch):
+    import rankswarm.dht_records as records
+
+    clock = VirtualClock()
+    monkeypatch.setattr(records, "time", clock)
     calls = []
 
     def fetch():
-        calls.append(time.monotonic())
+        calls.append(clock.now)
         return FetchResult(records=[None] * len(calls))
 
-    done = poll(fetch, lambda r: len(r.records) >= 3, deadline=time.monotonic() + 5, initial_delay=0.01)
+    done = poll(fetch, lambda r: len(r.records) >= 3, deadline=clock.now + 5, initial_delay=0.01)
     assert done.complete and done.attempts == 3
-    assert calls[2] - calls[1] >= 1.5 * (calls[1] - calls[0]) * 0.9  # the delay grows
+    assert clock.sleeps == [0.01, 0.02]  # the delay doubles
     calls.clear()
-    start = time.monotonic()
+    clock.sleeps.clear()
+    start = clock.now
     partial = poll(fetch, lambda r: False, deadline=start + 0.3, initial_delay=0.05, max_delay=0.1)
     assert not partial.complete and len(partial.result.records) == partial.attempts >= 3
-    assert time.monotonic() - start < 1.0
+    assert clock.sleeps[:2] == [0.05, 0.1] and max(clock.sleeps) == 0.1  # capped at max_delay
+    assert clock.now == pytest.approx(start + 0.3)  # never sleeps past the deadline
