@@ -198,6 +198,9 @@ class GradientGossip:
             return False
         if epoch is None:
             return False
+        return self._take_swarm_state(epoch)
+
+    def _take_swarm_state(self, epoch: int) -> bool:
         log.warning("at epoch %d this peer's weights differ from the swarm's: downloading the swarm's state", epoch)
         sharers = [self.optimizer.state_averager, self.optimizer.grad_averager]
         for averager in sharers:
@@ -261,7 +264,7 @@ class GradientGossip:
         started = time.monotonic()
         deadline = started + timeout_s
         mine = getattr(self.optimizer.tracker, "_local_public_key", b"")
-        downloads, others, tried_epoch = 0, {}, None
+        downloads, others, tried_epoch, unserved_epoch = 0, {}, None, None
         self._claim_weights(downloaded=False)  # the last round may have been dropped: claim what we hold
         settled = False
         while True:
@@ -276,8 +279,12 @@ class GradientGossip:
                         downloads += int(self.load_state_from_peers(force=True))
                 elif self.consensus is None:
                     settled = True  # nobody is ahead, and without claims there is nothing to compare
-                elif self.resync_if_outvoted():
-                    downloads += 1
+                elif (lost := self.consensus.check()) is not None:
+                    if lost != unserved_epoch:  # once per epoch: the peers that won may have left already
+                        if self._take_swarm_state(lost):
+                            downloads += 1
+                        else:
+                            unserved_epoch = lost
                 else:
                     # peers behind (lagging, or dead until their record expires) are not waited for: the
                     # peers that shared this last round are the ones that can have split from us

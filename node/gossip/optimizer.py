@@ -104,27 +104,33 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
 
         return start_round_at_this_epoch
 
-    def _tag_along_with_zero_weight(self, control) -> None:
-        """Join a scheduled round with zero weight, as hivemind does, but leave it if no group forms soon.
+    def _leave_unless_grouped(self, control) -> None:
+        """Cancel a triggered round that has not begun its all-reduce within two matchmaking times.
 
-        Rounds are keyed by epoch, and the round a peer scheduled is often at an epoch the others have
-        left (the peer is about to download their state): hivemind would wait up to averaging_timeout
-        for a group that never comes, while the swarm trains on without this peer (seen: 60 s)."""
+        Rounds are keyed by epoch, and a peer that has not yet seen the swarm move on looks for a
+        group at an epoch nobody else is at: hivemind would wait averaging_timeout for it (60 s in
+        a demo, while the others trained on). Cancelled, the round counts as failed: the peer
+        applies nothing and downloads the swarm's state at its next step."""
+        give_up = time.monotonic() + 2 * self.matchmaking_time
+        while not control.done() and not control.began_allreduce:
+            if time.monotonic() > give_up:
+                control.cancel()
+                return
+            time.sleep(0.05)
+
+    def _average_gradients_and_load_into_optimizer(self, maybe_step_control) -> None:
+        if maybe_step_control is not None:
+            self._leave_unless_grouped(maybe_step_control)
+        super()._average_gradients_and_load_into_optimizer(maybe_step_control)
+
+    def _tag_along_with_zero_weight(self, control) -> None:
+        # hivemind joins a round it has no gradients for with zero weight, so that its group need not
+        # re-form; the round is often at an epoch the others have left (this peer is about to download)
         if not control.triggered:
             control.weight = 0
             control.allow_allreduce()
-        give_up = time.monotonic() + 2 * self.matchmaking_time
-        while not control.done():
-            if not control.began_allreduce and time.monotonic() > give_up:
-                control.cancel()
-                return
-            try:
-                control.result(timeout=0.2)
-            except TimeoutError:
-                continue
-            except BaseException as err:  # the round failed: nothing of ours was in it
-                log.debug("zero-weight round ended: %s", err)
-                break
+        self._leave_unless_grouped(control)
+        super()._tag_along_with_zero_weight(control)
 
     def _should_load_state_from_peers(self) -> bool:
         # hivemind lets a peer one epoch behind go on and join the swarm's next round: it then applies
