@@ -190,7 +190,8 @@ def test_a_round_whose_average_came_back_partial_applies_nothing(pair, reducer_f
     assert reducer_faults.remaining.value == 0 and PARTIAL_ALLREDUCES.count() > partials, "no partial all-reduce"
     # hivemind would have applied b's partial average and b would have claimed weights of its own
     assert (a.gossip.consensus.disagreements, b.gossip.consensus.disagreements) == (0, 0)
-    assert b.gossip.optimizer.rounds_partial >= 1
+    # the count is per process, so whichever peer's round saw it first dropped that round
+    assert a.gossip.optimizer.rounds_partial + b.gossip.optimizer.rounds_partial >= 1
     assert a.gossip.epoch == b.gossip.epoch
     assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
 
@@ -360,6 +361,10 @@ def test_only_peers_at_the_same_epoch_average_together(pair, monkeypatch):
     # b is labelled one epoch behind and does not know it (its tracker missed the swarm moving on), so it
     # looks for a group to average with: nobody at its epoch is there, and a must not take it
     monkeypatch.setattr(b.gossip.optimizer, "_should_load_state_from_peers", lambda: False)
+    scheduled = b.gossip.optimizer.scheduled_grads
+    if scheduled is not None and not scheduled.done():  # scheduled at the old label: a real download leaves it
+        scheduled.cancel()
+    b.gossip.optimizer.scheduled_grads = None
     b.gossip.optimizer.state_averager.local_epoch = epoch - 1
     b.gossip.optimizer.tracker.report_local_progress(epoch - 1, 0)
     # and a counts another peer at its own epoch (as in a larger swarm), so it does look for a group
