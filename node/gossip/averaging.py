@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Iterable
 
-import hivemind
 import torch
 
 from node.gossip.config import GossipConfig
