@@ -5,9 +5,10 @@ gradients until the swarm together reaches `target_batch_size` rollouts, then th
 that are ready form a group, all-reduce their (PowerSGD-compressed, error-fed-back)
 gradients and apply the same averaged update with identical optimizer state, so their
 weights stay equal up to float error. A round that fails to average applies nothing
-(`AllOrNothingOptimizer`, node.gossip.optimizer): the peers that did average move to the next epoch and the
-others download their state before the next step, labelled with the epoch its weights belong
-to; a late joiner does so before its first step. A peer that dies mid-round costs the others that round: the all-reduce times out after
+(`AllOrNothingOptimizer`, node.gossip.optimizer): the peers that did average move to the
+next epoch and the others download their state before the next step, labelled with the
+epoch its weights belong to; a late joiner does so before its first step. A peer that dies
+mid-round costs the others that round: the all-reduce times out after
 `averaging_timeout` and they retry at the next swarm step (a lone survivor steps alone once the
 dead peer's progress record has expired, `gossip.peer_expiration_s`). After every update the peer
 claims its weights in the DHT, and a peer outvoted by the others' claims takes the swarm's

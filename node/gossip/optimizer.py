@@ -157,14 +157,16 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         # which costs a download, never a split), and a delayed state average that ends partial in this
         # window drops the round as well: its parameters are off too.
         partials_before = PARTIAL_ALLREDUCES.count()
+        partial = False
         averager = self.state_averager
         step = averager.step
 
         def step_unless_dropped(*args, **kwargs):
+            nonlocal partial
             # hivemind ends a round with one state_averager.step(increment_epoch=True, optimizer_step=...)
             if (kwargs.get("increment_epoch") and not self._drop_round
                     and PARTIAL_ALLREDUCES.count() > partials_before and self._others_alive()):
-                self._drop_round = True
+                self._drop_round = partial = True
                 self.rounds_partial += 1
             if not (self._drop_round and kwargs.get("increment_epoch")):
                 with averager.update_lock:  # raises the epoch, then waits for the optimizer step
@@ -182,7 +184,7 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         if self._drop_round:
             self.rounds_dropped += 1
             log.info("averaging round at epoch %d %s: applied nothing", self.local_epoch,
-                     "came back with parts missing" if PARTIAL_ALLREDUCES.count() > partials_before else "failed")
+                     "came back with parts missing" if partial else "failed")
 
     def load_state_from_peers(self, **kwargs):
         """hivemind's download, except that the state keeps the epoch it was downloaded at.
@@ -190,7 +192,8 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         When the swarm has just moved to epoch E, hivemind labels a download of epoch E-1 as E
         ("catching up"), yet the weights are the donor's E-1 ones; the peer then claims weights
         for an epoch they do not belong to and its next update diverges from the swarm's. Kept
-        at E-1, the peer is plainly behind and downloads again at its next step."""
+        at E-1, the peer is plainly behind and downloads again at its next step
+        (`_should_load_state_from_peers`)."""
         averager = self.state_averager
         load = averager.load_state_from_peers
         loaded_epochs = []
@@ -217,4 +220,3 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
             averager.state_sharing_priority = true_epoch
             if self.use_gradient_averaging:
                 self.grad_averager.state_sharing_priority = true_epoch
-        self._should_check_synchronization_on_update = True  # hivemind then downloads the newer state
