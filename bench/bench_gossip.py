@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from node.gossip.sizing import compression_ratio_for_shapes, qwen2_shapes
-from rankswarm.demo import DemoConfig, DemoSwarm
+from rankswarm.config import DemoConfig
+from rankswarm.demo import DemoSwarm
 
 REPO = Path(__file__).resolve().parent.parent
 COMPUTE = ("time_generate", "time_reward", "time_forward", "time_shaping", "time_backward")

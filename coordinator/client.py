@@ -19,7 +19,7 @@ from coordinator.events import SwarmEvent
 from coordinator.health import LIVE_STATES, summarize
 from coordinator.views import PeerView, RoundView, SwarmStateView
 from protos import convert, swarm_pb2, swarm_pb2_grpc
-from rankswarm.dht_records import BalanceRecord, PeerStatusRecord
+from plumbing.dht_records import BalanceRecord, PeerStatusRecord
 from shaping import INDICATORS
 
 

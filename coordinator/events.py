@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
-from rankswarm.dht_records import BalanceRecord
+from plumbing.dht_records import BalanceRecord
 
 
 class EventKind(enum.Enum):

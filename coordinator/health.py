@@ -29,35 +29,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from coordinator.config import HealthConfig
 from coordinator.views import PEER_STATES, PeerView
-from rankswarm.dht_records import BalanceRecord, PeerStatusRecord
+from plumbing.dht_records import BalanceRecord, PeerStatusRecord
 
 LIVE_STATES = ("online", "joining", "behind")  # peers whose latest numbers describe the swarm now
 BALANCE_GRACE_S = 10.0  # a peer polls the balance record every few seconds: allow it this long
-
-
-class HealthConfig(BaseModel):
-    """Thresholds of the peer states and alerts (coordinator config section `health`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    silent_after_s: float = Field(30.0, gt=0, description=(
-        "A peer silent this long (and for 3 of its own steps) is unreachable, until peer_timeout makes it gone."))
-    behind_epochs: int = Field(2, ge=1, description=(
-        "A peer is behind when another had reported an epoch more than this many ahead of it at its last report."))
-    stale_round_after_s: float | None = Field(None, gt=0, description=(
-        "No new round for this long while peers are online raises stale_weights; "
-        "None = max(60 s, 6 x round_interval)."))
-    stale_weights_rounds: int = Field(10, ge=1, description=(
-        "A peer shaping with coordinator weights this many rounds old (or with its local baselines while the "
-        "coordinator's are ready) raises peer_stale_weights."))
-    failure_window_s: float = Field(600.0, gt=0, description=(
-        "Averaging or publishing failures and rejected records within this many seconds raise an alert."))
-    joining_timeout_s: float = Field(600.0, gt=0, description="A peer joining for longer raises peer_stuck_joining.")
-    status_retention_s: float = Field(7 * 86400.0, gt=0, description=(
-        "Status reports older than this are deleted from the history (the charts' per-peer KL, accuracy, tokens/s)."))
 
 
 @dataclass

@@ -16,7 +16,7 @@ from coordinator.events import EventKind, EventLog
 from coordinator.rounds import RoundResult, RoundState, merge_round, select_new
 from coordinator.store import HistoryStore
 from coordinator.views import PeerView, RoundView, SwarmStateView
-from rankswarm.dht_records import BalanceRecord, MetaSignalRecord, PeerStatusRecord
+from plumbing.dht_records import BalanceRecord, MetaSignalRecord, PeerStatusRecord
 from shaping import ShapingConfig
 
 log = logging.getLogger(__name__)

@@ -18,12 +18,13 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from coordinator.events import EventKind, EventLog, SwarmEvent
-from coordinator.health import (Condition, HealthConfig, PeerMemory, SwarmSummary, round_at, classify_peers,
+from coordinator.config import HealthConfig
+from coordinator.health import (Condition, PeerMemory, SwarmSummary, round_at, classify_peers,
                                 peer_conditions, summarize, swarm_conditions)
 from coordinator.ledger import Ledger
 from coordinator.store import HistoryStore
 from coordinator.views import Alert, SwarmStateView
-from rankswarm.dht_records import PeerStatusRecord
+from plumbing.dht_records import PeerStatusRecord
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from rankswarm.dht_records import BalanceRecord, MetaSignalRecord
+from plumbing.dht_records import BalanceRecord, MetaSignalRecord
 from shaping import Baselines, IndicatorStats, ShapingConfig, lambda_t
 
 

@@ -23,83 +23,23 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 from hivemind.utils import get_dht_time
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-import rankswarm
 from coordinator.dashboard.web import DashboardApp, DashboardServer
 from coordinator.events import EventLog
-from coordinator.health import HealthConfig
+from coordinator.config import CoordinatorConfig
 from coordinator.ledger import Ledger
 from coordinator.monitor import Monitor
 from coordinator.rounds import RoundResult
 from coordinator.service import CoordinatorService, add_to_server
 from coordinator.store import HistoryStore
-from rankswarm.dht_keys import MAX_RECORD_TTL, SigningIdentity, build_record_validators, check_run_id
-from rankswarm.dht_records import (expires_in, fetch_meta_signals, fetch_peer_statuses, publish_balance)
-from rankswarm.swarm_dht import DHTConfig, start_dht, visible_addresses
+from plumbing import __version__
+from plumbing.dht_keys import MAX_RECORD_TTL, check_run_id
+from plumbing.identity import SigningIdentity, build_record_validators
+from plumbing.dht_records import (expires_in, fetch_meta_signals, fetch_peer_statuses, publish_balance)
+from plumbing.swarm_dht import DHTConfig, start_dht, visible_addresses
 from shaping import ShapingConfig
 
 log = logging.getLogger(__name__)
-
-
-def _host_port(listen: str, key: str, example: str) -> str:
-    host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{key}={listen!r} must be host:port, e.g. {example} or 0.0.0.0:0")
-    return listen
-
-
-class CoordinatorConfig(BaseModel):
-    """Everything a coordinator needs; forbids unknown keys."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    run: str = Field(description="Run id: names the DHT keys and the history (A-Z a-z 0-9 _ -, up to 64).")
-    listen: str = Field("127.0.0.1:50051", description=(
-        "gRPC listen address host:port (port 0 = any free port; use 0.0.0.0:PORT to serve other machines)."))
-    http_listen: str | None = Field("127.0.0.1:8080", description=(
-        "The dashboard, JSON API and /metrics: host:port (port 0 = any free port; 0.0.0.0:PORT serves other "
-        "machines); None or \"\" = no HTTP server."))
-    db_path: str = Field(description="SQLite history file (created if missing; a restart resumes from it).")
-    signing_key_path: str | None = Field(None, description=(
-        "RSA key that signs balance records (created if missing). Keep it: peers pin its fingerprint. "
-        "None = a new key on every start."))
-    round_interval: float = Field(10.0, ge=0.05, le=3600, description="Seconds between rounds.")
-    fetch_timeout: float = Field(5.0, gt=0, le=120, description="Seconds one DHT read may take.")
-    balance_ttl: float = Field(300.0, gt=0, le=MAX_RECORD_TTL, description=(
-        "Seconds a published balance record lives; refreshed every third of it while the coordinator runs."))
-    peer_timeout: float = Field(120.0, gt=0, le=86400, description="Seconds unseen before a peer counts as gone.")
-    max_history_rounds: int = Field(1000, ge=1, le=100_000, description="Most rounds one GetHistory returns.")
-    grpc_workers: int = Field(16, ge=2, le=256, description=(
-        "gRPC worker threads; each open WatchSwarmEvents stream holds one."))
-    dht: DHTConfig = Field(default_factory=DHTConfig, description=(
-        "How the coordinator joins the swarm's DHT (initial_peers, host_maddrs, identity_path, ...)."))
-    shaping: ShapingConfig = Field(default_factory=ShapingConfig, description=(
-        "Baseline EMA and lambda settings; must match the peers' shaping config."))
-    health: HealthConfig = Field(default_factory=HealthConfig, description=(
-        "When a peer counts as unreachable or behind, and when the dashboard raises alerts."))
-
-    @field_validator("run")
-    @classmethod
-    def _run_id(cls, run: str) -> str:
-        return check_run_id(run)
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, listen: str) -> str:
-        return _host_port(listen, "listen", "127.0.0.1:50051")
-
-    @field_validator("http_listen")
-    @classmethod
-    def _http_listen(cls, listen: str | None) -> str | None:
-        return _host_port(listen, "http_listen", "127.0.0.1:8080") if listen else None
-
-    @model_validator(mode="after")
-    def _fetch_fits_round(self) -> CoordinatorConfig:
-        if self.balance_ttl < 2 * self.round_interval:
-            raise ValueError(f"balance_ttl ({self.balance_ttl}) must be at least twice round_interval "
-                             f"({self.round_interval}) or the balance record expires between rounds")
-        return self
 
 
 class Coordinator:
@@ -134,7 +74,7 @@ class Coordinator:
                              else SigningIdentity.generate())
             self.ledger = Ledger(self.store, self.events, run=self.cfg.run, coordinator_key=self.identity.fingerprint,
                                  shaping=self.cfg.shaping, peer_timeout=self.cfg.peer_timeout)
-            self.monitor = Monitor(self.ledger, self.events, self.cfg.health, version=rankswarm.__version__,
+            self.monitor = Monitor(self.ledger, self.events, self.cfg.health, version=__version__,
                                    round_interval=self.cfg.round_interval, peer_timeout=self.cfg.peer_timeout,
                                    visible_maddrs=self.visible_maddrs, http_address=lambda: self.http_address or "",
                                    now=get_dht_time())
@@ -264,7 +204,7 @@ def main(cfg: CoordinatorConfig, ready_file: str | None = None) -> int:
                   f"  key:         {coordinator.identity.fingerprint}  (peers pin this as coordinator.trusted_key)\n"
                   f"  join DHT at: " + "\n               ".join(coordinator.visible_maddrs()), flush=True)
             if ready_file is not None:
-                from rankswarm.processes import write_json_atomic
+                from plumbing.processes import write_json_atomic
 
                 write_json_atomic(ready_file, {"grpc_address": coordinator.address,
                                                "http_address": coordinator.http_address,

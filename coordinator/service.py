@@ -21,7 +21,7 @@ from coordinator.ledger import Ledger
 from coordinator.monitor import Monitor
 from coordinator.store import StoreError
 from protos import convert, swarm_pb2, swarm_pb2_grpc
-from rankswarm.dht_records import SchemaVersionError
+from plumbing.dht_records import SchemaVersionError
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Iterable, Iterator, Sequence
 from pydantic import ValidationError
 
 from coordinator.views import Alert
-from rankswarm.dht_records import BalanceRecord, MetaSignalRecord, PeerStatusRecord
+from plumbing.dht_records import BalanceRecord, MetaSignalRecord, PeerStatusRecord
 
 STORE_SCHEMA_VERSION = 2
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rankswarm.dht_records import BalanceRecord, MetaSignalRecord, PeerStatusRecord
+from plumbing.dht_records import BalanceRecord, MetaSignalRecord, PeerStatusRecord
 
 # How the coordinator classifies a peer (coordinator.health.classify_peers), best first.
 PEER_STATES = ("online", "joining", "behind", "unreachable", "gone")

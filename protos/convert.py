@@ -1,7 +1,7 @@
 """Protobuf <-> typed objects, at the edge where messages enter or leave a process.
 
 Only the gRPC service and client import this; everything else handles the pydantic records
-of `rankswarm.dht_records` and the views of `coordinator.views`. `*_from_pb` functions check
+of `plumbing.dht_records` and the views of `coordinator.views`. `*_from_pb` functions check
 `schema_version` (SchemaVersionError naming both versions when newer, ValueError when
 missing) and raise ValueError on malformed contents.
 """
@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from coordinator.events import EventKind, SwarmEvent
 from coordinator.views import PEER_STATES, Alert, PeerView, RoundView, SwarmStateView
 from protos import swarm_pb2
-from rankswarm.dht_records import (DISTRIBUTION_INDICATORS, PEER_STATUS_SCHEMA_VERSION, SCHEMA_VERSION,
+from plumbing.dht_records import (DISTRIBUTION_INDICATORS, PEER_STATUS_SCHEMA_VERSION, SCHEMA_VERSION,
                                    BalanceRecord, Deciles, MetaSignalRecord, PeerStatusRecord, SchemaVersionError,
                                    check_schema_version)
 from shaping import INDICATORS, Baselines, IndicatorStats

@@ -1,3 +1,8 @@
-"""rankswarm: the command-line entry point and the plumbing shared by the node and the coordinator."""
+"""rankswarm: the command-line entry points (`rankswarm demo|train|node|coordinator|status|config`).
 
-__version__ = "0.1.0"  # keep equal to pyproject.toml's version (tests/rankswarm/test_version.py)
+The top floor: it wires `node/` and `coordinator/`, which never import it (docs/architecture.md).
+"""
+
+from plumbing import __version__
+
+__all__ = ["__version__"]

@@ -17,8 +17,8 @@ import logging
 import signal
 import sys
 
-from rankswarm.config_loading import ConfigError
-from rankswarm.errors import StartupError
+from plumbing.config_loading import ConfigError
+from plumbing.errors import StartupError
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from rankswarm.config_loading import load_config
+    from plumbing.config_loading import load_config
     from node.training.config import TrainConfig
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
@@ -45,7 +45,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
-    from rankswarm.config_loading import load_config
+    from plumbing.config_loading import load_config
     from node.swarm.config import NodeConfig
 
     cfg = load_config(NodeConfig, args.config, args.overrides)
@@ -55,8 +55,8 @@ def _cmd_node(args: argparse.Namespace) -> int:
 
 
 def _cmd_coordinator(args: argparse.Namespace) -> int:
-    from rankswarm.config_loading import load_config
-    from coordinator.server import CoordinatorConfig
+    from plumbing.config_loading import load_config
+    from coordinator.config import CoordinatorConfig
 
     cfg = load_config(CoordinatorConfig, args.config, args.overrides)
     from coordinator.server import main
@@ -65,8 +65,9 @@ def _cmd_coordinator(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from rankswarm.config_loading import load_config
-    from rankswarm.demo import DemoConfig, run_demo
+    from plumbing.config_loading import load_config
+    from rankswarm.config import DemoConfig
+    from rankswarm.demo import run_demo
 
     return run_demo(load_config(DemoConfig, args.config, args.overrides))
 
@@ -84,10 +85,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 def _default_models() -> dict:
-    from coordinator.server import CoordinatorConfig
+    from coordinator.config import CoordinatorConfig
     from node.swarm.config import NodeConfig
     from node.training.config import TrainConfig
-    from rankswarm.demo import DemoConfig
+    from rankswarm.config import DemoConfig
 
     return {"train": TrainConfig(), "node": NodeConfig(), "demo": DemoConfig(),
             "coordinator": CoordinatorConfig(run="my-run", db_path="runs/coordinator/history.db")}

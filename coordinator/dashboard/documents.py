@@ -15,7 +15,7 @@ from coordinator.health import LIVE_STATES, SwarmSummary
 from coordinator.monitor import Snapshot
 from coordinator.store import HistoryStore
 from coordinator.views import Alert, PeerView
-from rankswarm.dht_records import DISTRIBUTION_INDICATORS, BalanceRecord, Deciles
+from plumbing.dht_records import DISTRIBUTION_INDICATORS, BalanceRecord, Deciles
 from shaping import INDICATORS
 
 API_SCHEMA_VERSION = 1

@@ -37,7 +37,7 @@ from coordinator.dashboard.prometheus import render_metrics
 from coordinator.monitor import Monitor
 from coordinator.store import HistoryStore
 from coordinator.views import PEER_STATES
-from rankswarm.errors import StartupError
+from plumbing.errors import StartupError
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 from hivemind.utils import get_dht_time
 
-from rankswarm.dht_records import WeightsClaimRecord, fetch_weights_claims, publish_weights_claim
+from plumbing.dht_records import WeightsClaimRecord, fetch_weights_claims, publish_weights_claim
 
 log = logging.getLogger(__name__)
 

@@ -8,25 +8,10 @@ in seconds. Built from `TinyModelConfig`, initialised from a seed.
 from __future__ import annotations
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
+from node.model.config import TinyModelConfig
 from node.model.tokenizer import BOS, EOS, PAD, PreTrainedTokenizerFast
-
-
-class TinyModelConfig(BaseModel):
-    """Shape of the embedded model. The defaults are what `node/model/embedded/` ships."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    hidden_size: int = Field(128, ge=8, le=4096, description="Residual width d.")
-    num_layers: int = Field(4, ge=1, le=64, description="Transformer blocks.")
-    num_heads: int = Field(4, ge=1, le=64, description="Attention heads (must divide hidden_size).")
-    num_kv_heads: int = Field(4, ge=1, le=64, description="Key/value heads (must divide num_heads).")
-    intermediate_size: int = Field(384, ge=8, le=16384, description="SwiGLU hidden width.")
-    max_positions: int = Field(256, ge=16, le=32768, description="Longest prompt + response in tokens.")
-    rope_theta: float = Field(10000.0, gt=0, description="RoPE base.")
-    seed: int = Field(0, description="Seeds the weight initialisation.")
 
 
 def qwen2_config(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:

@@ -22,35 +22,15 @@ from pathlib import Path
 
 import torch
 import transformers
-from pydantic import BaseModel, ConfigDict, Field
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from node.model.tiny import TinyModelConfig, build_tiny_model, num_parameters
+from node.model.config import TinyModelConfig, WarmupConfig
+from node.model.tiny import build_tiny_model, num_parameters
 from node.model.tokenizer import build_char_tokenizer, save_char_tokenizer
 from node.tasks.arithmetic import ArithmeticTask, ArithmeticTaskConfig, worked_solution
 from node.tasks.base import Problem
 
 MAX_NEW_TOKENS = 48  # the longest worked solution (3-digit operands) is 42 characters + <eos>
-
-
-class WarmupConfig(BaseModel):
-    """The SFT warm-up that produces node/model/embedded/."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    seed: int = Field(0, description="Seeds the data stream (the model has its own seed in `model`).")
-    model: TinyModelConfig = Field(default_factory=TinyModelConfig, description="Shape of the model.")
-    task: ArithmeticTaskConfig = Field(default_factory=ArithmeticTaskConfig, description="What it learns.")
-    max_steps: int = Field(3000, ge=1, le=1_000_000, description="Upper bound on optimizer steps.")
-    batch_size: int = Field(64, ge=1, le=4096, description="Problems per step.")
-    lr: float = Field(3e-3, gt=0, le=1.0, description="Peak AdamW learning rate (linear warm-up, then flat).")
-    lr_warmup_steps: int = Field(50, ge=0, description="Steps of linear learning-rate warm-up.")
-    weight_decay: float = Field(0.0, ge=0, le=1.0, description="AdamW weight decay.")
-    eval_every: int = Field(25, ge=1, description="Steps between validation checks of the stopping rule.")
-    val_size: int = Field(200, ge=1, le=10_000, description="Validation problems for the stopping rule.")
-    target_accuracy: float = Field(0.35, ge=0, le=1, description="Stop once validation greedy accuracy reaches this.")
-    eval_problems: int = Field(500, ge=1, description="Held-out (task eval pool) problems for the final report.")
-    threads: int = Field(2, ge=1, le=256, description="torch intra-op threads (fixes the reduction order).")
 
 
 def encode_sft_batch(tokenizer: PreTrainedTokenizerFast, problems: list[Problem]) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ import threading
 from hivemind.utils import get_dht_time
 
 from node.training.seams import LocalBaselines
-from rankswarm.dht_records import BalanceRecord, fetch_balance
+from plumbing.dht_records import BalanceRecord, fetch_balance
 from shaping import Baselines, IndicatorStats
 
 log = logging.getLogger(__name__)

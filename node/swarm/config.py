@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from node.gossip.config import GossipConfig
 from node.training.config import TrainConfig
-from rankswarm.swarm_dht import DHTConfig
+from plumbing.swarm_dht import DHTConfig
 
 
 class CoordinatorLinkConfig(BaseModel):

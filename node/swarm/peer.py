@@ -19,19 +19,19 @@ from typing import Any, Callable
 from hivemind.utils import get_dht_time
 
 from node.swarm.baselines import SwarmBaselines
+from plumbing import __version__
 from node.swarm.config import NodeConfig
 from node.training.build import build_trainer
 from node.training.seams import LocalBaselines
 from node.training.trainer import StepReport, Trainer
-from rankswarm.dht_keys import SigningIdentity, build_record_validators
-from rankswarm.dht_records import (MetaSignalRecord, PeerStatusRecord, fetch_peer_statuses, poll,
+from plumbing.identity import SigningIdentity, build_record_validators
+from plumbing.dht_records import (MetaSignalRecord, PeerStatusRecord, fetch_peer_statuses, poll,
                                    publish_meta_signal, publish_peer_status)
-from rankswarm.metrics import MetricsSink
-from rankswarm.swarm_dht import start_dht, visible_addresses
+from plumbing.metrics import MetricsSink
+from plumbing.swarm_dht import start_dht, visible_addresses
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
 STATUS_EVERY_STEPS = 5
 
 
@@ -184,7 +184,7 @@ class Node:
 
         from pydantic import ValidationError
 
-        from rankswarm.dht_records import DISTRIBUTION_INDICATORS
+        from plumbing.dht_records import DISTRIBUTION_INDICATORS
 
         def number(key: str, low: float | None = None, high: float | None = None) -> float | None:
             value = metrics.get(key)
@@ -203,7 +203,7 @@ class Node:
         evaluated = self.trainer.metrics.latest().get("greedy_accuracy") if self.trainer is not None else None
         sent, dense = count("bytes_sent_total"), count("dense_bytes_total")
         balance = self.baselines.latest if self.baselines is not None else None
-        base = dict(run=self.cfg.run_id, peer_id=self.identity.fingerprint, version=VERSION,
+        base = dict(run=self.cfg.run_id, peer_id=self.identity.fingerprint, version=__version__,
                     address=self.addresses[0] if self.addresses else "",
                     reachability="relayed" if self.cfg.dht.client_mode else "direct", step=step,
                     throughput=self.rollouts_done / elapsed, bytes_sent=sent,

@@ -12,8 +12,8 @@ from node.tasks import build_task
 from node.training.config import TrainConfig
 from node.training.seams import BaselineSource, LocalBaselines, LocalUpdate, UpdateRule
 from node.training.trainer import Trainer
-from rankswarm.config_loading import write_resolved
-from rankswarm.metrics import MetricsSink
+from plumbing.config_loading import write_resolved
+from plumbing.metrics import MetricsSink
 
 UpdateFactory = Callable[[torch.nn.Module, TrainConfig], UpdateRule]
 

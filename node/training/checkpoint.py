@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from rankswarm.errors import StartupError
+from plumbing.errors import StartupError
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The single-node training config: one small pydantic model per component, one root.
 
 Load order is defaults < TOML files < `--set section.key=value` overrides
-(rankswarm/config_loading.py); the resolved config is written into the run directory.
+(plumbing/config_loading.py); the resolved config is written into the run directory.
 """
 
 from __future__ import annotations
@@ -12,13 +12,31 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from node.rewards import RewardConfig
 from node.tasks import TaskConfig
-from node.training.loss import LossConfig
-from node.training.rollout import SamplingConfig
 from shaping import ShapingConfig
 
 
 # Rank-dynamics checkpoints every 4 tokens: responses of the arithmetic task are 17-43 tokens.
 _SHAPING_DEFAULTS = {"stride": 4, "window": 512}
+
+
+class SamplingConfig(BaseModel):
+    """How rollouts are sampled."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    group_size: int = Field(8, ge=2, le=1024, description="Rollouts per prompt (G); GRPO needs at least 2.")
+    max_new_tokens: int = Field(48, ge=1, le=32768, description="Response length cap in tokens.")
+    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature for training rollouts.")
+
+
+class LossConfig(BaseModel):
+    """Policy-loss settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="PPO ratio clip range epsilon.")
+    kl_coef: float = Field(0.0, ge=0.0, description="Weight of the KL penalty to the frozen reference policy (0 disables it and the reference copy).")
+    entropy_coef: float = Field(0.0, ge=0.0, description="Weight of the entropy bonus (subtracted from the loss).")
 
 
 class ModelConfig(BaseModel):

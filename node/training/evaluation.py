@@ -11,7 +11,8 @@ from math import comb
 
 import torch
 
-from node.training.rollout import SamplingConfig, sample_rollouts
+from node.training.config import SamplingConfig
+from node.training.rollout import sample_rollouts
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-
-class LossConfig(BaseModel):
-    """Policy-loss settings."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="PPO ratio clip range epsilon.")
-    kl_coef: float = Field(0.0, ge=0.0, description="Weight of the KL penalty to the frozen reference policy (0 disables it and the reference copy).")
-    entropy_coef: float = Field(0.0, ge=0.0, description="Weight of the entropy bonus (subtracted from the loss).")
+from node.training.config import LossConfig
 
 
 @dataclass

@@ -11,17 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
-
-class SamplingConfig(BaseModel):
-    """How rollouts are sampled."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    group_size: int = Field(8, ge=2, le=1024, description="Rollouts per prompt (G); GRPO needs at least 2.")
-    max_new_tokens: int = Field(48, ge=1, le=32768, description="Response length cap in tokens.")
-    temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature for training rollouts.")
+from node.training.config import SamplingConfig
 
 
 @dataclass

@@ -27,7 +27,7 @@ from node.training.loss import policy_loss
 from node.training.policy_forward import policy_forward
 from node.training.rollout import sample_rollouts
 from node.training.seams import BaselineSource, UpdateRule
-from rankswarm.metrics import MetricsSink
+from plumbing.metrics import MetricsSink
 from shaping import (IndicatorStats, aux_signal, base_advantages, compute_indicators, shaping_bonus,
                      token_advantages)
 

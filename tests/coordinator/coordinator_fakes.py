@@ -6,7 +6,7 @@ import random
 
 import torch
 
-from rankswarm.dht_records import MetaSignalRecord
+from plumbing.dht_records import MetaSignalRecord
 from shaping import IndicatorStats, RankIndicators
 
 RUN = "test-run"

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 
 from coordinator.events import EventLog
-from coordinator.health import HealthConfig
+from coordinator.config import HealthConfig
 from coordinator.ledger import Ledger
 from coordinator.monitor import Monitor
 from coordinator.store import HistoryStore
 from coordinator_fakes import RUN, batch_stats
-from rankswarm.dht_records import Deciles, MetaSignalRecord, PeerStatusRecord
+from plumbing.dht_records import Deciles, MetaSignalRecord, PeerStatusRecord
 from shaping import ShapingConfig
 
 VERSION = "0.1.0"

@@ -4,13 +4,14 @@ import dataclasses
 
 import pytest
 
-from coordinator.health import (HealthConfig, PeerMemory, classify_peers, epoch_lags, peer_conditions, summarize,
+from coordinator.config import HealthConfig
+from coordinator.health import (PeerMemory, classify_peers, epoch_lags, peer_conditions, summarize,
                                 swarm_conditions)
 from coordinator.monitor import Monitor
 from coordinator.views import PeerView
 from coordinator_fakes import RUN
 from dashboard_fakes import PEER_TIMEOUT, ROUND_S, START, FakeSwarm
-from rankswarm.dht_records import PeerStatusRecord
+from plumbing.dht_records import PeerStatusRecord
 
 CFG = HealthConfig()
 

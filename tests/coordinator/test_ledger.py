@@ -8,7 +8,7 @@ from coordinator.events import EventKind, EventLog
 from coordinator.ledger import Ledger
 from coordinator.store import HistoryStore
 from coordinator_fakes import RUN, batch_stats, meta_record, random_batch
-from rankswarm.dht_records import PeerStatusRecord
+from plumbing.dht_records import PeerStatusRecord
 from shaping import ShapingConfig
 
 

@@ -9,7 +9,7 @@ from coordinator.rounds import RoundState, merge_round
 from coordinator.views import Alert, PeerView, RoundView, SwarmStateView
 from coordinator_fakes import RUN, batch_stats, meta_record, random_batch
 from protos import convert, swarm_pb2
-from rankswarm.dht_records import Deciles, PeerStatusRecord, SchemaVersionError
+from plumbing.dht_records import Deciles, PeerStatusRecord, SchemaVersionError
 from shaping import ShapingConfig
 
 

@@ -14,7 +14,7 @@ from coordinator.service import CoordinatorService, add_to_server
 from coordinator.store import HistoryStore
 from coordinator_fakes import RUN, batch_stats, meta_record, random_batch
 from protos import swarm_pb2, swarm_pb2_grpc
-from rankswarm.dht_records import PeerStatusRecord
+from plumbing.dht_records import PeerStatusRecord
 from shaping import ShapingConfig
 
 

@@ -9,7 +9,7 @@ from coordinator.rounds import RoundState, merge_round
 from coordinator.store import _SCHEMA, STORE_SCHEMA_VERSION, HistoryStore, StoreError, _strip_comments
 from coordinator.views import Alert
 from coordinator_fakes import RUN, batch_stats, meta_record, random_batch
-from rankswarm.dht_records import PeerStatusRecord
+from plumbing.dht_records import PeerStatusRecord
 from shaping import ShapingConfig
 
 

@@ -13,11 +13,12 @@ from pathlib import Path
 import torch
 from hivemind.utils import get_dht_time
 
-from coordinator.server import Coordinator, CoordinatorConfig
-from rankswarm.dht_keys import SigningIdentity, build_record_validators
-from rankswarm.dht_records import (Deciles, MetaSignalRecord, PeerStatusRecord, expires_in, fetch_meta_signals,
+from coordinator.config import CoordinatorConfig
+from coordinator.server import Coordinator
+from plumbing.identity import SigningIdentity, build_record_validators
+from plumbing.dht_records import (Deciles, MetaSignalRecord, PeerStatusRecord, expires_in, fetch_meta_signals,
                                    fetch_peer_statuses, poll, publish_meta_signal, publish_peer_status)
-from rankswarm.swarm_dht import DHTConfig, start_dht
+from plumbing.swarm_dht import DHTConfig, start_dht
 from shaping import IndicatorStats, RankIndicators
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]

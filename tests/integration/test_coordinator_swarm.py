@@ -27,13 +27,15 @@ from hivemind.utils import get_dht_time
 
 from coordinator.client import CoordinatorClient, wait_for_round
 from coordinator.events import EventKind
-from coordinator.server import Coordinator, CoordinatorConfig
+from coordinator.config import CoordinatorConfig
+from coordinator.server import Coordinator
 from protos import swarm_pb2, swarm_pb2_grpc
-from rankswarm.dht_keys import SigningIdentity, build_record_validators, meta_signals_key
-from rankswarm.dht_records import (MetaSignalRecord, expires_in, fetch_balance, fetch_meta_signals, poll,
+from plumbing.dht_keys import meta_signals_key
+from plumbing.identity import SigningIdentity, build_record_validators
+from plumbing.dht_records import (MetaSignalRecord, expires_in, fetch_balance, fetch_meta_signals, poll,
                                    poll_balance, publish_meta_signal)
-from rankswarm.processes import wait_for_json
-from rankswarm.swarm_dht import DHTConfig, start_dht
+from plumbing.processes import wait_for_json
+from plumbing.swarm_dht import DHTConfig, start_dht
 from shaping import INDICATORS, IndicatorStats, RankIndicators
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
@@ -222,7 +224,7 @@ def test_restarted_coordinator_serves_the_same_history_and_merges_nothing_twice(
 @pytest.mark.integration
 def test_main_prints_how_to_reach_it_and_stops_on_sigterm(tmp_path):
     cfg = coordinator_config(tmp_path, run="main-test", round_interval=0.5)
-    script = ("import sys; from coordinator.server import CoordinatorConfig, main; "
+    script = ("import sys; from coordinator.config import CoordinatorConfig; from coordinator.server import main; "
               "sys.exit(main(CoordinatorConfig.model_validate_json(sys.argv[1]), ready_file=sys.argv[2]))")
     ready_file = tmp_path / "ready.json"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}

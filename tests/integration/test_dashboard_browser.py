@@ -23,7 +23,7 @@ import pytest
 
 from coordinator.dashboard.web import DashboardApp, DashboardServer
 from coordinator.events import EventLog
-from coordinator.health import HealthConfig
+from coordinator.config import HealthConfig
 from coordinator.ledger import Ledger
 from coordinator.monitor import Monitor
 from coordinator.store import HistoryStore

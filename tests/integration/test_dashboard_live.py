@@ -17,8 +17,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.client import CoordinatorClient, render_status
 from live_swarm import LiveSwarm
-from rankswarm.dht_keys import peer_status_key
-from rankswarm.dht_records import PeerStatusRecord, expires_in
+from plumbing.dht_keys import peer_status_key
+from plumbing.dht_records import PeerStatusRecord, expires_in
 
 pytestmark = pytest.mark.integration
 

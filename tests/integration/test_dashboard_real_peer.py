@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from rankswarm.demo import DemoConfig, DemoSwarm
+from rankswarm.config import DemoConfig
+from rankswarm.demo import DemoSwarm
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

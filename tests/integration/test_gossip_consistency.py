@@ -24,9 +24,9 @@ from node.gossip.consensus import fingerprints_agree
 from node.gossip.fingerprint import parameter_fingerprint
 from node.gossip.optimizer import epoch_group_bits
 from node.gossip.traffic import PARTIAL_ALLREDUCES
-from rankswarm.dht_keys import SigningIdentity, build_record_validators
-from rankswarm.dht_records import fetch_weights_claims
-from rankswarm.swarm_dht import DHTConfig, start_dht, visible_addresses
+from plumbing.identity import SigningIdentity, build_record_validators
+from plumbing.dht_records import fetch_weights_claims
+from plumbing.swarm_dht import DHTConfig, start_dht, visible_addresses
 
 pytestmark = pytest.mark.integration
 

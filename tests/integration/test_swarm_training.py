@@ -18,8 +18,9 @@ from pathlib import Path
 import pytest
 
 from coordinator.client import CoordinatorClient
-from rankswarm.demo import DemoConfig, DemoSwarm
-from rankswarm.dht_keys import SigningIdentity
+from rankswarm.config import DemoConfig
+from rankswarm.demo import DemoSwarm
+from plumbing.identity import SigningIdentity
 from shaping import IndicatorStats
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from node.training.loss import LossConfig, policy_loss
+from node.training.config import LossConfig
+from node.training.loss import policy_loss
 
 pytestmark = pytest.mark.unit
 

@@ -15,9 +15,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from node.model.loading import load_policy
 from node.model.tokenizer import build_char_tokenizer, save_char_tokenizer
 from node.training.policy_forward import policy_forward
-from node.training.rollout import SamplingConfig, sample_rollouts
+from node.training.config import SamplingConfig
+from node.training.rollout import sample_rollouts
 from rankswarm.cli import main
-from rankswarm.metrics import read_jsonl
+from plumbing.metrics import read_jsonl
 
 pytestmark = pytest.mark.unit
 

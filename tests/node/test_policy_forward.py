@@ -9,10 +9,12 @@
 import pytest
 import torch
 
-from node.model.tiny import TinyModelConfig, build_tiny_model
+from node.model.config import TinyModelConfig
+from node.model.tiny import build_tiny_model
 from node.model.tokenizer import build_char_tokenizer
 from node.training.policy_forward import policy_forward
-from node.training.rollout import SamplingConfig, sample_rollouts
+from node.training.config import SamplingConfig
+from node.training.rollout import sample_rollouts
 
 pytestmark = pytest.mark.unit
 

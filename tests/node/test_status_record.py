@@ -5,10 +5,11 @@ from types import SimpleNamespace
 import pytest
 
 from node.swarm.config import NodeConfig
-from node.swarm.peer import VERSION, Node
+from node.swarm.peer import Node
+from plumbing import __version__
 from node.training.build import build_trainer
-from rankswarm.dht_keys import SigningIdentity
-from rankswarm.dht_records import PEER_STATUS_SCHEMA_VERSION, PeerStatusRecord
+from plumbing.identity import SigningIdentity
+from plumbing.dht_records import PEER_STATUS_SCHEMA_VERSION, PeerStatusRecord
 
 
 def _node(tmp_path):
@@ -36,7 +37,7 @@ def test_status_report_carries_the_steps_numbers(tmp_path):
     metrics = {**report.metrics, **swarm}
     status = node.status_record(report.step, metrics)
 
-    assert status.schema_version == PEER_STATUS_SCHEMA_VERSION and status.version == VERSION
+    assert status.schema_version == PEER_STATUS_SCHEMA_VERSION and status.version == __version__
     assert (status.step, status.address, status.reachability) == (1, node.addresses[0], "direct")
     for key in ("reward", "accuracy", "kl", "er", "erv", "era", "gate", "aux", "tokens_per_s"):
         assert getattr(status, key) == pytest.approx(metrics[key]), key

@@ -14,9 +14,9 @@ from hivemind.utils import get_dht_time
 
 from node.swarm.baselines import SwarmBaselines
 from node.training.seams import LocalBaselines
-from rankswarm.dht_keys import SigningIdentity, build_record_validators
-from rankswarm.dht_records import BalanceRecord, expires_in, publish_balance
-from rankswarm.swarm_dht import DHTConfig, start_dht
+from plumbing.identity import SigningIdentity, build_record_validators
+from plumbing.dht_records import BalanceRecord, expires_in, publish_balance
+from plumbing.swarm_dht import DHTConfig, start_dht
 from shaping import Baselines, IndicatorStats, RankIndicators, ShapingConfig
 
 pytestmark = pytest.mark.integration

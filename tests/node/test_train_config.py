@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from node.training.config import TrainConfig
-from rankswarm.config_loading import ConfigError, load_config
+from plumbing.config_loading import ConfigError, load_config
 
 
 @pytest.mark.unit

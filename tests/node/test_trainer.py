@@ -9,7 +9,7 @@ import torch
 from node.training.build import build_trainer
 from node.training.checkpoint import CheckpointError, checkpoint_dir
 from node.training.config import TrainConfig
-from rankswarm.metrics import read_jsonl
+from plumbing.metrics import read_jsonl
 
 
 def _config(tmp_path, **overrides) -> TrainConfig:

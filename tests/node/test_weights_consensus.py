@@ -12,9 +12,10 @@ import pytest
 from hivemind.utils import get_dht_time
 
 from node.gossip.consensus import WeightsConsensus, fingerprints_agree, outvoted
-from rankswarm.dht_keys import SigningIdentity, build_record_validators, weights_key
-from rankswarm.dht_records import WeightsClaimRecord, fetch_weights_claims, publish_weights_claim
-from rankswarm.swarm_dht import DHTConfig, start_dht, visible_addresses
+from plumbing.dht_keys import weights_key
+from plumbing.identity import SigningIdentity, build_record_validators
+from plumbing.dht_records import WeightsClaimRecord, fetch_weights_claims, publish_weights_claim
+from plumbing.swarm_dht import DHTConfig, start_dht, visible_addresses
 
 RUN = "consensus-test"
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]

@@ -1,17 +1,15 @@
 """One version everywhere: the dashboard flags peers whose version differs from the coordinator's."""
 
-import tomllib
-from pathlib import Path
+import importlib.metadata
 
 import pytest
 
+import plumbing
 import rankswarm
-from node.swarm.peer import VERSION
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.unit
 
 
-@pytest.mark.unit
-def test_package_peer_and_coordinator_report_the_same_version():
-    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
-    assert rankswarm.__version__ == declared == VERSION
+def test_the_installed_package_the_command_and_the_plumbing_report_one_version():
+    # pyproject.toml reads the version from plumbing.__version__; peers and the coordinator report that
+    assert importlib.metadata.version("rankswarm") == plumbing.__version__ == rankswarm.__version__

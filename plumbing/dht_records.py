@@ -1,6 +1,6 @@
 """The records rankswarm keeps in the DHT, and how they are published, fetched and checked.
 
-Keys, writers and subkeys are listed in `rankswarm.dht_keys`. Values are plain msgpack
+Keys, writers and subkeys are listed in `plumbing.dht_keys`. Values are plain msgpack
 dicts made by pydantic models (never pickle); every read validates them again, and a
 record that is malformed, of a newer schema, of another run, or whose claimed peer or step
 disagrees with its signed subkey is rejected with a logged reason and returned in
@@ -22,8 +22,8 @@ from typing import Any, Callable, ClassVar, Generic, Literal, TypeVar
 from hivemind.utils import get_dht_time
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator
 
-from rankswarm.dht_keys import (MAX_RECORD_TTL, SigningIdentity, balance_key, check_run_id, describe_subkey,
-                                meta_signals_key, parse_subkey, peer_status_key, weights_key)
+from plumbing.dht_keys import MAX_RECORD_TTL, balance_key, check_run_id, describe_subkey, meta_signals_key, parse_subkey, peer_status_key, weights_key
+from plumbing.identity import SigningIdentity
 from shaping import Baselines, IndicatorStats
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,7 @@ class _Record(BaseModel):
     LATEST_SCHEMA: ClassVar[int] = SCHEMA_VERSION
 
     schema_version: int = Field(SCHEMA_VERSION, description="Record schema; newer ones are refused.")
-    run: str = Field(description="Run id the record belongs to (rankswarm.dht_keys.RUN_ID_PATTERN).")
+    run: str = Field(description="Run id the record belongs to (plumbing.dht_keys.RUN_ID_PATTERN).")
 
     @field_validator("schema_version")
     @classmethod
@@ -252,7 +252,7 @@ def expires_in(seconds: float) -> float:
 def _store(dht, key: str, subkey: bytes, value: dict, expiration_time: float, timeout: float) -> bool:
     if not get_dht_time() < expiration_time <= get_dht_time() + MAX_RECORD_TTL:
         raise ValueError(f"expiration_time must be in the future and within {MAX_RECORD_TTL:.0f} s "
-                         f"(use rankswarm.dht_records.expires_in(seconds))")
+                         f"(use plumbing.dht_records.expires_in(seconds))")
     future = dht.store(key, value, expiration_time, subkey=subkey, return_future=True)
     try:
         return bool(future.result(timeout=timeout))

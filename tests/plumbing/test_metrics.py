@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from rankswarm.metrics import MetricsSink, read_jsonl
+from plumbing.metrics import MetricsSink, read_jsonl
 
 pytestmark = pytest.mark.unit
 

@@ -5,7 +5,7 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
-from rankswarm.config_loading import ConfigError, load_config, parse_override, write_resolved
+from plumbing.config_loading import ConfigError, load_config, parse_override, write_resolved
 
 pytestmark = pytest.mark.unit
 

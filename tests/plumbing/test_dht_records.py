@@ -6,8 +6,9 @@ from concurrent.futures import Future
 import pytest
 from hivemind.utils import ValueWithExpiration, get_dht_time
 
-from rankswarm.dht_keys import SigningIdentity, balance_key, meta_signals_key
-from rankswarm.dht_records import (BalanceRecord, FetchResult, MetaSignalRecord, expires_in, fetch_balance,
+from plumbing.dht_keys import balance_key, meta_signals_key
+from plumbing.identity import SigningIdentity
+from plumbing.dht_records import (BalanceRecord, FetchResult, MetaSignalRecord, expires_in, fetch_balance,
                                    fetch_meta_signals, poll, publish_meta_signal)
 from shaping import INDICATORS, Baselines, IndicatorStats
 
@@ -132,7 +133,7 @@ class VirtualClock:
 
 @pytest.mark.unit
 def test_poll_backs_off_and_returns_partial_results_at_the_deadline(monkeypatch):
-    import rankswarm.dht_records as records
+    import plumbing.dht_records as records
 
     clock = VirtualClock()
     monkeypatch.setattr(records, "time", clock)

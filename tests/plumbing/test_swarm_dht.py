@@ -2,7 +2,7 @@
 
 import pytest
 
-from rankswarm.swarm_dht import BootstrapError, DHTConfig, start_dht, visible_addresses
+from plumbing.swarm_dht import BootstrapError, DHTConfig, start_dht, visible_addresses
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 

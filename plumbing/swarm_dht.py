@@ -12,7 +12,7 @@ from typing import Iterable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from rankswarm.errors import StartupError
+from plumbing.errors import StartupError
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from hivemind.dht.routing import DHTID
 from hivemind.dht.validation import DHTRecord
 from hivemind.utils import get_dht_time
 
-from rankswarm.dht_keys import (OwnedSubkeysValidator, SigningIdentity, all_keys, check_run_id, describe_subkey,
-                                meta_signals_key, parse_subkey)
+from plumbing.dht_keys import all_keys, check_run_id, describe_subkey, meta_signals_key, parse_subkey
+from plumbing.identity import OwnedSubkeysValidator, SigningIdentity
 
 IDENTITY = SigningIdentity.generate()
 

@@ -1,0 +1,95 @@
+"""The coordinator's configs: `CoordinatorConfig` and its `health` section.
+
+Light on purpose (pydantic and the DHT key rules only): reading or printing a config never
+imports torch, grpc or hivemind (tests/test_light_configs.py).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from plumbing.dht_keys import MAX_RECORD_TTL, check_run_id
+from plumbing.swarm_dht import DHTConfig
+from shaping.config import ShapingConfig
+
+
+def _host_port(listen: str, key: str, example: str) -> str:
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{key}={listen!r} must be host:port, e.g. {example} or 0.0.0.0:0")
+    return listen
+
+
+class HealthConfig(BaseModel):
+    """Thresholds of the peer states and alerts (coordinator config section `health`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    silent_after_s: float = Field(30.0, gt=0, description=(
+        "A peer silent this long (and for 3 of its own steps) is unreachable, until peer_timeout makes it gone."))
+    behind_epochs: int = Field(2, ge=1, description=(
+        "A peer is behind when another had reported an epoch more than this many ahead of it at its last report."))
+    stale_round_after_s: float | None = Field(None, gt=0, description=(
+        "No new round for this long while peers are online raises stale_weights; "
+        "None = max(60 s, 6 x round_interval)."))
+    stale_weights_rounds: int = Field(10, ge=1, description=(
+        "A peer shaping with coordinator weights this many rounds old (or with its local baselines while the "
+        "coordinator's are ready) raises peer_stale_weights."))
+    failure_window_s: float = Field(600.0, gt=0, description=(
+        "Averaging or publishing failures and rejected records within this many seconds raise an alert."))
+    joining_timeout_s: float = Field(600.0, gt=0, description="A peer joining for longer raises peer_stuck_joining.")
+    status_retention_s: float = Field(7 * 86400.0, gt=0, description=(
+        "Status reports older than this are deleted from the history (the charts' per-peer KL, accuracy, tokens/s)."))
+
+
+class CoordinatorConfig(BaseModel):
+    """Everything a coordinator needs; forbids unknown keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: str = Field(description="Run id: names the DHT keys and the history (A-Z a-z 0-9 _ -, up to 64).")
+    listen: str = Field("127.0.0.1:50051", description=(
+        "gRPC listen address host:port (port 0 = any free port; use 0.0.0.0:PORT to serve other machines)."))
+    http_listen: str | None = Field("127.0.0.1:8080", description=(
+        "The dashboard, JSON API and /metrics: host:port (port 0 = any free port; 0.0.0.0:PORT serves other "
+        "machines); None or \"\" = no HTTP server."))
+    db_path: str = Field(description="SQLite history file (created if missing; a restart resumes from it).")
+    signing_key_path: str | None = Field(None, description=(
+        "RSA key that signs balance records (created if missing). Keep it: peers pin its fingerprint. "
+        "None = a new key on every start."))
+    round_interval: float = Field(10.0, ge=0.05, le=3600, description="Seconds between rounds.")
+    fetch_timeout: float = Field(5.0, gt=0, le=120, description="Seconds one DHT read may take.")
+    balance_ttl: float = Field(300.0, gt=0, le=MAX_RECORD_TTL, description=(
+        "Seconds a published balance record lives; refreshed every third of it while the coordinator runs."))
+    peer_timeout: float = Field(120.0, gt=0, le=86400, description="Seconds unseen before a peer counts as gone.")
+    max_history_rounds: int = Field(1000, ge=1, le=100_000, description="Most rounds one GetHistory returns.")
+    grpc_workers: int = Field(16, ge=2, le=256, description=(
+        "gRPC worker threads; each open WatchSwarmEvents stream holds one."))
+    dht: DHTConfig = Field(default_factory=DHTConfig, description=(
+        "How the coordinator joins the swarm's DHT (initial_peers, host_maddrs, identity_path, ...)."))
+    shaping: ShapingConfig = Field(default_factory=ShapingConfig, description=(
+        "Baseline EMA and lambda settings; must match the peers' shaping config."))
+    health: HealthConfig = Field(default_factory=HealthConfig, description=(
+        "When a peer counts as unreachable or behind, and when the dashboard raises alerts."))
+
+    @field_validator("run")
+    @classmethod
+    def _run_id(cls, run: str) -> str:
+        return check_run_id(run)
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, listen: str) -> str:
+        return _host_port(listen, "listen", "127.0.0.1:50051")
+
+    @field_validator("http_listen")
+    @classmethod
+    def _http_listen(cls, listen: str | None) -> str | None:
+        return _host_port(listen, "http_listen", "127.0.0.1:8080") if listen else None
+
+    @model_validator(mode="after")
+    def _fetch_fits_round(self) -> CoordinatorConfig:
+        if self.balance_ttl < 2 * self.round_interval:
+            raise ValueError(f"balance_ttl ({self.balance_ttl}) must be at least twice round_interval "
+                             f"({self.round_interval}) or the balance record expires between rounds")
+        return self
