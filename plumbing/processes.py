@@ -36,16 +36,17 @@ class ManagedProcess:
         self.name = name
         self.log_path = Path(log_path)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        self._log = self.log_path.open("ab")
+        self.log = self.log_path.open("ab")
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                      env=full_env, start_new_session=True, preexec_fn=_die_with_parent)
 
     @property
     def alive(self) -> bool:
         return self.proc.poll() is None
 
-    def _signal_group(self, sig: int) -> None:
+    def signal_group(self, sig: int) -> None:
+        """Send `sig` to the child's whole process group (it runs in a session of its own)."""
         try:
             os.killpg(self.proc.pid, sig)
         except ProcessLookupError:
@@ -53,7 +54,7 @@ class ManagedProcess:
 
     def kill(self, timeout: float = 10.0) -> int | None:
         """SIGKILL the whole group at once (a crash, as far as the others can tell)."""
-        self._signal_group(signal.SIGKILL)
+        self.signal_group(signal.SIGKILL)
         try:
             self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -80,7 +81,7 @@ def stop_all(processes: list[ManagedProcess], grace: float = 10.0) -> list[int |
         if not running:
             break
         for process in running:
-            process._signal_group(sig)
+            process.signal_group(sig)
         deadline = time.monotonic() + wait
         for process in running:
             try:
@@ -89,8 +90,8 @@ def stop_all(processes: list[ManagedProcess], grace: float = 10.0) -> list[int |
                 pass
     for process in processes:
         # stray grandchildren (a p2p daemon) may outlive the leader: clear the group
-        process._signal_group(signal.SIGKILL)
-        process._log.close()
+        process.signal_group(signal.SIGKILL)
+        process.log.close()
     return [p.proc.returncode for p in processes]
 
 

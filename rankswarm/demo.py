@@ -113,7 +113,7 @@ class DemoSwarm:
             # loopback peers find each other in well under a second; the default suits the internet
             f"gossip.matchmaking_time={self.cfg.matchmaking_time}", f"gossip.min_peers={self.cfg.peers}",
             f"dht.initial_peers={json.dumps(ready['maddrs'])}", 'dht.host_maddrs=["/ip4/127.0.0.1/tcp/0"]',
-            f"coordinator.grpc_address={json.dumps(ready['grpc_address'])}", "torch_threads=1",
+            "torch_threads=1",
             f"coordinator.trusted_key={json.dumps(ready['public_key'])}", "progress=false",
             *self.cfg.node_overrides, *extra_overrides,
         ]

@@ -5,7 +5,7 @@ gradients until the swarm together reaches `target_batch_size` rollouts, then th
 that are ready form a group, all-reduce their (PowerSGD-compressed, error-fed-back)
 gradients and apply the same averaged update with identical optimizer state, so their
 weights stay equal up to float error. A round that fails to average applies nothing
-(`AllOrNothingOptimizer`, node.gossip.optimizer): the peers that did average move to the
+(`AllOrNothingOptimizer`, node.gossip.hivemind_internals.optimizer): the peers that did average move to the
 next epoch and the others download their state before the next step, labelled with the
 epoch its weights belong to; a late joiner does so before its first step. A peer that dies
 mid-round costs the others that round: the all-reduce times out after
@@ -26,11 +26,14 @@ from typing import Callable, Iterable
 
 import torch
 
+from node.gossip import hivemind_internals
 from node.gossip.config import GossipConfig
 from node.gossip.consensus import WeightsConsensus
 from node.gossip.fingerprint import parameter_fingerprint
-from node.gossip.optimizer import AllOrNothingOptimizer
-from node.gossip.traffic import ALLREDUCE_SECONDS, STATE_SYNC, CountingCompression, install_traffic_counter
+from node.gossip.hivemind_internals import AllOrNothingOptimizer, CountedGradientAverager, CountedPowerSGDAverager
+from node.gossip.traffic import CountingCompression, PeerTraffic
+from plumbing.dht_keys import owner_subkey
+from plumbing.identity import SigningIdentity
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +51,20 @@ class GossipStepReport:
     averaging_seconds: float  # wall time of this call: waiting for peers, all-reduce, optimizer step
     allreduce_seconds: float  # part of it inside formed groups' all-reduce rounds
     waiting_seconds: float  # the rest: progress tracking, matchmaking, waiting for slower peers
-    dropped: bool = False  # a round failed to average and applied nothing (see node.gossip.optimizer)
+    dropped: bool = False  # a round failed to average and applied nothing (see hivemind_internals.optimizer)
     resynced: bool = False  # downloaded the swarm's state because the others' weights claims outvoted ours
     fingerprint: list[float] | None = None  # of the weights, when they changed during this call
     error: str | None = None
+
+
+@dataclass
+class TrafficTotals:
+    """Bytes since the peer's gossip started, state downloads at start included."""
+
+    bytes_sent_total: int  # all-reduce payload bytes: gradients every round, parameters every average_state_every
+    bytes_received_total: int
+    state_bytes_sent_total: int  # full state served to peers that joined late or fell behind
+    state_bytes_received_total: int  # full state this peer downloaded
 
 
 @dataclass
@@ -64,19 +77,17 @@ class SettleReport:
     fingerprint: list[float]
 
 
-def _grad_averager_factory(cfg: GossipConfig):
+def _grad_averager_factory(cfg: GossipConfig, traffic: PeerTraffic):
     if cfg.compression != "powersgd":
-        return None  # hivemind's default dense GradientAverager
-    from hivemind.optim.power_sgd_averager import PowerSGDGradientAverager
-
-    return partial(PowerSGDGradientAverager, averager_rank=cfg.rank)
+        return partial(CountedGradientAverager, traffic=traffic)  # dense, as hivemind's default
+    return partial(CountedPowerSGDAverager, averager_rank=cfg.rank, traffic=traffic)
 
 
-def _codec(cfg: GossipConfig):
+def _codec(cfg: GossipConfig, traffic: PeerTraffic):
     from hivemind.compression import Float16Compression, NoCompression
 
     fp16 = cfg.compression == "fp16" or (cfg.compression == "powersgd" and cfg.wire_precision == "fp16")
-    return CountingCompression(Float16Compression() if fp16 else NoCompression())
+    return CountingCompression(Float16Compression() if fp16 else NoCompression(), traffic.averaging)
 
 
 class GradientGossip:
@@ -84,34 +95,34 @@ class GradientGossip:
 
     def __init__(self, dht, params: Iterable[torch.nn.Parameter],
                  optimizer_factory: Callable[[list], torch.optim.Optimizer], cfg: GossipConfig, *, run_id: str,
-                 batch_size_per_step: int, identity=None):
+                 batch_size_per_step: int, identity: SigningIdentity):
         from hivemind.compression import Float16Compression, NoCompression
 
         self.cfg = cfg
-        self.traffic, self.state_traffic = install_traffic_counter()
-        # counters are per process: remember where this optimizer started (tests may build several)
-        self._traffic_at_start = self.traffic.snapshot() + self.state_traffic.snapshot()
+        hivemind_internals.install()  # before the averagers below fork their processes
+        self.traffic = PeerTraffic()
         self.params = [p for p in params if p.requires_grad]
         self.numel = sum(p.numel() for p in self.params)
-        tracker_opts = {"metadata_expiration": cfg.peer_expiration_s}
-        if identity is not None:
-            # the progress tracker must sign with the key our DHT's RSASignatureValidator holds: the DHT
-            # keeps only the first such validator, and records signed by another key are dropped
-            tracker_opts["private_key"] = identity.private_key
+        # the progress tracker must sign with the key our DHT's RSASignatureValidator holds: the DHT keeps
+        # only the first such validator, and records signed by another key are dropped. Its records are
+        # then under this peer's owner subkey.
+        tracker_opts = {"metadata_expiration": cfg.peer_expiration_s, "private_key": identity.private_key}
+        self.progress_subkey = owner_subkey(identity.public_key)
         self.consensus = (WeightsConsensus(dht, run_id, identity, rtol=cfg.weights_rtol, ttl_s=cfg.weights_claim_ttl_s)
-                          if identity is not None and cfg.verify_weights else None)
+                          if cfg.verify_weights else None)
         self.optimizer = AllOrNothingOptimizer(
             dht=dht, run_id=f"{run_id}_gossip", target_batch_size=cfg.target_batch_size,
             batch_size_per_step=batch_size_per_step, optimizer=optimizer_factory, params=self.params,
             matchmaking_time=cfg.matchmaking_time, averaging_timeout=cfg.averaging_timeout,
             next_chunk_timeout=cfg.next_chunk_timeout,
             load_state_timeout=cfg.load_state_timeout, average_state_every=cfg.average_state_every,
-            use_local_updates=False, grad_averager_factory=_grad_averager_factory(cfg),
-            grad_compression=_codec(cfg), state_averaging_compression=CountingCompression(Float16Compression()),
+            use_local_updates=False, grad_averager_factory=_grad_averager_factory(cfg, self.traffic),
+            grad_compression=_codec(cfg, self.traffic),
+            state_averaging_compression=CountingCompression(Float16Compression(), self.traffic.averaging),
             # full precision: fp16 flushes Adam's second moments (often < 6e-8) to zero, and the late
             # joiner's first steps then divide by eps
-            load_state_compression=CountingCompression(NoCompression(), STATE_SYNC), verbose=cfg.verbose,
-            tracker_opts=tracker_opts, others_alive=self._others_alive,
+            load_state_compression=CountingCompression(NoCompression(), self.traffic.state_sync), verbose=cfg.verbose,
+            tracker_opts=tracker_opts, others_alive=self._others_alive, traffic=self.traffic,
         )
 
     @property
@@ -125,27 +136,30 @@ class GradientGossip:
         """Bytes one peer sends in a dense fp32 butterfly all-reduce with `num_peers` peers."""
         return int(4 * self.numel * 2 * (num_peers - 1) / num_peers) if num_peers > 1 else 0
 
-    def traffic_totals(self) -> dict[str, int]:
-        """Bytes since this object was built, state downloads at start included."""
-        now = self.traffic.snapshot() + self.state_traffic.snapshot()
-        sent, received, state_sent, state_received = (a - b for a, b in zip(now, self._traffic_at_start))
-        return {"bytes_sent_total": sent, "bytes_received_total": received,
-                "state_bytes_sent_total": state_sent, "state_bytes_received_total": state_received}
+    def traffic_totals(self) -> TrafficTotals:
+        return TrafficTotals(*self.traffic.averaging.snapshot(), *self.traffic.state_sync.snapshot())
 
     def _progress_epochs(self) -> dict[bytes, int]:
-        """Epoch of every peer with a live progress record, by public key (read from the DHT, not the
-        tracker's cache, which refreshes only every few seconds)."""
+        """Epoch of every peer with a live progress record, by the record's owner subkey (read from the
+        DHT, not the tracker's cache, which refreshes only every few seconds). Records that do not
+        parse as hivemind's `LocalTrainingProgress` are skipped."""
+        from hivemind.optim.progress_tracker import LocalTrainingProgress
+
         tracker = self.optimizer.tracker
         found = tracker.dht.get(tracker.training_progress_key, latest=True)
         entries = found.value if found is not None and isinstance(found.value, dict) else {}
-        return {key: int(entry.value.get("epoch", 0)) for key, entry in entries.items()
-                if isinstance(getattr(entry, "value", None), dict)}
+        epochs = {}
+        for subkey, entry in entries.items():
+            try:
+                epochs[subkey] = LocalTrainingProgress.parse_obj(entry.value).epoch
+            except Exception:  # network boundary: a withdrawn (None) or malformed record counts for nothing
+                continue
+        return epochs
 
     def _others_alive(self) -> bool:
         """True if a peer other than this one has a live progress record in the DHT."""
-        mine = getattr(self.optimizer.tracker, "_local_public_key", b"")
         try:
-            return any(key != mine for key in self._progress_epochs())
+            return any(key != self.progress_subkey for key in self._progress_epochs())
         except Exception as err:  # network boundary: unknown counts as alive, so nothing is applied alone
             log.warning("could not read the swarm's progress: %s", err)
             return True
@@ -162,13 +176,13 @@ class GradientGossip:
         if not force and self.swarm_epoch() <= self.epoch:
             return False
         before = self.epoch
-        received = self.state_traffic.snapshot()[1]
+        received = self.traffic.state_sync.snapshot()[1]
         try:
             self.optimizer.load_state_from_peers()
         except Exception as err:  # network boundary: a late joiner may still start from its own copy
             log.warning("could not download state from peers: %s", err)
             return False
-        loaded = self.epoch > before or self.state_traffic.snapshot()[1] > received
+        loaded = self.epoch > before or self.traffic.state_sync.snapshot()[1] > received
         if loaded:
             self._claim_weights(downloaded=True)
         return loaded
@@ -212,13 +226,14 @@ class GradientGossip:
                 averager.allow_state_sharing = True
 
     def step(self, batch_size: int) -> GossipStepReport:
-        sent0, received0 = self.traffic.snapshot()
-        state_sent0, state_received0 = self.state_traffic.snapshot()
-        allreduce0 = ALLREDUCE_SECONDS.total()
+        averaging, state_sync = self.traffic.averaging, self.traffic.state_sync
+        sent0, received0 = averaging.snapshot()
+        state_sent0, state_received0 = state_sync.snapshot()
+        allreduce0 = self.traffic.allreduce_seconds.total()
         dropped0 = self.optimizer.rounds_dropped
         resynced = self.resync_if_outvoted()
         epoch0 = self.epoch
-        state_received1 = self.state_traffic.snapshot()[1]
+        state_received1 = state_sync.snapshot()[1]
         peers = self.num_peers()
         started = time.perf_counter()
         error = None
@@ -230,9 +245,9 @@ class GradientGossip:
             log.warning("swarm step failed, will retry at the next one: %s", error)
         self.optimizer.zero_grad()
         elapsed = time.perf_counter() - started
-        sent, received = self.traffic.snapshot()
-        state_sent, state_received = self.state_traffic.snapshot()
-        allreduce = min(ALLREDUCE_SECONDS.total() - allreduce0, elapsed)
+        sent, received = averaging.snapshot()
+        state_sent, state_received = state_sync.snapshot()
+        allreduce = min(self.traffic.allreduce_seconds.total() - allreduce0, elapsed)
         # hivemind's step either updates or, when this peer is behind, downloads the swarm's state
         downloaded = state_received > state_received1
         applied = self.epoch > epoch0 and not downloaded
@@ -263,13 +278,12 @@ class GradientGossip:
         timeout_s = self.cfg.settle_timeout_s if timeout_s is None else timeout_s
         started = time.monotonic()
         deadline = started + timeout_s
-        mine = getattr(self.optimizer.tracker, "_local_public_key", b"")
         downloads, others, tried_epoch, unserved_epoch = 0, {}, None, None
         self._claim_weights(downloaded=False)  # the last round may have been dropped: claim what we hold
         settled = False
         while True:
             try:
-                others = {key: epoch for key, epoch in self._progress_epochs().items() if key != mine}
+                others = {key: epoch for key, epoch in self._progress_epochs().items() if key != self.progress_subkey}
                 newest = max(others.values(), default=self.epoch)
                 if not others:
                     settled = True

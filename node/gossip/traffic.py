@@ -1,29 +1,27 @@
 """Counting the bytes a peer's averagers put on (and take off) the wire.
 
-Two kinds of traffic are kept apart: AVERAGING (the all-reduce rounds: gradients every swarm
-step, parameters every `average_state_every` steps) and STATE_SYNC (full model + optimizer
+Two kinds of traffic are kept apart: `averaging` (the all-reduce rounds: gradients every swarm
+step, parameters every `average_state_every` steps) and `state_sync` (full model + optimizer
 state served to, or downloaded by, a peer that joins late or fell behind). Outgoing tensor
 parts are produced by a compression object's `compress` (all-reduce parts, state served to
 others) or by `serialize_torch_tensor` (a reducer's replies); incoming ones pass through
 `deserialize_torch_tensor` (in hivemind.averaging.allreduce for rounds, in
 hivemind.averaging.averager for state downloads only). `CountingCompression` wraps the
-compression objects we hand hivemind and `install_traffic_counter` wraps those module
-functions, so the counts are exactly the protobuf payload bytes (libp2p framing excluded).
+compression objects we hand hivemind and `node.gossip.hivemind_internals.wire_taps` wraps
+those module functions, so the counts are exactly the protobuf payload bytes (libp2p framing
+excluded).
 
-The same wrapping counts all-reduces that ended with parts missing (`PARTIAL_ALLREDUCES`):
-when a reducer fails, hivemind keeps the local values for its parts, logs "received X%
-results" and reports success, and the peer's averaged tensors then differ from the others'.
+The same taps count all-reduces that ended with parts missing (`partial_allreduces`): when a
+reducer fails, hivemind keeps the local values for its parts, logs "received X% results" and
+reports success, and the peer's averaged tensors then differ from the others'.
 
-hivemind averagers run in forked child processes, so the counters live in shared memory
-created before the fork. They are per process: one peer per process, as `rankswarm node` runs.
+hivemind averagers run in forked child processes, so a peer's counters (`PeerTraffic`, one per
+peer, shared by its gradient and state averagers) live in shared memory created before the fork.
 """
 
 from __future__ import annotations
 
-import functools
-import importlib
 import multiprocessing as mp
-import time
 
 from hivemind.compression import CompressionBase, CompressionInfo
 
@@ -75,17 +73,21 @@ class EventCounter:
         return self._count.value
 
 
-AVERAGING = TrafficCounter()
-STATE_SYNC = TrafficCounter()
-ALLREDUCE_SECONDS = SecondsCounter()
-PARTIAL_ALLREDUCES = EventCounter()
-_INSTALLED = False
+class PeerTraffic:
+    """One averager's counters (shared with its forked process): all-reduce bytes (gradients, state
+    averaging), state download and serving bytes, seconds inside all-reduces, partial all-reduces."""
+
+    def __init__(self) -> None:
+        self.averaging = TrafficCounter()
+        self.state_sync = TrafficCounter()
+        self.allreduce_seconds = SecondsCounter()
+        self.partial_allreduces = EventCounter()
 
 
 class CountingCompression(CompressionBase):
     """Delegates to `inner` and counts the bytes of every message it produces."""
 
-    def __init__(self, inner: CompressionBase, counter: TrafficCounter = AVERAGING):
+    def __init__(self, inner: CompressionBase, counter: TrafficCounter):
         self.inner = inner
         self.counter = counter
         self.compression_type = inner.compression_type
@@ -100,72 +102,3 @@ class CountingCompression(CompressionBase):
 
     def estimate_compression_ratio(self, info: CompressionInfo) -> float:
         return self.inner.estimate_compression_ratio(info)
-
-
-def _wrap_module(name: str, counter: TrafficCounter) -> None:
-    module = importlib.import_module(name)
-    if hasattr(module, "serialize_torch_tensor"):
-        serialize = module.serialize_torch_tensor
-
-        def counted_serialize(*args, _inner=serialize, **kwargs):
-            message = _inner(*args, **kwargs)
-            counter.add(sent=message.ByteSize())
-            return message
-
-        module.serialize_torch_tensor = counted_serialize
-    deserialize = module.deserialize_torch_tensor
-
-    def counted_deserialize(message, *args, _inner=deserialize, **kwargs):
-        counter.add(received=message.ByteSize())
-        return _inner(message, *args, **kwargs)
-
-    module.deserialize_torch_tensor = counted_deserialize
-
-
-def _time_aggregation(cls) -> None:
-    """Time `cls._aggregate_with_group` (a formed group's all-reduce, matchmaking excluded)."""
-    inner = cls.__dict__["_aggregate_with_group"]
-
-    @functools.wraps(inner)
-    async def timed(self, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return await inner(self, *args, **kwargs)
-        finally:
-            ALLREDUCE_SECONDS.add(time.perf_counter() - started)
-
-    cls._aggregate_with_group = timed
-
-
-def _count_partial_results(cls) -> None:
-    """Count `cls.finalize` calls that end an all-reduce with some parts' results missing."""
-    inner = cls.__dict__["finalize"]
-
-    @functools.wraps(inner)
-    def finalize(self, *args, **kwargs):
-        if not self.finished.is_set() and self.failed_size:
-            PARTIAL_ALLREDUCES.add()
-        return inner(self, *args, **kwargs)
-
-    cls.finalize = finalize
-
-
-def install_traffic_counter() -> tuple[TrafficCounter, TrafficCounter]:
-    """Wrap hivemind's (de)serialisation in its averaging modules, once per process, before any fork.
-
-    Returns the (AVERAGING, STATE_SYNC) counters."""
-    global _INSTALLED
-    if not _INSTALLED:
-        _wrap_module("hivemind.averaging.allreduce", AVERAGING)
-        _wrap_module("hivemind.averaging.averager", STATE_SYNC)
-        from hivemind.averaging.averager import DecentralizedAverager
-        from hivemind.optim.power_sgd_averager import PowerSGDGradientAverager
-
-        # PowerSGD overrides the method without calling the base one: wrap both, nothing counts twice
-        _time_aggregation(DecentralizedAverager)
-        _time_aggregation(PowerSGDGradientAverager)
-        from hivemind.averaging.partition import TensorPartContainer
-
-        _count_partial_results(TensorPartContainer)
-        _INSTALLED = True
-    return AVERAGING, STATE_SYNC

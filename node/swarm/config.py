@@ -17,7 +17,6 @@ class CoordinatorLinkConfig(BaseModel):
     trusted_key: str | None = Field(None, description=(
         "The coordinator's public key (as printed by `rankswarm coordinator`); balance records signed by "
         "any other key are ignored. None = shape with local baselines only."))
-    grpc_address: str | None = Field(None, description="host:port of the coordinator's gRPC API, for status reports.")
     max_age_s: float = Field(120.0, gt=0, description="Balance weights older than this are stale: use the local EMA.")
     poll_interval_s: float = Field(2.0, gt=0, le=600, description="Seconds between DHT reads of the balance record.")
 

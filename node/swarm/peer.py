@@ -9,18 +9,23 @@ background publisher so DHT latency never lands on the training step.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import queue
 import threading
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from hivemind.utils import get_dht_time
+from pydantic import ValidationError
 
 from node.swarm.baselines import SwarmBaselines
 from plumbing import __version__
 from node.swarm.config import NodeConfig
+from node.swarm.update import GossipCounters, SettleOutcome, build_gossip_update
 from node.training.build import build_trainer
 from node.training.seams import LocalBaselines
 from node.training.trainer import StepReport, Trainer
@@ -33,6 +38,25 @@ from plumbing.swarm_dht import start_dht, visible_addresses
 log = logging.getLogger(__name__)
 
 STATUS_EVERY_STEPS = 5
+
+
+def _finite(value: float | None, low: float | None = None, high: float | None = None) -> float | None:
+    """`value` clamped to [low, high] (means of [0, 1] values may round past 1), None if not a finite number."""
+    if value is None or not math.isfinite(value):
+        return None
+    value = float(value) if low is None else max(low, float(value))
+    return value if high is None else min(high, value)
+
+
+@dataclass(frozen=True)
+class PublishCounters:
+    """DHT records this peer published, and failed to publish, since start (metrics.jsonl columns)."""
+
+    published: int
+    publish_failed: int
+
+    def metrics_row(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
 
 
 class Publisher:
@@ -106,8 +130,6 @@ class Node:
         return self
 
     def _default_update_factory(self):
-        from node.swarm.update import build_gossip_update
-
         return lambda model, cfg: build_gossip_update(self.dht, model, cfg, self.identity)
 
     # -- per-step hooks ------------------------------------------------------------------------
@@ -119,7 +141,7 @@ class Node:
         cfg, gossip = self.cfg, self.cfg.gossip
         now = get_dht_time()
         with self.dht_lock:
-            publish_peer_status(self.dht, cfg.run_id, self.status_record(0, {}), now + cfg.meta_signal_ttl_s,
+            publish_peer_status(self.dht, cfg.run_id, self.status_record(None), now + cfg.meta_signal_ttl_s,
                                 identity=self.identity)
         if gossip.min_peers <= 1:
             return 1
@@ -142,20 +164,19 @@ class Node:
 
     def _before_first_step(self) -> None:
         self._announce_and_wait()
-        loader = getattr(self.trainer.update, "load_state_from_peers", None)
-        if loader is not None and self.cfg.dht.initial_peers and loader():
+        if self.cfg.dht.initial_peers and self.trainer.update.load_state_from_peers():
             log.info("downloaded the swarm's current state before the first step")
 
     def _after_last_step(self) -> None:
-        settle = getattr(self.trainer.update, "settle", None)
-        if settle is None:
+        outcome = self.trainer.update.settle()
+        if not isinstance(outcome, SettleOutcome):
             return
-        row = settle()
-        self.trainer.metrics.log({"kind": "settle", "step": self.trainer.step, **row})
-        if row["settled"]:
-            print(f"ended with the swarm's weights at swarm step {row['epoch']} ({row['num_peers']} peers)", flush=True)
+        self.trainer.metrics.log({"kind": "settle", "step": self.trainer.step, **outcome.metrics_row()})
+        if outcome.settled:
+            print(f"ended with the swarm's weights at swarm step {outcome.epoch} ({outcome.num_peers} peers)",
+                  flush=True)
         else:
-            print(f"could not confirm the swarm's weights at swarm step {row['epoch']} within "
+            print(f"could not confirm the swarm's weights at swarm step {outcome.epoch} within "
                   f"{self.cfg.gossip.settle_timeout_s:.0f}s (gossip.settle_timeout_s)", flush=True)
 
     def _on_step(self, report: StepReport) -> None:
@@ -163,65 +184,53 @@ class Node:
         self.rollouts_done += cfg.algo.prompts_per_step * cfg.sampling.group_size
         record = MetaSignalRecord(run=cfg.run_id, peer_id=self.identity.fingerprint, step=report.step,
                                   stats=report.stats, num_rollouts=report.stats.num_responses,
-                                  num_tokens=int(report.metrics["response_tokens"]), published_at=get_dht_time())
+                                  num_tokens=report.metrics.response_tokens, published_at=get_dht_time())
         expiration = get_dht_time() + cfg.meta_signal_ttl_s
         self.publisher.submit(lambda: publish_meta_signal(self.dht, cfg.run_id, record, expiration,
                                                           identity=self.identity))
         if report.step % STATUS_EVERY_STEPS == 1:
-            status = self.status_record(report.step, report.metrics)
+            status = self.status_record(report)
             self.publisher.submit(lambda: publish_peer_status(self.dht, cfg.run_id, status, expiration,
                                                               identity=self.identity))
-        report.metrics["published"] = self.publisher.published
-        report.metrics["publish_failed"] = self.publisher.failed
+        report.parts.append(PublishCounters(self.publisher.published, self.publisher.failed))
 
-    def status_record(self, step: int, metrics: dict[str, Any]) -> PeerStatusRecord:
-        """This peer's status (schema 2) from the latest step's metrics; `metrics` is {} before the first step.
+    def status_record(self, report: StepReport | None) -> PeerStatusRecord:
+        """This peer's status (schema 2) after the step `report` (None before the first step).
 
         Held-out accuracy comes from the metrics sink's latest evaluation, the publish failures and
         the balance round from the publisher and the balance poller. If the dashboard's fields do not
         validate, the report goes without them (logged): a status report never stops training."""
-        import math
-
-        from pydantic import ValidationError
-
-        from plumbing.dht_records import DISTRIBUTION_INDICATORS
-
-        def number(key: str, low: float | None = None, high: float | None = None) -> float | None:
-            value = metrics.get(key)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-                return None
-            value = float(value) if low is None else max(low, float(value))
-            return value if high is None else min(high, value)  # means of [0, 1] values may round past 1
-
-        def count(key: str) -> int:
-            return int(metrics.get(key) or 0)
-
-        def optional_count(key: str) -> int | None:
-            return int(metrics[key]) if metrics.get(key) is not None else None
-
+        m = report.metrics if report is not None else None
+        swarm = report.update.details if report is not None else None
+        swarm = swarm if isinstance(swarm, GossipCounters) else None
         elapsed = max(time.monotonic() - self.started_at, 1e-9)
         evaluated = self.trainer.metrics.latest().get("greedy_accuracy") if self.trainer is not None else None
-        sent, dense = count("bytes_sent_total"), count("dense_bytes_total")
+        sent = swarm.bytes_sent_total if swarm is not None else 0
         balance = self.baselines.latest if self.baselines is not None else None
         base = dict(run=self.cfg.run_id, peer_id=self.identity.fingerprint, version=__version__,
                     address=self.addresses[0] if self.addresses else "",
-                    reachability="relayed" if self.cfg.dht.client_mode else "direct", step=step,
-                    throughput=self.rollouts_done / elapsed, bytes_sent=sent,
-                    bytes_received=count("bytes_received_total"), reported_at=get_dht_time())
-        extra = dict(tokens_per_s=number("tokens_per_s", 0.0), step_seconds=number("time_step", 0.0),
-                     compression_ratio=dense / sent if sent and dense else None, reward=number("reward"),
-                     accuracy=number("accuracy", 0.0, 1.0),
-                     heldout_accuracy=min(1.0, max(0.0, float(evaluated))) if evaluated is not None else None,
-                     kl=number("kl"), er=number("er"), erv=number("erv"), era=number("era"),
-                     gate=number("gate", 0.0, 1.0), aux=number("aux"), epoch=optional_count("epoch"),
-                     num_peers_seen=optional_count("num_peers"), averaging_rounds=count("rounds_averaged"),
-                     averaging_failures=count("rounds_failed") + count("rounds_dropped"),
-                     last_averaging_error=str(metrics.get("averaging_error") or "")[:256],
+                    reachability="relayed" if self.cfg.dht.client_mode else "direct",
+                    step=report.step if report is not None else 0, throughput=self.rollouts_done / elapsed,
+                    bytes_sent=sent, bytes_received=swarm.bytes_received_total if swarm is not None else 0,
+                    reported_at=get_dht_time())
+        extra = dict(heldout_accuracy=_finite(evaluated, 0.0, 1.0),
                      publish_failures=self.publisher.failed if self.publisher is not None else 0,
-                     baselines_source=metrics.get("baselines") if metrics.get("baselines") in ("global", "local")
-                     else "unknown", balance_round=balance.round if balance is not None else None,
-                     deciles={name: metrics[f"{name}_deciles"] for name in DISTRIBUTION_INDICATORS
-                              if metrics.get(f"{name}_deciles")})
+                     balance_round=balance.round if balance is not None else None)
+        if m is not None:
+            extra |= dict(tokens_per_s=_finite(m.tokens_per_s, 0.0), step_seconds=_finite(m.time_step, 0.0),
+                          reward=_finite(m.reward), accuracy=_finite(m.accuracy, 0.0, 1.0), kl=_finite(m.kl),
+                          er=_finite(m.er), erv=_finite(m.erv), era=_finite(m.era), gate=_finite(m.gate, 0.0, 1.0),
+                          aux=_finite(m.aux), baselines_source=m.baselines if m.baselines in ("global", "local")
+                          else "unknown",
+                          deciles={name: {"count": d.count, "values": d.values}
+                                   for name, d in (("er", m.er_deciles), ("erv", m.erv_deciles),
+                                                   ("era", m.era_deciles)) if d is not None})
+        if swarm is not None:
+            extra |= dict(compression_ratio=swarm.dense_bytes_total / sent if sent and swarm.dense_bytes_total
+                          else None, epoch=swarm.epoch, num_peers_seen=swarm.num_peers,
+                          averaging_rounds=swarm.rounds_averaged,
+                          averaging_failures=swarm.rounds_failed + swarm.rounds_dropped,
+                          last_averaging_error=(swarm.averaging_error or "")[:256])
         try:
             return PeerStatusRecord(**base, **extra)
         except ValidationError as err:  # report what is sound rather than nothing
@@ -238,9 +247,8 @@ class Node:
             self.publisher.close()
         if self.baselines is not None:
             self.baselines.stop()
-        shutdown = getattr(getattr(self.trainer, "update", None), "shutdown", None)
-        if shutdown is not None:
-            shutdown()
+        if self.trainer is not None:
+            self.trainer.update.shutdown()
         if self.trainer is not None:
             self.trainer.metrics.close()
         if self.dht is not None:

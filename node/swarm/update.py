@@ -1,20 +1,77 @@
 """`GossipUpdate`: the swarm's `UpdateRule`, averaging compressed gradients before each step.
 
 Gradients are clipped locally first, so one peer's outlier batch cannot dominate the
-average; byte counters accumulate so the peer can report its traffic and compression ratio.
+average. Every step reports `GossipCounters` (traffic, rounds, weights checks), which the
+peer logs, publishes in its status record and shows on the dashboard.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
-from node.training.seams import UpdateReport
+from node.gossip.averaging import GradientGossip, TrafficTotals
+from node.training.seams import UpdateReport, build_adamw, clip_gradients
+
+
+@dataclass(frozen=True)
+class GossipCounters:
+    """What the swarm side of one step did, and the peer's running totals (metrics.jsonl columns)."""
+
+    epoch: int  # swarm updates this peer's weights have seen
+    num_peers: int  # training peers it sees, itself included
+    bytes_sent: int  # all-reduce payload bytes of this step
+    bytes_received: int
+    bytes_sent_total: int  # since start: all-reduce payload bytes
+    bytes_received_total: int
+    state_bytes_sent_total: int  # since start: full state served to peers that joined late or fell behind
+    state_bytes_received_total: int  # since start: full state downloaded
+    dense_bytes_total: int  # what dense fp32 all-reduces would have sent for the rounds averaged so far
+    compression_ratio: float | None  # dense fp32 bytes / bytes sent in this step's round (None: no round)
+    time_averaging: float  # seconds in the swarm step: waiting for peers, all-reduce, optimizer step
+    time_allreduce: float  # part of it inside formed groups' all-reduces
+    time_waiting: float  # the rest
+    averaging_error: str | None  # the swarm step's error, if it failed
+    rounds_averaged: int  # since start, per kind of outcome
+    rounds_failed: int
+    rounds_dropped: int  # failed to average: applied nothing (node.gossip.hivemind_internals.optimizer)
+    rounds_partial: int  # of those, rounds whose all-reduce came back with parts missing
+    resyncs: int  # downloads of the swarm's state after the weights claims outvoted this peer
+    weights_disagreements: int | None  # times its claim was outvoted (None: weights not verified)
+    param_fingerprint: list[float] | None  # of the weights, when they changed in this step
+
+    def metrics_row(self) -> dict[str, Any]:
+        row = dataclasses.asdict(self)
+        if row["param_fingerprint"] is None:
+            del row["param_fingerprint"]
+        return row
+
+
+@dataclass(frozen=True)
+class SettleOutcome:
+    """How the peer's last swarm step ended (the metrics row of kind "settle")."""
+
+    settled: bool  # every other live peer claimed the same weights at its final epoch (or none was left)
+    epoch: int
+    num_peers: int
+    settle_downloads: int
+    time_settling: float
+    param_fingerprint: list[float]
+    traffic: TrafficTotals
+
+    def metrics_row(self) -> dict[str, Any]:
+        row = dataclasses.asdict(self)
+        traffic = row.pop("traffic")
+        return row | traffic
 
 
 class GossipUpdate:
     """Clip, then hand the gradients to `GradientGossip` (which averages and steps)."""
 
-    def __init__(self, gossip, params: list[torch.nn.Parameter], grad_clip: float):
+    def __init__(self, gossip: GradientGossip, params: list[torch.nn.Parameter], grad_clip: float):
         self.gossip = gossip
         self.params = params
         self.grad_clip = grad_clip
@@ -31,58 +88,48 @@ class GossipUpdate:
     def load_state_from_peers(self) -> bool:
         return self.gossip.load_state_from_peers()
 
-    def settle(self) -> dict:
-        """After the last step: end with the swarm's weights (`GradientGossip.settle`); a metrics row."""
+    def settle(self) -> SettleOutcome:
+        """After the last step: end with the swarm's weights (`GradientGossip.settle`)."""
         report = self.gossip.settle()
-        return {"settled": report.settled, "epoch": report.epoch, "num_peers": report.peers,
-                "settle_downloads": report.downloads, "time_settling": report.seconds,
-                "param_fingerprint": report.fingerprint, **self.gossip.traffic_totals()}
+        return SettleOutcome(settled=report.settled, epoch=report.epoch, num_peers=report.peers,
+                             settle_downloads=report.downloads, time_settling=report.seconds,
+                             param_fingerprint=report.fingerprint, traffic=self.gossip.traffic_totals())
 
     def shutdown(self) -> None:
         self.gossip.shutdown()
 
     def apply(self, num_samples: int) -> UpdateReport:
-        norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip))
-        if not torch.isfinite(torch.tensor(norm)):
+        norm, finite = clip_gradients(self.params, self.grad_clip)
+        if not finite:
             self.gossip.zero_grad()
-            return UpdateReport(False, norm, {"update_skipped": "non-finite gradient"})
+            return UpdateReport(False, norm, skipped="non-finite gradient")
         report = self.gossip.step(num_samples)
         self.dense_bytes_total += report.dense_bytes
-        if report.error:
-            self.rounds_failed += 1
-        elif report.dense_bytes:
-            self.rounds_averaged += 1
-        extra = {
-            "epoch": report.epoch, "num_peers": report.num_peers, "bytes_sent": report.bytes_sent,
-            "bytes_received": report.bytes_received, **self.gossip.traffic_totals(),
-            "dense_bytes_total": self.dense_bytes_total,
-            "compression_ratio": (report.dense_bytes / report.bytes_sent) if report.bytes_sent else None,
-            "time_averaging": report.averaging_seconds, "time_allreduce": report.allreduce_seconds,
-            "time_waiting": report.waiting_seconds,
-            "averaging_error": report.error, "rounds_averaged": self.rounds_averaged,
-            "rounds_failed": self.rounds_failed,
-        }
+        self.rounds_failed += int(report.error is not None)
+        self.rounds_averaged += int(report.error is None and report.dense_bytes > 0)
         self.resyncs += int(report.resynced)
         self.rounds_dropped += int(report.dropped)
-        extra["resyncs"] = self.resyncs
-        extra["rounds_dropped"] = self.rounds_dropped
-        extra["rounds_partial"] = self.gossip.optimizer.rounds_partial
-        consensus = getattr(self.gossip, "consensus", None)
-        extra["weights_disagreements"] = consensus.disagreements if consensus is not None else None
-        if report.fingerprint is not None:
+        consensus = self.gossip.consensus
+        counters = GossipCounters(
+            epoch=report.epoch, num_peers=report.num_peers, bytes_sent=report.bytes_sent,
+            bytes_received=report.bytes_received, **dataclasses.asdict(self.gossip.traffic_totals()),
+            dense_bytes_total=self.dense_bytes_total,
+            compression_ratio=report.dense_bytes / report.bytes_sent if report.bytes_sent else None,
+            time_averaging=report.averaging_seconds, time_allreduce=report.allreduce_seconds,
+            time_waiting=report.waiting_seconds, averaging_error=report.error,
+            rounds_averaged=self.rounds_averaged, rounds_failed=self.rounds_failed,
+            rounds_dropped=self.rounds_dropped, rounds_partial=self.gossip.optimizer.rounds_partial,
+            resyncs=self.resyncs,
+            weights_disagreements=consensus.disagreements if consensus is not None else None,
             # lets anyone check that peers at the same epoch hold the same weights
-            extra["param_fingerprint"] = report.fingerprint
-        return UpdateReport(report.applied, norm, extra)
+            param_fingerprint=report.fingerprint)
+        return UpdateReport(report.applied, norm, details=counters)
 
 
-def build_gossip_update(dht, model: torch.nn.Module, cfg, identity=None) -> GossipUpdate:
+def build_gossip_update(dht, model: torch.nn.Module, cfg, identity) -> GossipUpdate:
     """The swarm's update rule for a `NodeConfig`: AdamW behind compressed gradient averaging."""
-    from node.gossip.averaging import GradientGossip
-
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = cfg.optim
     gossip = GradientGossip(
-        dht, params, lambda ps: torch.optim.AdamW(ps, lr=opt.lr, betas=opt.betas, weight_decay=opt.weight_decay),
-        cfg.gossip, run_id=cfg.run_id, batch_size_per_step=cfg.algo.prompts_per_step * cfg.sampling.group_size,
-        identity=identity)
-    return GossipUpdate(gossip, params, opt.grad_clip)
+        dht, params, lambda ps: build_adamw(ps, cfg.optim), cfg.gossip, run_id=cfg.run_id,
+        batch_size_per_step=cfg.algo.prompts_per_step * cfg.sampling.group_size, identity=identity)
+    return GossipUpdate(gossip, params, cfg.optim.grad_clip)

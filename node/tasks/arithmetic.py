@@ -24,7 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from node.rewards import Judgement, as_fraction, extract_answer
-from node.tasks.base import Problem, ScoredTask, check_eval_request
+from node.tasks.base import Problem, ScoredTask
 
 Operation = Literal["+", "-", "*"]
 
@@ -167,10 +167,6 @@ class ArithmeticTask(ScoredTask):
                 out.append(self._problem(a, op, b, f"train:{a}{op}{b}"))
         assert len(out) == n, "could not draw training problems outside the eval pool"
         return out
-
-    def eval_set(self, n: int) -> list[Problem]:
-        check_eval_request(n, len(self._eval), "raise task.eval_size")
-        return list(self._eval[:n])
 
     def judge(self, problem: Problem, response: str) -> Judgement:
         extraction = extract_answer(response)

@@ -45,9 +45,16 @@ class TaskSource(Protocol):
 
 
 class ScoredTask:
-    """`score` and `is_correct` on top of a subclass's `judge`; never raises on a bad response."""
+    """`eval_set`, `score` and `is_correct` on top of a subclass's held-out list `_eval` and its `judge`;
+    never raises on a bad response."""
 
     name: str
+    _eval: list[Problem]  # the fixed held-out set, in a stable order
+    eval_fix = "raise task.eval_size"  # what to change when eval_set is asked for more than it holds
+
+    def eval_set(self, n: int) -> list[Problem]:
+        check_eval_request(n, len(self._eval), self.eval_fix)
+        return list(self._eval[:n])
 
     def judge(self, problem: Problem, response: str) -> Judgement:  # pragma: no cover - abstract
         raise NotImplementedError

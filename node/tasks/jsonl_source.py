@@ -20,7 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from node.rewards import Judgement, extract_answer, judge_math
-from node.tasks.base import Problem, ScoredTask, check_eval_request
+from node.tasks.base import Problem, ScoredTask
 
 
 class JsonlTaskConfig(BaseModel):
@@ -102,6 +102,8 @@ def _parse_line(line: str, file: Path, number: int, question_field: str, answer_
 class JsonlTask(ScoredTask):
     """Problems from JSONL with a deterministic held-out split, judged by node/rewards.py."""
 
+    eval_fix = "raise task.eval_fraction (or pass a bigger task.eval_path)"
+
     def __init__(self, cfg: JsonlTaskConfig):
         self.cfg = cfg
         self.name = cfg.name
@@ -126,10 +128,6 @@ class JsonlTask(ScoredTask):
 
     def sample(self, rng: random.Random, n: int) -> list[Problem]:
         return [self._train[rng.randrange(len(self._train))] for _ in range(n)]
-
-    def eval_set(self, n: int) -> list[Problem]:
-        check_eval_request(n, len(self._eval), "raise task.eval_fraction (or pass a bigger task.eval_path)")
-        return list(self._eval[:n])
 
     def judge(self, problem: Problem, response: str) -> Judgement:
         return judge_math(response, problem.answer)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from node.rewards import MAX_ANSWER_CHARS, Judgement, extract_answer, normalise
-from node.tasks.base import Problem, ScoredTask, check_eval_request
+from node.tasks.base import Problem, ScoredTask
 
 BOXED_INSTRUCTION = "\nPut your final answer within \\boxed{}."
 
@@ -98,10 +98,6 @@ class ReasoningGymTask(ScoredTask):
             raise ValueError(f"reasoning-gym {self.cfg.dataset} keeps repeating held-out questions; "
                              f"lower task.eval_size or make the dataset harder (task.dataset_config)")
         return out
-
-    def eval_set(self, n: int) -> list[Problem]:
-        check_eval_request(n, len(self._eval), "raise task.eval_size")
-        return list(self._eval[:n])
 
     def judge(self, problem: Problem, response: str) -> Judgement:
         extraction = extract_answer(response)

@@ -10,7 +10,7 @@ import torch
 from node.model.loading import load_policy
 from node.tasks import build_task
 from node.training.config import TrainConfig
-from node.training.seams import BaselineSource, LocalBaselines, LocalUpdate, UpdateRule
+from node.training.seams import BaselineSource, LocalBaselines, LocalUpdate, UpdateRule, build_adamw
 from node.training.trainer import Trainer
 from plumbing.config_loading import write_resolved
 from plumbing.metrics import MetricsSink
@@ -32,14 +32,9 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    return torch.optim.AdamW(params, lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
-
-
 def build_local_update(model: torch.nn.Module, cfg: TrainConfig) -> UpdateRule:
     params = [p for p in model.parameters() if p.requires_grad]
-    return LocalUpdate(params, build_optimizer(model, cfg), cfg.optim.grad_clip)
+    return LocalUpdate(params, build_adamw(params, cfg.optim), cfg.optim.grad_clip)
 
 
 def build_trainer(cfg: TrainConfig, *, baselines: BaselineSource | None = None,

@@ -2,18 +2,31 @@
 
 `BaselineSource`: where the shaping baselines come from. `LocalBaselines` keeps the peer's
 own EMA; the swarm peer wraps it and prefers the coordinator's fresh global record.
-`UpdateRule`: how gradients become a parameter update. `LocalUpdate` clips and steps AdamW;
-the swarm peer averages compressed gradients with other peers first.
+`UpdateRule`: how gradients become a parameter update, and what else the owner of a trainer
+may ask of it (a state download before the first step, settling after the last, shutdown).
+`LocalUpdate` clips and steps AdamW; the swarm peer averages compressed gradients with other
+peers first (node.swarm.update.GossipUpdate).
+
+What crosses a seam is typed: an update returns an `UpdateReport`, whose `details` (a
+`MetricsPart`, e.g. the swarm's gossip counters) add their own columns to the step's
+metrics row.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 
+from node.training.config import OptimConfig
 from shaping import Baselines, IndicatorStats, ShapingConfig
+
+
+class MetricsPart(Protocol):
+    """A typed group of numbers that adds columns to a metrics.jsonl row."""
+
+    def metrics_row(self) -> dict[str, Any]: ...
 
 
 class BaselineSource(Protocol):
@@ -51,16 +64,48 @@ class LocalBaselines:
 
 @dataclass
 class UpdateReport:
-    applied: bool
-    grad_norm: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    applied: bool  # the parameters changed (a local step or a swarm update; not a state download)
+    grad_norm: float  # of this peer's gradients, before clipping
+    skipped: str | None = None  # why no update was attempted (e.g. "non-finite gradient")
+    details: MetricsPart | None = None  # what the update rule measured besides (the swarm's gossip counters)
+
+    def metrics_row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"grad_norm": self.grad_norm, "update_applied": self.applied}
+        if self.skipped is not None:
+            row["update_skipped"] = self.skipped
+        return row | (self.details.metrics_row() if self.details is not None else {})
 
 
 class UpdateRule(Protocol):
-    optimizer: torch.optim.Optimizer
+    """Everything a trainer and its owner (a swarm `Node`) call on an update rule."""
+
+    optimizer: torch.optim.Optimizer  # checkpoints save and restore its state
 
     def apply(self, num_samples: int) -> UpdateReport:
         """Turn the accumulated `.grad`s into a parameter update and zero them."""
+
+    def load_state_from_peers(self) -> bool:
+        """Before the first step: take the current state of peers that are ahead; True if it did."""
+
+    def settle(self) -> MetricsPart | None:
+        """After the last step: make sure this peer leaves with the weights its peers hold (a row for
+        the metrics), or None when there is nobody to agree with."""
+
+    def shutdown(self) -> None:
+        """Release what the rule holds (background processes, connections)."""
+
+
+def build_adamw(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> tuple[float, bool]:
+    """Clip the gradients' total norm to `max_norm`; (norm before clipping, whether it is finite).
+
+    A non-finite gradient would poison AdamW's moments for good (and, in a swarm, everyone's
+    average): the caller skips the step and zeroes the gradients instead."""
+    norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    return norm, bool(torch.isfinite(torch.tensor(norm)))
 
 
 class LocalUpdate:
@@ -72,11 +117,17 @@ class LocalUpdate:
         self.grad_clip = grad_clip
 
     def apply(self, num_samples: int) -> UpdateReport:
-        norm = float(torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip))
-        if not torch.isfinite(torch.tensor(norm)):
-            # a non-finite gradient would poison AdamW's moments for good: skip the step
-            self.optimizer.zero_grad(set_to_none=True)
-            return UpdateReport(False, norm, {"update_skipped": "non-finite gradient"})
-        self.optimizer.step()
+        norm, finite = clip_gradients(self.params, self.grad_clip)
+        if finite:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return UpdateReport(True, norm)
+        return UpdateReport(finite, norm, skipped=None if finite else "non-finite gradient")
+
+    def load_state_from_peers(self) -> bool:
+        return False  # nobody to take it from
+
+    def settle(self) -> None:
+        return None
+
+    def shutdown(self) -> None:
+        pass

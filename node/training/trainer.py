@@ -13,9 +13,8 @@ from __future__ import annotations
 import copy
 import logging
 import random
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -26,7 +25,8 @@ from node.training.evaluation import EvalResult, evaluate
 from node.training.loss import policy_loss
 from node.training.policy_forward import policy_forward
 from node.training.rollout import sample_rollouts
-from node.training.seams import BaselineSource, UpdateRule
+from node.training.seams import BaselineSource, MetricsPart, UpdateReport, UpdateRule
+from node.training.telemetry import Distribution, StepMetrics, nanmean, print_progress
 from plumbing.metrics import MetricsSink
 from shaping import (IndicatorStats, aux_signal, base_advantages, compute_indicators, shaping_bonus,
                      token_advantages)
@@ -38,24 +38,17 @@ _EVAL_SEED_OFFSET = 7_919  # evaluation samples on seed + this, apart from the t
 @dataclass
 class StepReport:
     step: int
-    metrics: dict[str, Any]
+    metrics: StepMetrics  # what the trainer measured
+    update: UpdateReport  # what the update rule did (and, on a swarm peer, its gossip counters)
     stats: IndicatorStats  # this batch's sufficient statistics: the peer's meta-signal
+    parts: list[MetricsPart] = field(default_factory=list)  # columns the trainer's owner adds to the row
 
-
-def _nanmean(values: torch.Tensor) -> float | None:
-    finite = values[torch.isfinite(values)]
-    return float(finite.mean()) if finite.numel() else None
-
-
-def _deciles(values: torch.Tensor) -> dict[str, Any] | None:
-    """{count, values}: how many of [B] are defined and their 0, 10, ..., 100 % quantiles (the
-    dashboard's distributions); None when none is defined."""
-    finite = values.detach().to(torch.float64)
-    finite = finite[torch.isfinite(finite)]
-    if not finite.numel():
-        return None
-    quantiles = torch.quantile(finite, torch.linspace(0, 1, 11, dtype=torch.float64))
-    return {"count": int(finite.numel()), "values": [float(q) for q in quantiles]}
+    def metrics_row(self) -> dict[str, Any]:
+        """The step's metrics.jsonl row (without its "kind")."""
+        row = self.metrics.metrics_row() | self.update.metrics_row()
+        for part in self.parts:
+            row |= part.metrics_row()
+        return row
 
 
 class Trainer:
@@ -123,25 +116,22 @@ class Trainer:
         stats = IndicatorStats.from_batch(indicators, rewards, aux.gate if aux is not None else None)
         self.baselines.observe(stats)
         self.step += 1
-        metrics = {
-            "step": self.step, "reward": float(rewards.mean()), "accuracy": sum(correct) / len(correct),
-            "er": _nanmean(indicators.er), "erv": _nanmean(indicators.erv), "era": _nanmean(indicators.era),
-            "er_deciles": _deciles(indicators.er), "erv_deciles": _deciles(indicators.erv),
-            "era_deciles": _deciles(indicators.era),
-            "gate": float(aux.gate.mean()) if aux is not None else None,
-            "aux": float(aux.r_aux.mean()) if aux is not None else None, "bonus": float(bonus.mean()),
-            "lambda": aux.lam if aux is not None else None, "baselines": baseline_source,
-            "loss": float(parts.total.detach()), "policy_loss": parts.policy, "kl": parts.kl,
-            "entropy": parts.entropy, "clip_fraction": parts.clip_fraction, "grad_norm": update.grad_norm,
-            "update_applied": update.applied, "response_tokens": batch.num_tokens,
-            "truncated": float(batch.truncated.float().mean()),
-            "time_generate": t_generate - t0, "time_reward": t_reward - t_generate,
-            "time_forward": t_forward - t_reward, "time_shaping": t_shaping - t_forward,
-            "time_backward": t_backward - t_shaping, "time_update": t_update - t_backward,
-            "time_step": t_update - t0, "tokens_per_s": batch.num_tokens / max(t_update - t0, 1e-9),
-            **update.extra,
-        }
-        return StepReport(self.step, metrics, stats)
+        metrics = StepMetrics(
+            step=self.step, reward=float(rewards.mean()), accuracy=sum(correct) / len(correct),
+            er=nanmean(indicators.er), erv=nanmean(indicators.erv), era=nanmean(indicators.era),
+            er_deciles=Distribution.of(indicators.er), erv_deciles=Distribution.of(indicators.erv),
+            era_deciles=Distribution.of(indicators.era),
+            gate=float(aux.gate.mean()) if aux is not None else None,
+            aux=float(aux.r_aux.mean()) if aux is not None else None, bonus=float(bonus.mean()),
+            lambda_t=aux.lam if aux is not None else None, baselines=baseline_source,
+            loss=float(parts.total.detach()), policy_loss=parts.policy, kl=parts.kl, entropy=parts.entropy,
+            clip_fraction=parts.clip_fraction, response_tokens=batch.num_tokens,
+            truncated=float(batch.truncated.float().mean()),
+            time_generate=t_generate - t0, time_reward=t_reward - t_generate, time_forward=t_forward - t_reward,
+            time_shaping=t_shaping - t_forward, time_backward=t_backward - t_shaping,
+            time_update=t_update - t_backward, time_step=t_update - t0,
+            tokens_per_s=batch.num_tokens / max(t_update - t0, 1e-9))
+        return StepReport(self.step, metrics, update, stats)
 
     # -- evaluation and checkpoints --------------------------------------------------------
     def evaluate(self) -> EvalResult:
@@ -203,7 +193,7 @@ class Trainer:
             report = self.train_step()
             if on_step is not None:
                 on_step(report)
-            self.metrics.log({"kind": "train", **report.metrics})
+            self.metrics.log({"kind": "train", **report.metrics_row()})
             if cfg.progress:
                 print_progress(report.metrics, cfg.steps)
             if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
@@ -225,18 +215,3 @@ class Trainer:
         if self.cfg.progress:
             extra = f" pass@{result.k} {result.pass_at_k:.3f}" if result.k else ""
             print(f"\n[eval] step {self.step}: greedy accuracy {result.greedy_accuracy:.3f}{extra}", flush=True)
-
-
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def print_progress(m: dict[str, Any], total_steps: int) -> None:
-    """One status line per step; rewritten in place on a terminal."""
-    line = (f"step {m['step']}/{total_steps} | reward {m['reward']:+.3f} acc {m['accuracy']:.2f} | "
-            f"ER {_fmt(m['er'], '.2f')} ERV {_fmt(m['erv'], '+.3f')} ERA {_fmt(m['era'], '+.3f')} "
-            f"gate {_fmt(m['gate'], '.2f')} bonus {m['bonus']:.3f} | kl {m['kl']:.4f} ent {m['entropy']:.2f} | "
-            f"{m['tokens_per_s']:.0f} tok/s | gen {m['time_generate']:.2f}s fwd {m['time_forward']:.2f}s "
-            f"shape {m['time_shaping'] * 1000:.0f}ms bwd {m['time_backward']:.2f}s")
-    end = "\r" if sys.stdout.isatty() else "\n"
-    print(line, end=end, flush=True)

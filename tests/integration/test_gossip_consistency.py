@@ -22,8 +22,7 @@ from node.gossip.averaging import GradientGossip
 from node.gossip.config import GossipConfig
 from node.gossip.consensus import fingerprints_agree
 from node.gossip.fingerprint import parameter_fingerprint
-from node.gossip.optimizer import epoch_group_bits
-from node.gossip.traffic import PARTIAL_ALLREDUCES
+from node.gossip.hivemind_internals import epoch_group_bits
 from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.dht_records import fetch_weights_claims
 from plumbing.swarm_dht import DHTConfig, start_dht, visible_addresses
@@ -190,14 +189,14 @@ def test_a_round_whose_average_came_back_partial_applies_nothing(pair, reducer_f
     a, b = pair
     with ThreadPoolExecutor(2) as pool:
         rounds_until(pair, pool, 1)
-        partials = PARTIAL_ALLREDUCES.count()
+        partials = b.gossip.traffic.partial_allreduces.count()
         reducer_faults.fail_next(b.dht.peer_id)
         rounds_until(pair, pool, a.gossip.epoch + 2)
-    assert reducer_faults.remaining.value == 0 and PARTIAL_ALLREDUCES.count() > partials, "no partial all-reduce"
+    assert reducer_faults.remaining.value == 0, "the fault was never injected"
+    assert b.gossip.traffic.partial_allreduces.count() > partials, "b's round did not come back partial"
     # hivemind would have applied b's partial average and b would have claimed weights of its own
     assert (a.gossip.consensus.disagreements, b.gossip.consensus.disagreements) == (0, 0)
-    # the count is per process, so whichever peer's round saw it first dropped that round
-    assert a.gossip.optimizer.rounds_partial + b.gossip.optimizer.rounds_partial >= 1
+    assert b.gossip.optimizer.rounds_partial >= 1, "b applied the round that came back partial"
     assert a.gossip.epoch == b.gossip.epoch
     assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
 
@@ -321,10 +320,10 @@ def test_a_peer_behind_downloads_before_it_joins_another_round(pair, monkeypatch
     global_epoch = type(tracker).global_epoch
     monkeypatch.setattr(type(tracker), "global_epoch",
                         property(lambda t: epoch + 1 if t is tracker else global_epoch.fget(t)))
-    received = b.gossip.traffic_totals()["state_bytes_received_total"]
+    received = b.gossip.traffic_totals().state_bytes_received_total
     report = b.local_step()
     assert not report.applied and report.state_bytes_received > 0
-    assert b.gossip.traffic_totals()["state_bytes_received_total"] > received
+    assert b.gossip.traffic_totals().state_bytes_received_total > received
     assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
 
 

@@ -1,11 +1,13 @@
 """A peer's status report (schema 2) carries a real training step's numbers, as the dashboard shows them."""
 
+import dataclasses
 from types import SimpleNamespace
 
 import pytest
 
 from node.swarm.config import NodeConfig
 from node.swarm.peer import Node
+from node.swarm.update import GossipCounters
 from plumbing import __version__
 from node.training.build import build_trainer
 from plumbing.identity import SigningIdentity
@@ -31,11 +33,15 @@ def test_status_report_carries_the_steps_numbers(tmp_path):
     node = _node(tmp_path)
     node.trainer.metrics.log({"kind": "eval", "step": 0, "greedy_accuracy": 0.375})  # as the start evaluation
     report = node.trainer.train_step()
-    swarm = {"epoch": 3, "num_peers": 2, "bytes_sent_total": 1_000, "bytes_received_total": 1_500,
-             "dense_bytes_total": 19_000, "rounds_averaged": 4, "rounds_failed": 1,
-             "averaging_error": "TimeoutError: no group"}  # what the gossip update adds on a swarm peer
-    metrics = {**report.metrics, **swarm}
-    status = node.status_record(report.step, metrics)
+    # what the gossip update adds on a swarm peer
+    report.update.details = GossipCounters(
+        epoch=3, num_peers=2, bytes_sent=100, bytes_received=150, bytes_sent_total=1_000,
+        bytes_received_total=1_500, state_bytes_sent_total=0, state_bytes_received_total=0,
+        dense_bytes_total=19_000, compression_ratio=19.0, time_averaging=0.5, time_allreduce=0.1,
+        time_waiting=0.4, averaging_error="TimeoutError: no group", rounds_averaged=4, rounds_failed=1,
+        rounds_dropped=0, rounds_partial=0, resyncs=0, weights_disagreements=0, param_fingerprint=None)
+    status = node.status_record(report)
+    metrics = report.metrics_row()
 
     assert status.schema_version == PEER_STATUS_SCHEMA_VERSION and status.version == __version__
     assert (status.step, status.address, status.reachability) == (1, node.addresses[0], "direct")
@@ -57,8 +63,11 @@ def test_status_report_carries_the_steps_numbers(tmp_path):
 @pytest.mark.unit
 def test_a_value_that_does_not_validate_never_stops_the_peer(tmp_path):
     node = _node(tmp_path)
-    before_first_step = node.status_record(0, {})
+    before_first_step = node.status_record(None)
     assert before_first_step.step == 0 and before_first_step.reward is None and before_first_step.deciles == {}
-    broken = {"reward": float("nan"), "accuracy": 1.0000000000000002, "er_deciles": {"count": 3, "values": [3.0] * 10}}
-    status = node.status_record(4, broken)
-    assert status.step == 4 and status.accuracy is None and status.deciles == {}  # reported without them
+    report = node.trainer.train_step()
+    broken = dataclasses.replace(report.metrics, reward=float("nan"), accuracy=1.0000000000000002,
+                                 er_deciles=dataclasses.replace(report.metrics.er_deciles, values=(3.0,) * 10))
+    status = node.status_record(dataclasses.replace(report, metrics=broken))
+    assert status.step == 1 and status.reward is None and status.deciles == {}  # reported without them
+    assert status.accuracy is None  # the whole dashboard part went when the deciles did not validate

@@ -36,7 +36,7 @@ def test_one_step_changes_weights_with_a_finite_loss(tmp_path):
     trainer = build_trainer(_config(tmp_path, loss={"kl_coef": 0.01, "entropy_coef": 0.001}))
     before = _weights(trainer.model)
     report = trainer.train_step()
-    m = report.metrics
+    m = report.metrics_row()
     assert torch.isfinite(torch.tensor(m["loss"])) and m["update_applied"]
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
     assert m["response_tokens"] > 0 and m["time_step"] > 0
@@ -55,7 +55,7 @@ def _comparable(metrics: dict) -> dict:
 @pytest.mark.unit
 def test_resume_continues_exactly(tmp_path):
     straight = build_trainer(_config(tmp_path / "a", steps=4))
-    expected_metrics = [_comparable(straight.train_step().metrics) for _ in range(4)]
+    expected_metrics = [_comparable(straight.train_step().metrics_row()) for _ in range(4)]
     expected = _weights(straight.model)
 
     first = build_trainer(_config(tmp_path / "b", steps=2))
@@ -64,7 +64,7 @@ def test_resume_continues_exactly(tmp_path):
     first.save()
     resumed = build_trainer(_config(tmp_path / "b", steps=4))
     assert resumed.resume() and resumed.step == 2
-    metrics = [_comparable(resumed.train_step().metrics) for _ in range(2)]
+    metrics = [_comparable(resumed.train_step().metrics_row()) for _ in range(2)]
     assert metrics == expected_metrics[2:]  # rewards, loss, ER/ERV/ERA, gate, grad norm: all equal
     for a, b in zip(expected, resumed.model.parameters()):
         assert torch.equal(a, b)

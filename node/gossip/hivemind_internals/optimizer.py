@@ -22,21 +22,60 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from functools import partial
 from typing import Callable
 
 import hivemind
 from hivemind.optim import optimizer as hivemind_optimizer
 from hivemind.optim.state_averager import TrainingStateAverager
 
-from node.gossip.traffic import PARTIAL_ALLREDUCES
+from node.gossip.hivemind_internals.touches import Touch
+from node.gossip.hivemind_internals.wire_taps import CountingAverager
+from node.gossip.traffic import PeerTraffic
 
 log = logging.getLogger(__name__)
 
+_OPTIMIZER = "hivemind.optim.optimizer.Optimizer"
+_STATE_AVERAGER = "hivemind.optim.state_averager.TrainingStateAverager"
+_GRAD_AVERAGER = "hivemind.optim.grad_averager.GradientAverager"
+TOUCHES = (
+    Touch("hivemind.optim.optimizer", "TrainingStateAverager", "replace",
+          "hivemind builds its state averager by this module-level name: swapped while ours is built"),
+    Touch(_OPTIMIZER, "_make_state_averager", "override", "build a ConsistentStateAverager", ("self", "kwargs")),
+    Touch(_OPTIMIZER, "_make_gradient_averager", "override", "key averaging groups by epoch",
+          ("self", "factory", "kwargs")),
+    Touch(_GRAD_AVERAGER, "step", "wrap", "set the epoch's group bits before matchmaking", ("self", "control")),
+    Touch(_GRAD_AVERAGER, "schedule_step", "wrap", "set the epoch's group bits before matchmaking", ("self",)),
+    Touch(_OPTIMIZER, "_average_gradients_and_load_into_optimizer", "override",
+          "leave a round that has not begun its all-reduce within two matchmaking times",
+          ("self", "maybe_step_control")),
+    Touch(_OPTIMIZER, "_tag_along_with_zero_weight", "override", "same, for a round joined with zero weight",
+          ("self", "control")),
+    Touch(_OPTIMIZER, "_should_load_state_from_peers", "override", "a peer behind downloads before it trains on",
+          ("self",)),
+    Touch(_OPTIMIZER, "_load_local_gradients_into_optimizer", "override",
+          "hivemind's solo fallback after a failed round: drop the round instead", ("self",)),
+    Touch(_OPTIMIZER, "_begin_averaging_gradients", "override", "a round that could not begin is dropped",
+          ("self", "grad_scaler")),
+    Touch(_OPTIMIZER, "_update_global_epoch", "override", "drop failed or partial rounds before the epoch moves",
+          ("self", "grad_scaler")),
+    Touch(_STATE_AVERAGER, "step", "wrap", "hivemind ends a round with step(increment_epoch=True, ...): skipped "
+          "for a dropped round, under the update lock otherwise", ("self", "increment_epoch", "averaging_control")),
+    Touch(_STATE_AVERAGER, "load_state_from_peers", "wrap", "note the epoch the downloaded state belongs to",
+          ("self",)),
+    Touch(_STATE_AVERAGER, "get_current_state", "override", "serve state only between updates", ("self",)),
+    Touch(_STATE_AVERAGER, "local_epoch", "write", "a download keeps the epoch of the weights it brought"),
+    Touch("hivemind.averaging.averager.DecentralizedAverager", "state_sharing_priority", "write",
+          "a download keeps its epoch: so does the priority the peer serves its state with"),
+    Touch("hivemind.averaging.control.StepControl", "weight", "write", "tag along with zero weight before "
+          "the round is triggered, as hivemind does after"),
+)
 
-class ConsistentStateAverager(TrainingStateAverager):
+
+class ConsistentStateAverager(CountingAverager, TrainingStateAverager):
     """A `TrainingStateAverager` that serves its state (to late joiners and peers that fell behind)
     only while no update is half done: `update_lock` is held by whoever changes the epoch or the
-    weights, and by `get_current_state`."""
+    weights, and by `get_current_state`. Its traffic is counted (`CountingAverager`)."""
 
     def __init__(self, *args, **kwargs):
         self.update_lock = threading.RLock()  # before the base class starts serving
@@ -69,9 +108,10 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
     state averager's `update_lock`, so the state this peer serves is always one epoch's.
     """
 
-    def __init__(self, *args, others_alive: Callable[[], bool], **kwargs):
-        self._others_alive = others_alive
-        self._drop_round = False
+    def __init__(self, *args, others_alive: Callable[[], bool], traffic: PeerTraffic, **kwargs):
+        self.others_alive = others_alive
+        self.traffic = traffic
+        self.drop_round = False
         self.rounds_dropped = 0
         self.rounds_partial = 0  # of those, rounds whose all-reduce came back with parts missing
         super().__init__(*args, **kwargs)
@@ -80,7 +120,7 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         # hivemind builds the averager by its module-level name, with its own settings: have it build
         # ours (peers are built one at a time, so the swap cannot leak into another construction)
         original = hivemind_optimizer.TrainingStateAverager
-        hivemind_optimizer.TrainingStateAverager = ConsistentStateAverager
+        hivemind_optimizer.TrainingStateAverager = partial(ConsistentStateAverager, traffic=self.traffic)
         try:
             return super()._make_state_averager(**kwargs)
         finally:
@@ -89,11 +129,11 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
     def _make_gradient_averager(self, factory, **kwargs):
         averager = super()._make_gradient_averager(factory, **kwargs)
         # matchmaking starts in one of these two (a pre-scheduled round is later triggered through step)
-        for name in ("schedule_step", "step"):
-            setattr(averager, name, self._matching_this_epoch_only(getattr(averager, name)))
+        averager.schedule_step = self.match_this_epoch_only(averager.schedule_step)
+        averager.step = self.match_this_epoch_only(averager.step)
         return averager
 
-    def _matching_this_epoch_only(self, start_round: Callable) -> Callable:
+    def match_this_epoch_only(self, start_round: Callable) -> Callable:
         """hivemind matches any peers looking for a group under the same key, whatever their epochs: a
         peer still finishing epoch E can average with peers in round E+1 and apply their update to its
         older weights. Keyed by epoch, a round only ever groups peers that hold the same weights."""
@@ -104,7 +144,7 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
 
         return start_round_at_this_epoch
 
-    def _leave_unless_grouped(self, control) -> None:
+    def leave_unless_grouped(self, control) -> None:
         """Cancel a triggered round that has not begun its all-reduce within two matchmaking times.
 
         Rounds are keyed by epoch, and a peer that has not yet seen the swarm move on looks for a
@@ -120,7 +160,7 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
 
     def _average_gradients_and_load_into_optimizer(self, maybe_step_control) -> None:
         if maybe_step_control is not None:
-            self._leave_unless_grouped(maybe_step_control)
+            self.leave_unless_grouped(maybe_step_control)
         super()._average_gradients_and_load_into_optimizer(maybe_step_control)
 
     def _tag_along_with_zero_weight(self, control) -> None:
@@ -129,7 +169,7 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         if not control.triggered:
             control.weight = 0
             control.allow_allreduce()
-        self._leave_unless_grouped(control)
+        self.leave_unless_grouped(control)
         super()._tag_along_with_zero_weight(control)
 
     def _should_load_state_from_peers(self) -> bool:
@@ -140,35 +180,34 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
 
     def _load_local_gradients_into_optimizer(self):
         # hivemind's fallback after a failed round (or a pre-scheduled round with nobody in it)
-        if self._others_alive():
-            self._drop_round = True
+        if self.others_alive():
+            self.drop_round = True
         super()._load_local_gradients_into_optimizer()
 
     def _begin_averaging_gradients(self, grad_scaler) -> bool:
         began = super()._begin_averaging_gradients(grad_scaler)
-        if not began and self._others_alive():
-            self._drop_round = True  # hivemind would step with this peer's gradients alone
+        if not began and self.others_alive():
+            self.drop_round = True  # hivemind would step with this peer's gradients alone
         return began
 
     def _update_global_epoch(self, grad_scaler) -> None:
-        self._drop_round = False
-        # the round's all-reduce is triggered below. The count is per process (one peer per process in
-        # `rankswarm node`; peers sharing a process, as in tests, also drop each other's partial rounds,
-        # which costs a download, never a split), and a delayed state average that ends partial in this
-        # window drops the round as well: its parameters are off too.
-        partials_before = PARTIAL_ALLREDUCES.count()
-        partial = False
+        self.drop_round = False
+        # the round's all-reduce is triggered below; a delayed state average of this peer that ends
+        # partial in this window drops the round as well: its parameters are off too
+        partials = self.traffic.partial_allreduces
+        partials_before = partials.count()
+        came_back_partial = False
         averager = self.state_averager
         step = averager.step
 
         def step_unless_dropped(*args, **kwargs):
-            nonlocal partial
+            nonlocal came_back_partial
             # hivemind ends a round with one state_averager.step(increment_epoch=True, optimizer_step=...)
-            if (kwargs.get("increment_epoch") and not self._drop_round
-                    and PARTIAL_ALLREDUCES.count() > partials_before and self._others_alive()):
-                self._drop_round = partial = True
+            if (kwargs.get("increment_epoch") and not self.drop_round
+                    and partials.count() > partials_before and self.others_alive()):
+                self.drop_round = came_back_partial = True
                 self.rounds_partial += 1
-            if not (self._drop_round and kwargs.get("increment_epoch")):
+            if not (self.drop_round and kwargs.get("increment_epoch")):
                 with averager.update_lock:  # raises the epoch, then waits for the optimizer step
                     return step(*args, **kwargs)
             control = kwargs.get("averaging_control")
@@ -181,10 +220,10 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
             super()._update_global_epoch(grad_scaler)
         finally:
             del averager.step  # back to the class's method
-        if self._drop_round:
+        if self.drop_round:
             self.rounds_dropped += 1
             log.info("averaging round at epoch %d %s: applied nothing", self.local_epoch,
-                     "came back with parts missing" if partial else "failed")
+                     "came back with parts missing" if came_back_partial else "failed")
 
     def load_state_from_peers(self, **kwargs):
         """hivemind's download, except that the state keeps the epoch it was downloaded at.
