@@ -27,6 +27,7 @@ from node.training.loss import policy_loss
 from node.training.policy_forward import policy_forward
 from node.training.rollout import sample_rollouts
 from node.training.seams import BaselineSource, UpdateRule
+from plumbing.formatting import fmt
 from plumbing.metrics import MetricsSink
 from shaping import (IndicatorStats, aux_signal, base_advantages, compute_indicators, shaping_bonus,
                      token_advantages)
@@ -227,15 +228,12 @@ class Trainer:
             print(f"\n[eval] step {self.step}: greedy accuracy {result.greedy_accuracy:.3f}{extra}", flush=True)
 
 
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def print_progress(m: dict[str, Any], total_steps: int) -> None:
     """One status line per step; rewritten in place on a terminal."""
     line = (f"step {m['step']}/{total_steps} | reward {m['reward']:+.3f} acc {m['accuracy']:.2f} | "
-            f"ER {_fmt(m['er'], '.2f')} ERV {_fmt(m['erv'], '+.3f')} ERA {_fmt(m['era'], '+.3f')} "
-            f"gate {_fmt(m['gate'], '.2f')} bonus {m['bonus']:.3f} | kl {m['kl']:.4f} ent {m['entropy']:.2f} | "
+            f"ER {fmt(m['er'], '.2f')} ERV {fmt(m['erv'], '+.3f')} ERA {fmt(m['era'], '+.3f')} "
+            f"gate {fmt(m['gate'], '.2f')} bonus {m['bonus']:.3f} | "
+            f"kl {fmt(m['kl'], '.4f')} ent {fmt(m['entropy'], '.2f')} | "
             f"{m['tokens_per_s']:.0f} tok/s | gen {m['time_generate']:.2f}s fwd {m['time_forward']:.2f}s "
             f"shape {m['time_shaping'] * 1000:.0f}ms bwd {m['time_backward']:.2f}s")
     end = "\r" if sys.stdout.isatty() else "\n"
