@@ -238,7 +238,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         self._answered = False
-        self.command, self.requestline, self.request_version = None, "", ""  # until the request line is read
+        # until this request's line and headers are read (a kept-alive connection has the previous ones)
+        self.command, self.requestline, self.request_version, self.headers = None, "", "", None
         try:
             super().handle_one_request()
         except OSError:
@@ -292,8 +293,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, response: Response) -> None:
         body = response.body
-        headers = getattr(self, "headers", None)  # None when the request line itself was refused
-        if len(body) > _GZIP_ABOVE and headers is not None and "gzip" in headers.get("Accept-Encoding", ""):
+        accepted = self.headers.get("Accept-Encoding", "") if self.headers is not None else ""  # None: refused early
+        if len(body) > _GZIP_ABOVE and "gzip" in accepted:
             body = gzip.compress(body, compresslevel=5)
             response.headers.update({"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
         if self.close_connection:

@@ -296,6 +296,18 @@ def test_every_error_is_json_even_before_routing_and_the_server_keeps_serving(se
 
 
 @pytest.mark.integration
+def test_a_bad_request_after_a_good_one_on_a_kept_alive_connection_is_json_too(served):
+    _, base = served
+    status, headers, rest = raw_exchange(base, b"GET /healthz HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n"
+                                               b"GET / HTTP/1.1 extra\r\n\r\n")
+    assert status == 200 and "connection" not in headers and rest.startswith(b"ok\n")  # kept alive
+    second = rest.removeprefix(b"ok\n")
+    head, _, body = second.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"Content-Type: application/json" in head
+    assert json.loads(body)["error"]["message"] == "Bad request version ('extra')"
+
+
+@pytest.mark.integration
 def test_an_unexpected_error_is_a_json_500_and_the_server_keeps_serving(served, monkeypatch):
     swarm, base = served
 
