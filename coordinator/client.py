@@ -16,10 +16,11 @@ from typing import Iterator
 import grpc
 
 from coordinator.events import SwarmEvent
-from coordinator.health import LIVE_STATES, summarize
+from coordinator.health import LIVE_STATES, STATE_ORDER, reported, summarize
 from coordinator.views import PeerView, RoundView, SwarmStateView
 from protos import convert, swarm_pb2, swarm_pb2_grpc
 from plumbing.dht_records import BalanceRecord, PeerStatusRecord
+from plumbing.formatting import duration, fmt
 from shaping import INDICATORS
 
 
@@ -99,26 +100,12 @@ class CoordinatorClient:
 
 # ---------------------------------------------------------------- terminal summary
 
-_STATE_ORDER = {"unreachable": 0, "behind": 1, "joining": 2, "online": 3, "gone": 4}
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0.0, seconds)
-    if seconds < 90:
-        return f"{seconds:.0f}s"
-    return f"{seconds / 60:.0f}m" if seconds < 5400 else f"{seconds / 3600:.1f}h"
-
-
-def _ago(now: float, then: float) -> str:
-    return f"{_duration(now - then)} ago"
-
-
-def _fmt(value: float | None, spec: str = ".4g") -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def _clock(at: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(at))
+
+
+def _mb(count: int | None) -> float | None:
+    return None if count is None else count / 1e6
 
 
 def _balance_bar(explore: float | None, width: int = 20) -> str:
@@ -144,15 +131,17 @@ def _swarm_lines(state: SwarmStateView, peers: tuple[PeerView, ...]) -> list[str
     lines = [f"peers      {live} live of {summary.num_peers}" + (f": {counts}" if counts else "") + versions]
     latest = state.latest
     reward = latest.merged.moments["score"].mean if latest is not None else None
-    lines.append(f"training   reward {_fmt(reward, '+.3f')} (round mean)   held-out accuracy "
-                 f"{_fmt(means['heldout_accuracy'], '.1%')}   train accuracy {_fmt(means['accuracy'], '.1%')}   "
-                 f"KL {_fmt(means['kl'], '.4f')}")
-    lines.append(f"throughput {_fmt(summary.tokens_per_s, ',.0f')} tokens/s   {_fmt(summary.rollouts_per_s, '.1f')} "
-                 f"rollouts/s   epoch {_fmt(summary.epoch, 'd')}   averaging failures {summary.averaging_failures} "
-                 f"of {summary.averaging_failures + summary.averaging_rounds} rounds")
+    lines.append(f"training   reward {fmt(reward, '+.3f')} (round mean)   held-out accuracy "
+                 f"{fmt(means['heldout_accuracy'], '.1%')}   train accuracy {fmt(means['accuracy'], '.1%')}   "
+                 f"KL {fmt(means['kl'], '.4f')}")
+    rounds = (summary.averaging_failures + summary.averaging_rounds if summary.averaging_failures is not None
+              else None)
+    lines.append(f"throughput {fmt(summary.tokens_per_s, ',.0f')} tokens/s (live peers' latest steps, summed)   "
+                 f"{fmt(summary.rollouts_per_s, '.1f')} rollouts/s (since start)   epoch {fmt(summary.epoch, 'd')}   "
+                 f"averaging failures {fmt(summary.averaging_failures, 'd')} of {fmt(rounds, 'd')} rounds")
     ratio = f"{summary.compression_ratio:.1f}x smaller than dense fp32" if summary.compression_ratio else "-"
-    lines.append(f"traffic    {summary.bytes_sent / 1e6:.1f} MB sent / {summary.bytes_received / 1e6:.1f} MB received"
-                 f"   compression {ratio}")
+    lines.append(f"traffic    {fmt(_mb(summary.bytes_sent), '.1f')} MB sent / "
+                 f"{fmt(_mb(summary.bytes_received), '.1f')} MB received   compression {ratio}")
     return lines
 
 
@@ -161,9 +150,9 @@ def _round_lines(state: SwarmStateView, now: float) -> list[str]:
     if latest is None:
         return ["round      none completed yet (waiting for peers' meta-signals)"]
     base = latest.baselines
-    return [f"round      #{latest.round} committed {_ago(now, latest.issued_at)}: {latest.num_contributions} "
+    return [f"round      #{latest.round} committed {duration(now - latest.issued_at)} ago: {latest.num_contributions} "
             f"meta-signals from {latest.num_peers} peers   lambda_t {latest.lambda_t:.4g}",
-            "baselines  " + "  ".join(f"{name} {_fmt(base.value(name))}" for name in INDICATORS)
+            "baselines  " + "  ".join(f"{name} {fmt(base.value(name))}" for name in INDICATORS)
             + ("" if base.ready else "   (not ready: no auxiliary signal yet)"),
             "balance    " + _balance_bar(latest.explore_share)]
 
@@ -175,7 +164,7 @@ def _alert_lines(state: SwarmStateView, now: float) -> list[str]:
     lines = [f"alerts     {len(state.alerts)} active"]
     for alert in sorted(state.alerts, key=lambda a: (order.get(a.severity, 3), a.started_at)):
         lines.append(f"  {alert.severity.upper():<8} since {_clock(alert.started_at)} "
-                     f"({_duration(now - alert.started_at)}, round {alert.started_round})  {alert.message}")
+                     f"({duration(now - alert.started_at)}, round {alert.started_round})  {alert.message}")
     return lines
 
 
@@ -190,14 +179,15 @@ def _peer_line(peer: PeerView, now: float) -> str:
     steps = [v for v in (s.step if s else None, peer.last_step) if v is not None]
     epoch = "-" if s is None or s.epoch is None else f"{s.epoch}" + (f"-{peer.epoch_lag}" if peer.epoch_lag else "")
     traffic = f"{s.bytes_sent / 1e6:.1f}/{s.bytes_received / 1e6:.1f}" if s else "-"
-    fails = f"{s.averaging_failures}/{s.averaging_failures + s.averaging_rounds}" if s else "-"
+    failures, rounds = reported(s, "averaging_failures"), reported(s, "averaging_rounds")
+    fails = "-" if failures is None else f"{failures}/{failures + rounds}"
     return (f"  {peer.state:<11} {peer.peer_id[:12]:<12} {version:<9} {(s.reachability if s else '-'):<8} "
-            f"{_duration(now - peer.last_seen):>5} {_fmt(max(steps) if steps else None, 'd'):>6} {epoch:>7} "
-            f"{_fmt(s.throughput if s else None, '.2f'):>7} {_fmt(s.tokens_per_s if s else None, '.0f'):>7} "
-            f"{traffic:>13} {_fmt(s.compression_ratio if s else None, '.1f'):>6} "
-            f"{_fmt(s.reward if s else None, '+.3f'):>7} {_fmt(s.er if s else None, '.4g'):>7} "
-            f"{_fmt(s.erv if s else None, '.4g'):>7} {_fmt(s.era if s else None, '.4g'):>7} "
-            f"{_fmt(s.accuracy if s else None, '.0%'):>5} {_fmt(s.heldout_accuracy if s else None, '.0%'):>5} "
+            f"{duration(now - peer.last_seen):>5} {fmt(max(steps) if steps else None, 'd'):>6} {epoch:>7} "
+            f"{fmt(s.throughput if s else None, '.2f'):>7} {fmt(s.tokens_per_s if s else None, '.0f'):>7} "
+            f"{traffic:>13} {fmt(s.compression_ratio if s else None, '.1f'):>6} "
+            f"{fmt(s.reward if s else None, '+.3f'):>7} {fmt(s.er if s else None, '.4g'):>7} "
+            f"{fmt(s.erv if s else None, '.4g'):>7} {fmt(s.era if s else None, '.4g'):>7} "
+            f"{fmt(s.accuracy if s else None, '.0%'):>5} {fmt(s.heldout_accuracy if s else None, '.0%'):>5} "
             f"{fails:>7}")
 
 
@@ -214,7 +204,7 @@ def render_status(state: SwarmStateView, *, now: float | None = None, max_peers:
         host = "127.0.0.1" if host == "0.0.0.0" else host
         lines.append(f"dashboard  http://{host}:{port}/")
     lines += _swarm_lines(state, peers) + _round_lines(state, now) + _alert_lines(state, now)
-    ordered = sorted(peers, key=lambda p: (_STATE_ORDER.get(p.state, 5), p.peer_id))
+    ordered = sorted(peers, key=lambda p: (STATE_ORDER.get(p.state, len(STATE_ORDER)), p.peer_id))
     if ordered:
         lines += [f"peers (problems first; {min(len(ordered), max_peers)} of {len(ordered)}; "
                   f"! = version differs from the coordinator's)", _PEER_HEADER]

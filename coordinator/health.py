@@ -32,8 +32,12 @@ from typing import Sequence
 from coordinator.config import HealthConfig
 from coordinator.views import PEER_STATES, PeerView
 from plumbing.dht_records import BalanceRecord, PeerStatusRecord
+from plumbing.formatting import duration
 
 LIVE_STATES = ("online", "joining", "behind")  # peers whose latest numbers describe the swarm now
+STATE_ORDER = {"unreachable": 0, "behind": 1, "joining": 2, "online": 3, "gone": 4}  # problems first
+# counters a schema-1 report carries as 0 without having measured them
+_SCHEMA_2_COUNTERS = ("averaging_rounds", "averaging_failures", "publish_failures", "last_averaging_error")
 BALANCE_GRACE_S = 10.0  # a peer polls the balance record every few seconds: allow it this long
 
 
@@ -120,10 +124,6 @@ def classify_peers(peers: Sequence[PeerView], memories: dict[str, PeerMemory], n
 
 # ---------------------------------------------------------------- alert rules
 
-def _ago(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
-
-
 def round_at(rounds_by_time: Sequence[tuple[float, int]], at: float) -> int:
     """The coordinator's latest round committed at or before `at` (0 if none)."""
     index = bisect.bisect_right(rounds_by_time, (at, 2**62)) - 1
@@ -140,8 +140,8 @@ def swarm_conditions(peers: Sequence[PeerView], latest: BalanceRecord | None, no
     if live:
         since = latest.issued_at if latest is not None else min(p.first_seen for p in live)
         if now - since > stale_after_s:
-            what = (f"no new round for {_ago(now - since)} (latest: round {latest.round})" if latest is not None
-                    else f"no round yet although peers have been online for {_ago(now - since)}")
+            what = (f"no new round for {duration(now - since)} (latest: round {latest.round})" if latest is not None
+                    else f"no round yet although peers have been online for {duration(now - since)}")
             conditions.append(Condition("stale_weights", "stale_weights", "critical", "", what +
                                         ": peers shape with stale coordinator weights (are their meta-signals "
                                         "reaching the coordinator's DHT?)", since + stale_after_s))
@@ -154,7 +154,7 @@ def swarm_conditions(peers: Sequence[PeerView], latest: BalanceRecord | None, no
         at, subkey, reason = max(rejected)
         conditions.append(Condition("records_rejected", "records_rejected", "warning", "",
                                     f"{len(rejected)} DHT record(s) rejected in the last "
-                                    f"{_ago(cfg.failure_window_s)}; latest from {subkey}: {reason}",
+                                    f"{duration(cfg.failure_window_s)}; latest from {subkey}: {reason}",
                                     min(r[0] for r in rejected)))
     return conditions
 
@@ -170,7 +170,7 @@ def peer_conditions(peer: PeerView, memory: PeerMemory | None, latest: BalanceRe
     if peer.state == "unreachable":
         limit = silence_threshold(status, cfg)
         out.append(Condition(f"peer_unreachable:{pid}", "peer_unreachable", "warning", pid,
-                             f"peer {short} silent for {_ago(now - peer.last_seen)} (limit {_ago(limit)}); "
+                             f"peer {short} silent for {duration(now - peer.last_seen)} (limit {duration(limit)}); "
                              f"last step {status.step if status else peer.last_step}", peer.last_seen + limit))
     if peer.state == "behind" and status is not None:
         out.append(Condition(f"peer_behind:{pid}", "peer_behind", "warning", pid,
@@ -178,7 +178,7 @@ def peer_conditions(peer: PeerView, memory: PeerMemory | None, latest: BalanceRe
                              f"(it should download the swarm's state)", status.reported_at))
     if peer.state == "joining" and now - peer.first_seen > cfg.joining_timeout_s:
         out.append(Condition(f"peer_stuck_joining:{pid}", "peer_stuck_joining", "warning", pid,
-                             f"peer {short} joined {_ago(now - peer.first_seen)} ago and has not completed a step",
+                             f"peer {short} joined {duration(now - peer.first_seen)} ago and has not completed a step",
                              peer.first_seen + cfg.joining_timeout_s))
     if peer.version_mismatch and status is not None:
         out.append(Condition(f"version_mismatch:{pid}", "version_mismatch", "warning", pid,
@@ -198,14 +198,14 @@ def _failure_conditions(peer: PeerView, memory: PeerMemory, now: float, cfg: Hea
         error = f"; latest: {status.last_averaging_error}" if status.last_averaging_error else ""
         out.append(Condition(f"averaging_failures:{pid}", "averaging_failures", "warning", pid,
                              f"peer {pid[:12]}: {sum(n for _, n in recent)} averaging failure(s) in the last "
-                             f"{_ago(cfg.failure_window_s)} ({status.averaging_failures} of "
+                             f"{duration(cfg.failure_window_s)} ({status.averaging_failures} of "
                              f"{status.averaging_failures + status.averaging_rounds} rounds since start){error}",
                              recent[0][0]))
     recent = [(at, n) for at, n in memory.publish_failures if at >= now - cfg.failure_window_s]
     if recent:
         out.append(Condition(f"publish_failures:{pid}", "publish_failures", "info", pid,
                              f"peer {pid[:12]}: {sum(n for _, n in recent)} DHT record(s) not published in the "
-                             f"last {_ago(cfg.failure_window_s)}", recent[0][0]))
+                             f"last {duration(cfg.failure_window_s)}", recent[0][0]))
     return out
 
 
@@ -226,27 +226,42 @@ def _stale_weights_condition(peer: PeerView, status: PeerStatusRecord, cfg: Heal
 
 @dataclass(frozen=True)
 class SwarmSummary:
-    """Swarm-wide numbers from the peers' latest reports (live peers: online, joining or behind)."""
+    """Swarm-wide numbers from the peers' latest reports (live peers: online, joining or behind);
+    None where no peer reported the value (never 0 for "not measured")."""
 
     num_peers: int
     by_state: dict[str, int]
     versions: dict[str, int]            # versions of the peers that are not gone
-    tokens_per_s: float | None          # sum over live peers
-    rollouts_per_s: float | None        # sum over live peers
-    bytes_sent: int                     # sum over every peer's latest report
-    bytes_received: int
+    tokens_per_s: float | None          # sum over live peers' latest steps
+    rollouts_per_s: float | None        # sum over live peers (each since it started)
+    bytes_sent: int | None              # sum over every peer's latest report
+    bytes_received: int | None
     compression_ratio: float | None     # dense bytes / sent bytes over live peers (sent-weighted mean)
     epoch: int | None                   # newest epoch among live peers
-    averaging_rounds: int               # sums over every peer's latest report
-    averaging_failures: int
-    means: dict[str, float | None]      # SUMMARY_MEANS, each averaged over the live peers
+    averaging_rounds: int | None        # sums over every peer's latest report that has the counters
+    averaging_failures: int | None
+    means: dict[str, float | None]      # SUMMARY_MEANS, each averaged over the live peers that report it
 
 
 SUMMARY_MEANS = ("reward", "accuracy", "heldout_accuracy", "kl", "er", "erv", "era", "gate", "aux")
 
 
-def _mean(values: list[float]) -> float | None:
+def reported(status: PeerStatusRecord | None, name: str):
+    """Field `name` of a peer's latest report, or None where it was not measured: no report, or a
+    schema-1 report, whose schema-2 counters read 0 (or "") without having been counted."""
+    if status is None or (name in _SCHEMA_2_COUNTERS and status.schema_version < 2):
+        return None
+    return getattr(status, name)
+
+
+def mean_or_none(values: Sequence[float]) -> float | None:
+    """The mean of `values`; None, not 0, when there are none."""
     return statistics.fmean(values) if values else None
+
+
+def _total(statuses: Sequence[PeerStatusRecord], name: str) -> int | None:
+    values = [value for value in (reported(s, name) for s in statuses) if value is not None]
+    return sum(values) if values else None
 
 
 def summarize(peers: Sequence[PeerView]) -> SwarmSummary:
@@ -263,10 +278,10 @@ def summarize(peers: Sequence[PeerView]) -> SwarmSummary:
         versions=dict(Counter(p.status.version or "?" for p in peers if p.status is not None and p.state != "gone")),
         tokens_per_s=sum(tokens) if tokens else None,
         rollouts_per_s=sum(s.throughput for s in live) if live else None,
-        bytes_sent=sum(s.bytes_sent for s in statuses), bytes_received=sum(s.bytes_received for s in statuses),
+        bytes_sent=_total(statuses, "bytes_sent"), bytes_received=_total(statuses, "bytes_received"),
         compression_ratio=sum(r * b for r, b in sent_ratio) / sent if sent else None,
         epoch=max((s.epoch for s in live if s.epoch is not None), default=None),
-        averaging_rounds=sum(s.averaging_rounds for s in statuses),
-        averaging_failures=sum(s.averaging_failures for s in statuses),
-        means={name: _mean([getattr(s, name) for s in live if getattr(s, name) is not None])
+        averaging_rounds=_total(statuses, "averaging_rounds"),
+        averaging_failures=_total(statuses, "averaging_failures"),
+        means={name: mean_or_none([getattr(s, name) for s in live if getattr(s, name) is not None])
                for name in SUMMARY_MEANS})

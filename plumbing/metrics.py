@@ -1,8 +1,9 @@
 """One metrics pipeline: every component reports step records through `MetricsSink`.
 
 Records go to an append-only JSONL file (one JSON object per line, flushed per record so a
-crash loses at most the record being written) and to a small in-memory gauge table that a
-Prometheus exposition renders. Dashboards read these outputs, never component internals.
+crash loses at most the record being written); the latest numeric value of each key stays in
+memory for the peer's status report. The swarm's Prometheus metrics are the coordinator's
+(`GET /metrics`, coordinator/dashboard/prometheus.py), built from those status reports.
 """
 
 from __future__ import annotations
@@ -25,10 +26,8 @@ def _clean(value: Any) -> Any:
 class MetricsSink:
     """Writes step records to `path` (JSONL) and keeps the latest numeric value of each key."""
 
-    def __init__(self, path: str | Path | None, *, prefix: str = "rankswarm", labels: Mapping[str, str] | None = None):
+    def __init__(self, path: str | Path | None):
         self.path = Path(path) if path is not None else None
-        self.prefix = prefix
-        self.labels = dict(labels or {})
         self._latest: dict[str, float] = {}
         self._lock = threading.Lock()
         self._file = None
@@ -50,17 +49,6 @@ class MetricsSink:
     def latest(self) -> dict[str, float]:
         with self._lock:
             return dict(self._latest)
-
-    def prometheus_text(self) -> str:
-        """Render the latest values as Prometheus gauges (`<prefix>_<key>{labels} value`)."""
-        label_text = ",".join(f'{k}="{v}"' for k, v in sorted(self.labels.items()))
-        label_text = "{" + label_text + "}" if label_text else ""
-        lines = []
-        for key, value in sorted(self.latest().items()):
-            name = f"{self.prefix}_{key}".replace(".", "_").replace("/", "_")
-            lines.append(f"# TYPE {name} gauge")
-            lines.append(f"{name}{label_text} {value!r}")
-        return "\n".join(lines) + "\n"
 
     def close(self) -> None:
         with self._lock:

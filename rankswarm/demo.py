@@ -19,6 +19,7 @@ from typing import Any
 
 from node.gossip.config import GossipConfig
 from node.gossip.consensus import fingerprint_gap
+from plumbing.formatting import fmt
 from plumbing.metrics import read_jsonl
 from rankswarm.config import DemoConfig
 from plumbing.processes import ManagedProcess, rankswarm_argv, stop_all, wait_for_json
@@ -52,10 +53,6 @@ def weights_agreement(rows_by_peer: list[list[dict[str, Any]]]) -> tuple[int, fl
     epoch = max(shared)
     first, *others = [p[epoch] for p in prints]
     return epoch, max((fingerprint_gap(first, other) for other in others), default=0.0)
-
-
-def _fmt(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
 
 
 class DemoSwarm:
@@ -142,11 +139,11 @@ class DemoSwarm:
             sent, dense = m.get("bytes_sent_total"), m.get("dense_bytes_total")
             ratio = dense / sent if sent and dense else None  # so far, over all rounds
             lines.append(
-                f"peer{i:<2}{_fmt(m.get('step'), 'd'):>6}{_fmt(m.get('epoch'), 'd'):>6}"
-                f"{_fmt(m.get('reward'), '+.3f'):>9}"
-                f"{_fmt(m.get('accuracy'), '.2f'):>7}{_fmt(m.get('er'), '.2f'):>7}{_fmt(m.get('gate'), '.2f'):>7}"
-                f"{m.get('baselines', '-'):>8}{_fmt(_mb(m.get('bytes_sent_total')), '.2f'):>9}"
-                f"{_fmt(ratio, '.0f'):>6}x  {state}")
+                f"peer{i:<2}{fmt(m.get('step'), 'd'):>6}{fmt(m.get('epoch'), 'd'):>6}"
+                f"{fmt(m.get('reward'), '+.3f'):>9}"
+                f"{fmt(m.get('accuracy'), '.2f'):>7}{fmt(m.get('er'), '.2f'):>7}{fmt(m.get('gate'), '.2f'):>7}"
+                f"{m.get('baselines', '-'):>8}{fmt(_mb(m.get('bytes_sent_total')), '.2f'):>9}"
+                f"{fmt(ratio, '.0f'):>6}x  {state}")
         lines.append(self.coordinator_line())
         return "\n".join(lines)
 
@@ -163,8 +160,8 @@ class DemoSwarm:
         if latest is None:
             return f"coordinator: round {state.round}, waiting for meta-signals"
         return (f"coordinator: round {state.round}, peers {latest.num_peers}, explore share "
-                f"{_fmt(latest.explore_share, '.2f')}, lambda {latest.lambda_t:.2f}, "
-                f"ER baseline {_fmt(latest.baselines.value('er'), '.2f')}")
+                f"{fmt(latest.explore_share, '.2f')}, lambda {latest.lambda_t:.2f}, "
+                f"ER baseline {fmt(latest.baselines.value('er'), '.2f')}")
 
     def finished(self) -> bool:
         return all(not p.alive for p in self.peers.values())

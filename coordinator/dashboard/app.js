@@ -192,7 +192,7 @@ async function refreshHistory() {
   const rounds = history ? history.rounds.round : [];
   if (!history || key !== historyKey || !rounds.length) {
     const doc = await getJSON(historyUrl(0));
-    history = { rounds: doc.rounds, peers: doc.peers, behind: doc.behind };
+    history = { rounds: doc.rounds, peers: doc.peers, behind: doc.behind, windowRounds: doc.rate_window_rounds };
     historyKey = key;
     return;
   }
@@ -382,12 +382,14 @@ function renderKpis() {
   sparkline($("spark-reward"), history ? history.rounds.reward.slice(-60) : [], COLOR.mean);
 
   $("kpi-accuracy-value").textContent = pct(swarm.heldout_accuracy);
-  $("kpi-accuracy-foot").textContent = `train accuracy ${pct(swarm.accuracy)} · KL ${fmt(swarm.kl, 3)}`;
+  $("kpi-accuracy-foot").textContent = `train accuracy ${pct(swarm.accuracy)} · ` +
+    (swarm.kl === null ? "KL not measured" : `KL ${fmt(swarm.kl, 3)}`);
 
   const tokens = $("kpi-tokens-value");
   tokens.replaceChildren(swarm.tokens_per_s === null ? "–" : fmt(swarm.tokens_per_s));
   if (swarm.tokens_per_s !== null) tokens.appendChild(el("span", "kpi-sub", " tokens/s"));
-  $("kpi-throughput-foot").textContent = `${fmt(swarm.rollouts_per_s)} rollouts/s · epoch ${swarm.epoch ?? "–"}`;
+  $("kpi-throughput-foot").textContent =
+    `${fmt(swarm.rollouts_per_s)} rollouts/s since start · epoch ${swarm.epoch ?? "–"}`;
 
   const explore = round ? round.explore_share : null;
   const balance = $("balance-bar");
@@ -409,7 +411,8 @@ function renderKpis() {
   const worst = alerts.some((a) => a.severity === "critical") ? "critical" : alerts.some((a) => a.severity === "warning") ? "warning" : alerts.length ? "info" : "ok";
   $("kpi-health-value").textContent = alerts.length ? `${alerts.length} alert${alerts.length > 1 ? "s" : ""}` : "healthy";
   $("kpi-health").dataset.level = worst;
-  $("kpi-health-foot").textContent = `${swarm.averaging_failures} averaging failures · ${state.coordinator.records_rejected} records rejected`;
+  $("kpi-health-foot").textContent = `${swarm.averaging_failures ?? "–"} averaging failures · ` +
+    `${state.coordinator.records_rejected} records rejected`;
 }
 
 function renderLegend() {
@@ -455,10 +458,13 @@ function drawCharts() {
   lineChart($("chart-heldout"), { ...common, yLabel: "accuracy", yFormat: (v) => pct(v, 0),
     valueFormat: (v) => pct(v, 1), emptyText: "no held-out evaluation reported yet",
     series: [...peerSeries("heldout_accuracy"), { name: "swarm", color: COLOR.swarm, values: r.heldout_accuracy, width: 2.2 }] });
-  lineChart($("chart-kl"), { ...common, yLabel: "KL", emptyText: "no KL reported yet",
+  lineChart($("chart-kl"), { ...common, yLabel: "KL",
+    emptyText: "KL not measured: no peer has a reference policy (loss.kl_coef = 0)",
     series: [...peerSeries("kl"), { name: "swarm", color: COLOR.swarm, values: r.kl, width: 2.2 }] });
-  lineChart($("chart-throughput"), { ...common, yLabel: "tokens / s", yMin: 0,
-    series: [...peerSeries("tokens_per_s"), { name: "swarm", color: COLOR.swarm, values: r.tokens_per_s, width: 2.2 }] });
+  $("rate-window").textContent = history.windowRounds;
+  lineChart($("chart-throughput"), { ...common, yLabel: "tokens / s", yMin: 0, series: [
+    ...peerSeries("merged_tokens_per_s"),
+    { name: "swarm", color: COLOR.swarm, values: r.merged_tokens_per_s, width: 2.2 }] });
   for (const name of ["er", "erv", "era"]) {
     lineChart($(`chart-${name}`), { ...common, yLabel: name.toUpperCase(), series: [
       ...peerSeries(name),
@@ -644,7 +650,7 @@ function renderStateFilter() {
   const box = $("state-filter");
   box.replaceChildren();
   for (const name of STATES) {
-    const button = el("button", `chip filter state-${name}`, `${name} ${state.swarm.by_state[name] || 0}`);
+    const button = el("button", `chip filter state-${name}`, `${name} ${state.swarm.by_state[name]}`);
     button.type = "button";
     button.setAttribute("aria-pressed", ui.table.states.includes(name) ? "true" : "false");
     button.addEventListener("click", () => {

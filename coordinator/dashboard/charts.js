@@ -106,25 +106,41 @@ function axes(f, x, y, xTicks, yTicks, opts) {
   }
 }
 
-function pathFor(xs, values, x, y) {
-  let d = "";
-  let pen = false;
-  for (let i = 0; i < xs.length; i++) {
-    const v = values[i];
-    if (v === null || v === undefined || !isFinite(v)) {
-      pen = false;
-      continue;
+const known = (v) => v !== null && v !== undefined && isFinite(v);
+
+// Runs of consecutive known values, as lists of indices: a value that was not measured is a gap,
+// never bridged and never drawn as 0.
+function segments(values) {
+  const runs = [];
+  let run = [];
+  values.forEach((v, i) => {
+    if (known(v)) {
+      run.push(i);
+    } else if (run.length) {
+      runs.push(run);
+      run = [];
     }
-    d += `${pen ? "L" : "M"}${x(xs[i]).toFixed(1)},${y(v).toFixed(1)}`;
-    pen = true;
-  }
-  return d;
+  });
+  if (run.length) runs.push(run);
+  return runs;
+}
+
+function pathFor(xs, values, x, y) {
+  return segments(values).map((run) => run.map(
+    (i, k) => `${k ? "L" : "M"}${x(xs[i]).toFixed(1)},${y(values[i]).toFixed(1)}`).join("")).join("");
+}
+
+// One closed area per run, between the values and the line y = base (pixels).
+function areaFor(xs, values, x, y, base) {
+  return segments(values).map((run) => {
+    const top = run.map((i, k) => `${k ? "L" : "M"}${x(xs[i]).toFixed(1)},${y(values[i]).toFixed(1)}`).join("");
+    return `${top}L${x(xs[run[run.length - 1]]).toFixed(1)},${base}L${x(xs[run[0]]).toFixed(1)},${base}Z`;
+  }).join("");
 }
 
 function lonePoints(xs, values) {
   // points with no defined neighbour would be invisible as a path: drawn as dots instead
-  const ok = (i) => i >= 0 && i < values.length && values[i] !== null && values[i] !== undefined && isFinite(values[i]);
-  return xs.map((_, i) => i).filter((i) => ok(i) && !ok(i - 1) && !ok(i + 1));
+  return segments(values).filter((run) => run.length === 1).map((run) => run[0]);
 }
 
 function tooltip(container) {
@@ -158,8 +174,9 @@ function nearestIndex(xs, value) {
 export function lineChart(container, spec) {
   const height = spec.height || 190;
   const xs = spec.x || [];
-  const series = (spec.series || []).filter((s) => s.values && s.values.some((v) => v !== null && isFinite(v)));
-  if (!xs.length || !series.length) return empty(container, height, spec.emptyText);
+  const series = (spec.series || []).filter((s) => s.values && s.values.some(known));
+  if (!xs.length) return empty(container, height);  // no rounds yet
+  if (!series.length) return empty(container, height, spec.emptyText);  // rounds, but nothing measured
   const f = frame(container, height);
   let [lo, hi] = extent(series.flatMap((s) => s.values).concat((spec.markers || []).map((m) => m.value)));
   if (spec.yMin !== undefined) lo = Math.min(lo, spec.yMin);
@@ -182,12 +199,8 @@ export function lineChart(container, spec) {
   const plot = svgEl("g", { class: "plot" }, f.svg);
   for (const s of series) {
     if (s.area) {
-      const d = pathFor(xs, s.values, x, y);
-      const firstX = xs[s.values.findIndex((v) => v !== null && isFinite(v))];
-      const lastX = xs[s.values.length - 1 - [...s.values].reverse().findIndex((v) => v !== null && isFinite(v))];
-      const floor = y(Math.max(y0, Math.min(0, y1)));
-      svgEl("path", { d: `${d}L${x(lastX).toFixed(1)},${floor}L${x(firstX).toFixed(1)},${floor}Z`, fill: s.color,
-                      class: "area" }, plot);
+      const floor = y(Math.max(y0, Math.min(0, y1))).toFixed(1);
+      svgEl("path", { d: areaFor(xs, s.values, x, y, floor), fill: s.color, class: "area" }, plot);
     }
     svgEl("path", { d: pathFor(xs, s.values, x, y), stroke: s.color, "stroke-width": s.width || 1.6,
                     "stroke-dasharray": s.dash, class: "line", "data-series": s.name }, plot);
@@ -246,7 +259,8 @@ export function shareChart(container, spec) {
   const height = spec.height || 190;
   const xs = spec.x || [];
   const explore = spec.explore || [];
-  if (!xs.length || !explore.some((v) => v !== null && isFinite(v))) return empty(container, height, spec.emptyText);
+  if (!xs.length) return empty(container, height);
+  if (!explore.some(known)) return empty(container, height, spec.emptyText);
   const f = frame(container, height);
   const x0 = xs[0];
   const x1 = xs[xs.length - 1] === x0 ? x0 + 1 : xs[xs.length - 1];
@@ -256,15 +270,10 @@ export function shareChart(container, spec) {
     (t) => t >= x0 && t <= x1 && Number.isInteger(t));
   axes(f, x, y, xTicks, [0, 0.25, 0.5, 0.75, 1], { ...spec, yFormat: (v) => `${Math.round(v * 100)}%` });
   const plot = svgEl("g", { class: "plot" }, f.svg);
-  const points = xs.map((r, i) => [r, explore[i]]).filter(([, v]) => v !== null && isFinite(v));
-  const line = points.map(([r, v], i) => `${i ? "L" : "M"}${x(r).toFixed(1)},${y(v).toFixed(1)}`).join("");
-  const left = x(points[0][0]).toFixed(1);
-  const right = x(points[points.length - 1][0]).toFixed(1);
-  svgEl("path", { d: `${line}L${right},${y(0)}L${left},${y(0)}Z`, fill: spec.exploreColor,
-                  class: "share explore" }, plot);
-  svgEl("path", { d: `${line}L${right},${y(1)}L${left},${y(1)}Z`, fill: spec.exploitColor,
-                  class: "share exploit" }, plot);
-  svgEl("path", { d: line, stroke: spec.exploreColor, "stroke-width": 1.6, class: "line",
+  // rounds with no gated response are gaps in both areas
+  svgEl("path", { d: areaFor(xs, explore, x, y, y(0)), fill: spec.exploreColor, class: "share explore" }, plot);
+  svgEl("path", { d: areaFor(xs, explore, x, y, y(1)), fill: spec.exploitColor, class: "share exploit" }, plot);
+  svgEl("path", { d: pathFor(xs, explore, x, y), stroke: spec.exploreColor, "stroke-width": 1.6, class: "line",
                   "data-series": "explore" }, plot);
   svgEl("line", { x1: MARGIN.left, x2: f.width - MARGIN.right, y1: y(0.5), y2: y(0.5), class: "marker half" },
         f.svg);
@@ -318,15 +327,14 @@ export function histogram(container, spec) {
 // A tiny trend line for the summary cards.
 export function sparkline(container, values, color) {
   container.replaceChildren();
-  const points = values.map((v, i) => [i, v]).filter(([, v]) => v !== null && v !== undefined && isFinite(v));
-  if (points.length < 2) return;
+  if (values.filter(known).length < 2) return;
   const width = container.clientWidth || 120;
   const height = container.clientHeight || 28;
   const svg = svgEl("svg", { width, height, viewBox: `0 0 ${width} ${height}`, class: "spark" }, container);
-  const [lo, hi] = extent(points.map(([, v]) => v));
+  const [lo, hi] = extent(values);
   const last = values.length - 1 || 1;
   const x = (i) => 1 + (i / last) * (width - 2);
   const y = (v) => 2 + (1 - (v - lo) / (hi - lo || 1)) * (height - 4);
-  const d = points.map(([i, v], k) => `${k ? "L" : "M"}${x(i).toFixed(1)},${y(v).toFixed(1)}`).join("");
-  svgEl("path", { d, stroke: color, "stroke-width": 1.5, fill: "none" }, svg);
+  svgEl("path", { d: pathFor(values.map((_, i) => i), values, x, y), stroke: color, "stroke-width": 1.5,
+                  fill: "none" }, svg);
 }

@@ -11,19 +11,16 @@ import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from coordinator.health import LIVE_STATES, SwarmSummary
+from coordinator.health import LIVE_STATES, STATE_ORDER, SwarmSummary, mean_or_none, reported
 from coordinator.monitor import Snapshot
 from coordinator.store import HistoryStore
 from coordinator.views import Alert, PeerView
 from plumbing.dht_records import DISTRIBUTION_INDICATORS, BalanceRecord, Deciles
 from shaping import INDICATORS
 
-API_SCHEMA_VERSION = 1
+API_SCHEMA_VERSION = 2
 HISTOGRAM_BINS = 24
-RATE_WINDOW_ROUNDS = 5  # swarm tokens/s and rollouts/s are averaged over this many rounds
-
-# problems first: the default order of the peers table
-STATE_ORDER = {"unreachable": 0, "behind": 1, "joining": 2, "online": 3, "gone": 4, "": 5}
+RATE_WINDOW_ROUNDS = 5  # merged tokens/s and rollouts/s are averaged over this many rounds
 _STATUS_NUMBERS = ("epoch", "tokens_per_s", "step_seconds", "compression_ratio", "reward", "accuracy",
                    "heldout_accuracy", "kl", "er", "erv", "era", "gate", "aux", "averaging_rounds",
                    "averaging_failures", "publish_failures", "balance_round", "num_peers_seen")
@@ -63,12 +60,12 @@ def peer_document(peer: PeerView, now: float) -> dict[str, Any]:
     }
     for name in ("version", "address", "reachability", "bytes_sent", "bytes_received", "last_averaging_error",
                  "baselines_source", *_STATUS_NUMBERS):
-        doc[name] = getattr(status, name) if status else None
+        doc[name] = reported(status, name)  # None where not measured
     return doc
 
 
 def _sort_value(doc: dict[str, Any], key: str):
-    return STATE_ORDER.get(doc["state"], 9) if key == "state" else doc.get(key)
+    return STATE_ORDER.get(doc["state"], len(STATE_ORDER)) if key == "state" else doc.get(key)
 
 
 def select_peers(peers: Sequence[PeerView], now: float, query: PeerQuery) -> dict[str, Any]:
@@ -184,10 +181,10 @@ class HistoryQuery:
 SWARM_COLUMNS = ("round", "issued_at", "num_peers", "num_contributions", "lambda_t", "explore_share",
                  "exploit_share", "baseline_er", "baseline_erv", "baseline_era", "baseline_score", "reward",
                  "reward_std", "er", "er_std", "erv", "erv_std", "era", "era_std", "rollouts", "tokens",
-                 "rollouts_per_s", "tokens_per_s", "kl", "accuracy", "heldout_accuracy", "aux",
+                 "merged_rollouts_per_s", "merged_tokens_per_s", "kl", "accuracy", "heldout_accuracy", "aux",
                  "peers_reporting", "averaging_failures", "peers_behind")
-PEER_COLUMNS = ("round", "reward", "er", "erv", "era", "rollouts", "tokens", "kl", "accuracy", "heldout_accuracy",
-                "tokens_per_s", "epoch")
+PEER_COLUMNS = ("round", "reward", "er", "erv", "era", "rollouts", "tokens", "merged_tokens_per_s", "kl",
+                "accuracy", "heldout_accuracy", "tokens_per_s", "epoch")
 _CARRIED = ("kl", "accuracy", "heldout_accuracy", "aux")
 
 
@@ -204,25 +201,31 @@ def _round_columns(record: BalanceRecord, rollouts: int, tokens: int) -> dict[st
     return row
 
 
-def _rates(rows: list[dict[str, Any]], before_first: float | None) -> None:
-    """tokens/s and rollouts/s over the last RATE_WINDOW_ROUNDS rounds: what they merged over the time
-    since the round before them (`before_first`: issue time of the round before the first row, if any)."""
-    issued = [before_first] + [row["issued_at"] for row in rows]  # issued[i] = the round before rows[i]
-    for i, row in enumerate(rows):
-        start = max(0, i - RATE_WINDOW_ROUNDS + 1)
-        if issued[start] is None:  # the run's first round: its work began at an unknown time
-            start += 1
-        window, seconds = rows[start:i + 1], row["issued_at"] - (issued[start] or 0.0)
-        ok = bool(window) and seconds > 0
-        row["tokens_per_s"] = sum(r["tokens"] for r in window) / seconds if ok else None
-        row["rollouts_per_s"] = sum(r["rollouts"] for r in window) / seconds if ok else None
+def _rate_windows(issued: list[float]) -> list[tuple[int, float] | None]:
+    """For round i of `issued` (commit times, oldest first): (first index of its window, seconds) where
+    its window is the last RATE_WINDOW_ROUNDS rounds up to i, timed from the commit of the round
+    before the window. None where that round is not in `issued` (the window would start at an
+    unknown time) or no time passed."""
+    windows = []
+    for i, end in enumerate(issued):
+        start = max(1, i - RATE_WINDOW_ROUNDS + 1)  # issued[start - 1] starts the window's clock
+        seconds = end - issued[start - 1] if i >= 1 else 0.0
+        windows.append((start, seconds) if seconds > 0 else None)
+    return windows
 
 
-def _mean(values: list[float]) -> float | None:
-    return sum(values) / len(values) if values else None
+def _merged_rate(values: list[int], windows: list[tuple[int, float] | None]) -> list[float | None]:
+    """What the rounds of each window merged (`values` per round) per second of the window."""
+    return [sum(values[w[0]:i + 1]) / w[1] if w is not None else None for i, w in enumerate(windows)]
 
 
-_SAMPLED = ("kl", "accuracy", "heldout_accuracy", "aux", "averaging_failures", "tokens_per_s", "epoch")
+_SAMPLED = ("kl", "accuracy", "heldout_accuracy", "aux", "averaging_failures", "tokens_per_s", "epoch",
+            "schema_version")
+
+
+def _failure_count(sample: dict) -> int | None:
+    """A report's averaging-failure counter; None in schema-1 reports, which did not count."""
+    return sample["averaging_failures"] if (sample["schema_version"] or 1) >= 2 else None
 
 
 def _carry_forward(rows: list[dict[str, Any]], samples: list[dict], peer_timeout: float,
@@ -238,17 +241,21 @@ def _carry_forward(rows: list[dict[str, Any]], samples: list[dict], peer_timeout
         new_failures = 0
         while index < len(samples) and samples[index]["round"] <= row["round"]:
             sample = samples[index]
-            peer, count = sample["peer_id"], sample["averaging_failures"] or 0
+            peer, count = sample["peer_id"], _failure_count(sample)
             previous = failures.get(peer)
             counted = sample["round"] >= first_round  # reports from before the window only set the starting counts
-            if counted and previous is not None and count > previous:
+            if counted and count is not None and previous is not None and count > previous:
                 new_failures += count - previous
-            failures[peer], latest[peer] = count, sample
+            if count is not None:
+                failures[peer] = count
+            latest[peer] = sample
             index += 1
         fresh = [s for s in latest.values() if row["issued_at"] - s["reported_at"] <= peer_timeout]
         for name in _CARRIED:
-            row[name] = _mean([s[name] for s in fresh if s[name] is not None])
-        row["peers_reporting"], row["averaging_failures"] = len(fresh), new_failures
+            row[name] = mean_or_none([s[name] for s in fresh if s[name] is not None])
+        row["peers_reporting"] = len(fresh)
+        # unknown (not 0) when no fresh report counts failures
+        row["averaging_failures"] = new_failures if any(_failure_count(s) is not None for s in fresh) else None
         for peer in peers:
             sample = latest.get(peer)
             if sample is not None and row["issued_at"] - sample["reported_at"] <= peer_timeout:
@@ -257,7 +264,7 @@ def _carry_forward(rows: list[dict[str, Any]], samples: list[dict], peer_timeout
 
 
 def _peer_series(rows: list[dict[str, Any]], moments: dict[int, dict[str, tuple[int, float]]],
-                 statuses: dict[int, dict]) -> dict[str, list]:
+                 statuses: dict[int, dict], merged_tokens_per_s: list[float | None]) -> dict[str, list]:
     series: dict[str, list] = {name: [] for name in PEER_COLUMNS}
     for row in rows:
         r = row["round"]
@@ -270,6 +277,7 @@ def _peer_series(rows: list[dict[str, Any]], moments: dict[int, dict[str, tuple[
         series["tokens"].append(int(merged["tokens"][1]) if merged else 0)
         for name in ("kl", "accuracy", "heldout_accuracy", "tokens_per_s", "epoch"):
             series[name].append(status[name] if status is not None else None)
+    series["merged_tokens_per_s"] = merged_tokens_per_s
     return series
 
 
@@ -280,21 +288,32 @@ def history_document(store: HistoryStore, query: HistoryQuery, *, peer_timeout: 
     if not records:
         return {**doc, "rounds": {name: [] for name in SWARM_COLUMNS}, "peers": {}, "behind": []}
     first, last = records[0].round, records[-1].round
-    totals = store.round_totals(first, last)
-    rows = [_round_columns(r, *totals.get(r.round, (0, 0))) for r in records]
-    before = store.rounds(first - 1, first - 1, 1) if first > 1 else []
-    _rates(rows, before[0].issued_at if before else None)
+    # the rate windows of the first rows reach back before them: read those rounds too, so a round's
+    # rate is the same whichever rows a request asks for
+    context = store.rounds(1, first - 1, RATE_WINDOW_ROUNDS) if first > 1 else []
+    every = context + records
+    totals = store.round_totals(every[0].round, last)
+    rows = [_round_columns(r, *totals.get(r.round, (0, 0))) for r in every]
+    windows = _rate_windows([row["issued_at"] for row in rows])
+    for name in ("rollouts", "tokens"):
+        for row, rate in zip(rows, _merged_rate([row[name] for row in rows], windows)):
+            row[f"merged_{name}_per_s"] = rate
+    rows = rows[len(context):]
     samples = store.status_samples(_SAMPLED, last, since=records[0].issued_at - peer_timeout)
     per_peer = _carry_forward(rows, samples, peer_timeout, query.peers)
     spans = store.alert_spans("peer_behind", first, last)
     for row in rows:
         row["peers_behind"] = len({p for p, a, b in spans if a <= row["round"] and (b == 0 or b >= row["round"])})
-    moments = store.peer_round_moments(first, last, list(query.peers))
+    moments = store.peer_round_moments(every[0].round, last, list(query.peers))
+    peers = {}
+    for peer in query.peers:
+        tokens = [int(moments.get(peer, {}).get(r.round, {}).get("tokens", (0, 0))[1]) for r in every]
+        peers[peer] = _peer_series(rows, moments.get(peer, {}), per_peer[peer],
+                                   [_finite_or(v) for v in _merged_rate(tokens, windows)[len(context):]])
     return {**doc, "rounds": {name: [_finite_or(row[name]) for row in rows] for name in SWARM_COLUMNS},
-            "peers": {peer: _peer_series(rows, moments.get(peer, {}), per_peer[peer]) for peer in query.peers},
+            "peers": peers,
             "behind": [{"peer_id": p, "first_round": a, "last_round": b or None} for p, a, b in spans]}
 
 
 def _finite_or(value):
     return _finite(value) if isinstance(value, float) else value
-

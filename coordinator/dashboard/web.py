@@ -1,17 +1,20 @@
 """`DashboardServer`: the coordinator's HTTP server: the operator page, the JSON API and /metrics.
 
-    server = DashboardServer("127.0.0.1:8080", monitor, store, peer_timeout=120).start()
+    server = DashboardServer("127.0.0.1:8080", DashboardApp(monitor, store, peer_timeout=120)).start()
     ...; server.stop()
 
-Routes (GET and HEAD; any other method gets 405 with an Allow header):
+Routes (GET and HEAD; any other method gets 405 with an Allow header, an unknown one 501):
   /                      the dashboard page (index.html, app.js, charts.js, style.css, favicon.svg)
   /api/v1/state          swarm state, summary, alerts, events and one page of peers (docs/api.md)
   /api/v1/history        per-round columns for the charts (docs/api.md)
   /metrics               Prometheus text format (coordinator/dashboard/prometheus.py)
   /healthz               "ok" while the server runs
-A malformed or unknown query parameter is answered 400 with a JSON error naming it; an error
-inside a handler is logged and answered 500; neither stops the server. The page's assets are
-read once at start from the installed package (no CDN, nothing fetched from elsewhere).
+Every error is answered with a JSON body {"error": {"status": N, "message": "..."}}: a malformed or
+unknown query parameter 400 naming it, an unknown path 404, and what the standard library refuses
+before routing (a malformed request line 400, a request line over 64 KiB 414, a header line over
+64 KiB or over 100 headers 431, HTTP/0.9 or 2+ 505); an unexpected error is logged and answered 500.
+None of them stops the server. The page's assets are read once at start from the installed package
+(no CDN, nothing fetched from elsewhere).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import logging
 import re
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qsl, urlsplit
@@ -33,7 +38,7 @@ from hivemind.utils import get_dht_time
 from coordinator.dashboard.documents import (PEER_SORT_KEYS, HistoryQuery, PeerQuery, history_document,
                                              state_document)
 from coordinator.dashboard.prometheus import CONTENT_TYPE as METRICS_TYPE
-from coordinator.dashboard.prometheus import render_metrics
+from coordinator.dashboard.prometheus import build_registry, render_metrics
 from coordinator.monitor import Monitor
 from coordinator.store import HistoryStore
 from coordinator.views import PEER_STATES
@@ -50,6 +55,10 @@ _PAGE_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-sr
 _PEER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _MAX_PEER_SERIES = 32
 _GZIP_ABOVE = 1024  # bytes
+_MAX_LINE = 65536  # the standard library's limit for the request line and each header line
+_MAX_MESSAGE = 300  # characters of an error message (they may quote the request)
+_LINGER_S, _LINGER_BYTES = 1.0, 1 << 20  # what is read and dropped before closing after an error
+_INTERNAL_ERROR = "internal error in the coordinator (see its log)"
 
 
 class QueryError(ValueError):
@@ -176,6 +185,7 @@ class DashboardApp:
         self.peer_timeout, self.max_history_rounds = peer_timeout, max_history_rounds
         package = importlib.resources.files("coordinator.dashboard")
         self.assets = {path: (package.joinpath(name).read_bytes(), kind) for path, (name, kind) in ASSETS.items()}
+        self.metrics = build_registry(lambda: self.monitor.snapshot(self.clock()))
         self.routes: dict[str, Callable[[Query], Response]] = {
             "/api/v1/state": self._state, "/api/v1/history": self._history, "/metrics": self._metrics,
             "/healthz": lambda query: Response(200, "text/plain; charset=utf-8", b"ok\n")}
@@ -186,7 +196,7 @@ class DashboardApp:
         if path not in self.routes and path not in self.assets:
             if path.startswith("/api/"):
                 return error_response(404, f"no API endpoint {path}; see docs/api.md (/api/v1/state, /api/v1/history)")
-            return Response(404, "text/plain; charset=utf-8", f"not found: {path}\n".encode())
+            return error_response(404, f"not found: {path}; the dashboard is at /")
         if method not in ("GET", "HEAD"):
             return error_response(405, f"{method} is not allowed on {path}; use GET", Allow="GET, HEAD")
         if path in self.assets:
@@ -211,28 +221,85 @@ class DashboardApp:
 
     def _metrics(self, query: Query) -> Response:
         query.finish()
-        return Response(200, METRICS_TYPE, render_metrics(self.monitor.snapshot(self.clock())).encode(),
-                        {"Cache-Control": "no-store"})
+        return Response(200, METRICS_TYPE, render_metrics(self.metrics), {"Cache-Control": "no-store"})
 
 
 # ---------------------------------------------------------------- the socket server
 
 class _Handler(BaseHTTPRequestHandler):
+    """Answers every request, also the ones the standard library refuses itself (a malformed or too long
+    request line, too long or too many headers, an HTTP version other than 1.x, an unknown method), and
+    any unexpected error, with a JSON error; the server goes on serving."""
+
     server_version = "rankswarm-coordinator"
     protocol_version = "HTTP/1.1"  # keep-alive: a polling page reuses one connection
     timeout = 30  # seconds an idle keep-alive connection is kept before its thread lets it go
     app: DashboardApp  # set on the subclass DashboardServer builds
+
+    def handle_one_request(self) -> None:
+        self._answered = False
+        # until this request's line and headers are read (a kept-alive connection has the previous ones)
+        self.command, self.requestline, self.request_version, self.headers = None, "", "", None
+        try:
+            super().handle_one_request()
+        except OSError:
+            self.close_connection = True  # the client went away
+        except Exception:  # deliberate: an unforeseen error ends this connection, never the server
+            log.exception("dashboard request from %s failed", self.address_string())
+            self.close_connection = True
+            if not self._answered:
+                self.send_error(HTTPStatus.INTERNAL_SERVER_ERROR, _INTERNAL_ERROR)
+
+    def parse_request(self) -> bool:
+        words = self.raw_requestline.split()
+        if len(words) == 2:  # no version (HTTP/0.9, whose answers have no status line) or no target
+            self.command, self.requestline = None, str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+            if words[1].startswith(b"HTTP/"):
+                self.send_error(HTTPStatus.BAD_REQUEST, f"request line {self.requestline!r} has no target")
+            else:
+                self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED,
+                                "HTTP/0.9 is not supported (the request line has no version); use HTTP/1.1")
+            return False
+        return super().parse_request()
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The base class's errors as JSON, like the application's own; the connection closes after them."""
+        if code == HTTPStatus.REQUEST_URI_TOO_LONG and not message:
+            message = f"request line longer than {_MAX_LINE} bytes; the dashboard's URLs are much shorter"
+        text = message or HTTPStatus(code).phrase
+        if explain and explain not in text:
+            text = f"{text}: {explain}"
+        if len(text) > _MAX_MESSAGE:  # messages quote the request line: do not echo a whole one back
+            text = text[:_MAX_MESSAGE] + "..."
+        self.close_connection = True
+        if not (getattr(self, "request_version", "") or "").startswith("HTTP/1."):
+            self.request_version = "HTTP/1.0"  # the base class writes no status line for HTTP/0.9
+        self._send(error_response(int(code), text))
+        self._linger()
 
     def _respond(self) -> None:
         try:
             response = self.app.handle(self.command, self.path)
         except Exception:  # deliberate: one broken request must not stop the dashboard
             log.exception("dashboard request %s %s failed", self.command, self.path)
-            response = error_response(500, "internal error in the coordinator (see its log)")
+            response = error_response(500, _INTERNAL_ERROR)
+        if self.command not in ("GET", "HEAD"):  # its body (if any) is unread: end the connection after it
+            self.close_connection = True
+        self._send(response)
+        if self.command not in ("GET", "HEAD"):
+            self._linger()
+
+    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _respond
+
+    def _send(self, response: Response) -> None:
         body = response.body
-        if len(body) > _GZIP_ABOVE and "gzip" in self.headers.get("Accept-Encoding", ""):
+        accepted = self.headers.get("Accept-Encoding", "") if self.headers is not None else ""  # None: refused early
+        if len(body) > _GZIP_ABOVE and "gzip" in accepted:
             body = gzip.compress(body, compresslevel=5)
             response.headers.update({"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+        if self.close_connection:
+            response.headers["Connection"] = "close"
+        self._answered = True
         try:
             self.send_response(response.status)
             self.send_header("Content-Type", response.content_type)
@@ -246,7 +313,21 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client went away; nothing to tell it
 
-    do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _respond
+    def _linger(self) -> None:
+        """Read and drop what the client still sends, for a moment, before the connection closes: closing
+        a socket with unread input resets the connection, and the client could lose the answer."""
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(_LINGER_S)
+            deadline, dropped = time.monotonic() + _LINGER_S, 0
+            while time.monotonic() < deadline and dropped < _LINGER_BYTES:
+                chunk = self.connection.recv(65536)
+                if not chunk:
+                    break
+                dropped += len(chunk)
+        except OSError:
+            pass  # timed out or the client closed first: either way the answer is out
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
         log.debug("%s %s", self.address_string(), format % args)
@@ -255,6 +336,9 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a slow client never holds up stop()
     request_queue_size = 64
+
+    def handle_error(self, request, client_address) -> None:
+        log.exception("dashboard connection from %s failed", client_address)  # not the base class's stderr dump
 
     def server_activate(self) -> None:
         self._open: set[socket.socket] = set()  # keep-alive connections, closed by close_connections()

@@ -123,7 +123,7 @@ class Node:
                                             poll_interval_s=cfg.coordinator.poll_interval_s,
                                             dht_lock=self.dht_lock).start()
             source = self.baselines
-        metrics = MetricsSink(f"{cfg.run_dir}/metrics.jsonl", labels={"peer": self.identity.fingerprint[:8]})
+        metrics = MetricsSink(f"{cfg.run_dir}/metrics.jsonl")
         factory = self.update_factory or self._default_update_factory()
         self.trainer = build_trainer(cfg, baselines=source, update_factory=factory, metrics=metrics)
         self.publisher = Publisher(self.dht_lock)

@@ -2,7 +2,8 @@
 
 Token-mean: every response token in the batch weighs the same, so long responses are not
 down-weighted per token (verl-method.md section 5). The KL term is the "k3" estimator
-exp(r) - r - 1 with r = log pi_ref - log pi, unbiased and always non-negative.
+exp(r) - r - 1 with r = log pi_ref - log pi, unbiased and always non-negative. Without a reference
+policy (`kl_coef` 0) the KL is not computed and reported as None, not 0.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from node.training.config import LossConfig
 class LossParts:
     total: torch.Tensor  # scalar, differentiable
     policy: float
-    kl: float
-    entropy: float
+    kl: float | None       # None: not computed (no reference policy or kl_coef 0)
+    entropy: float | None  # None: no entropy given
     clip_fraction: float
 
 
@@ -38,13 +39,13 @@ def policy_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: 
     clipped = ratio.clamp(1.0 - cfg.clip_eps, 1.0 + cfg.clip_eps) * adv
     policy = masked_mean(-torch.minimum(unclipped, clipped), mask)
     total = policy
-    kl_value = 0.0
+    kl_value = None
     if ref_logprobs is not None and cfg.kl_coef > 0:
         log_ratio = ref_logprobs.detach() - logprobs
         kl = masked_mean(torch.exp(log_ratio) - log_ratio - 1.0, mask)
         total = total + cfg.kl_coef * kl
         kl_value = float(kl.detach())
-    entropy_value = 0.0
+    entropy_value = None
     if entropy is not None:
         mean_entropy = masked_mean(entropy, mask)
         entropy_value = float(mean_entropy.detach())

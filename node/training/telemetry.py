@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from plumbing.formatting import fmt
+
 
 @dataclass(frozen=True)
 class Distribution:
@@ -59,7 +61,7 @@ class StepMetrics:
     loss: float
     policy_loss: float
     kl: float | None  # KL to the reference policy; None when there is none (loss.kl_coef = 0)
-    entropy: float
+    entropy: float | None  # mean token entropy of the policy; None when not computed
     clip_fraction: float
     response_tokens: int
     truncated: float  # share of responses that hit max_new_tokens
@@ -80,17 +82,12 @@ class StepMetrics:
         return row
 
 
-def format_number(value: float | None, spec: str) -> str:
-    """`value` formatted with `spec`, or "-" when it was not measured."""
-    return "-" if value is None else format(value, spec)
-
-
 def print_progress(m: StepMetrics, total_steps: int) -> None:
     """One status line per step; rewritten in place on a terminal."""
     line = (f"step {m.step}/{total_steps} | reward {m.reward:+.3f} acc {m.accuracy:.2f} | "
-            f"ER {format_number(m.er, '.2f')} ERV {format_number(m.erv, '+.3f')} "
-            f"ERA {format_number(m.era, '+.3f')} gate {format_number(m.gate, '.2f')} bonus {m.bonus:.3f} | "
-            f"kl {format_number(m.kl, '.4f')} ent {m.entropy:.2f} | {m.tokens_per_s:.0f} tok/s | "
+            f"ER {fmt(m.er, '.2f')} ERV {fmt(m.erv, '+.3f')} "
+            f"ERA {fmt(m.era, '+.3f')} gate {fmt(m.gate, '.2f')} bonus {m.bonus:.3f} | "
+            f"kl {fmt(m.kl, '.4f')} ent {fmt(m.entropy, '.2f')} | {m.tokens_per_s:.0f} tok/s | "
             f"gen {m.time_generate:.2f}s fwd {m.time_forward:.2f}s shape {m.time_shaping * 1000:.0f}ms "
             f"bwd {m.time_backward:.2f}s")
     end = "\r" if sys.stdout.isatty() else "\n"

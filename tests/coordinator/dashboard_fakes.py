@@ -78,6 +78,7 @@ class FakeSwarm:
         self.failing: set[int] = set()     # peers whose averaging fails
         self.announcing: set[int] = set()  # peers that only announce themselves (status at step 0)
         self.status_every = 1              # rounds between status reports
+        self.measures_kl = True            # False: peers train without a reference policy (KL not measured)
 
     def batch(self, peer: FakePeer) -> tuple[dict, list[float]]:
         rng, size = self.rng, 8
@@ -101,7 +102,8 @@ class FakeSwarm:
             peer.rounds_ok += 1
         stats = batch_stats(values, gates)
         record = MetaSignalRecord(run=RUN, peer_id=peer.peer_id, step=peer.step, stats=stats, num_rollouts=8,
-                                  num_tokens=400 + 10 * peer.index, published_at=self.now - 1.0)
+                                  num_tokens=400 + 10 * peer.index + 30 * (round_index % 4),
+                                  published_at=self.now - 1.0)
         peer.published.append(record)
         if round_index % self.status_every == 0:
             scores = values["score"]
@@ -111,7 +113,8 @@ class FakeSwarm:
                 throughput=3.0 + peer.index / 10, bytes_sent=peer.sent, bytes_received=peer.sent + 1000,
                 reported_at=self.now - 0.5, tokens_per_s=record.num_tokens / ROUND_S, step_seconds=ROUND_S,
                 compression_ratio=19.0, reward=sum(scores) / len(scores), accuracy=sum(s > 0 for s in scores) / 8,
-                heldout_accuracy=min(0.95, 0.3 + 0.005 * round_index), kl=0.001 * round_index, er=stats.means()["er"],
+                heldout_accuracy=min(0.95, 0.3 + 0.005 * round_index),
+                kl=0.001 * round_index if self.measures_kl else None, er=stats.means()["er"],
                 erv=stats.means()["erv"], era=stats.means()["era"], gate=stats.gate_mean, aux=0.05,
                 epoch=peer.epoch, num_peers_seen=len(self.peers), averaging_rounds=peer.rounds_ok,
                 averaging_failures=peer.failures,

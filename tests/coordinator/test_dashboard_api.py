@@ -8,15 +8,20 @@ import gzip
 import http.client
 import json
 import re
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from coordinator.dashboard import web
 from coordinator.dashboard.web import DashboardAddressError, DashboardApp, DashboardServer
+from coordinator_fakes import RUN
 from dashboard_fakes import PEER_TIMEOUT, FakeSwarm
+from plumbing.dht_records import PeerStatusRecord
 from shaping import IndicatorStats
 
 REPO = Path(__file__).resolve().parents[2]
@@ -119,7 +124,8 @@ def test_peers_page_filters_sorts_and_pages(served):
 def test_history_columns_match_the_rounds_and_grow_incrementally(served):
     swarm, base = served
     peer = swarm.peers[0]
-    doc = get_json(f"{base}/api/v1/history?peer={peer.peer_id}")
+    everyone = "&".join(f"peer={p.peer_id}" for p in swarm.peers)
+    doc = get_json(f"{base}/api/v1/history?{everyone}")
     rounds = doc["rounds"]
     assert rounds["round"] == [r.record.round for r in swarm.results]
     assert rounds["reward"] == [r.record.merged.moments["score"].mean for r in swarm.results]
@@ -127,8 +133,12 @@ def test_history_columns_match_the_rounds_and_grow_incrementally(served):
     assert rounds["tokens"] == [sum(c.num_tokens for c in r.contributions) for r in swarm.results]
     window = swarm.results[-5:]
     seconds = window[-1].record.issued_at - swarm.results[-6].record.issued_at
-    assert rounds["tokens_per_s"][-1] == pytest.approx(sum(rounds["tokens"][-5:]) / seconds)
-    assert rounds["tokens_per_s"][0] is None  # the first round's work began at an unknown time
+    assert rounds["merged_tokens_per_s"][-1] == pytest.approx(sum(rounds["tokens"][-5:]) / seconds)
+    assert rounds["merged_tokens_per_s"][0] is None  # the first round's work began at an unknown time
+    # the peers' merged rates add up to the swarm's: one figure, split by peer
+    for i in range(1, len(rounds["round"])):
+        assert sum(doc["peers"][p.peer_id]["merged_tokens_per_s"][i] for p in swarm.peers) == pytest.approx(
+            rounds["merged_tokens_per_s"][i])
     assert rounds["averaging_failures"][-5:] == [1, 1, 1, 1, 1]  # peer 3 fails once per round
     assert rounds["peers_behind"][-1] == 1 and doc["behind"][0]["peer_id"] == swarm.peers[2].peer_id
     series = doc["peers"][peer.peer_id]
@@ -136,13 +146,15 @@ def test_history_columns_match_the_rounds_and_grow_incrementally(served):
                                 for c in peer.published]
     assert series["kl"][-1] == peer.statuses[-1].kl and series["tokens"][-1] == peer.published[-1].num_tokens
 
-    # what the page does each round: fetch from the last row it has and splice; equal to a full fetch
-    part = get_json(f"{base}/api/v1/history?from_round=8&peer={peer.peer_id}")
+    # what the page does each round: fetch from the last row it has and splice; equal to a full fetch,
+    # the rates too (their windows reach back before the first row asked for)
+    part = get_json(f"{base}/api/v1/history?from_round=8&{everyone}")
     assert part["rounds"]["round"] == rounds["round"][7:]
     for name, column in part["rounds"].items():
         assert column == rounds[name][7:], name
     assert part["peers"][peer.peer_id] == {k: v[7:] for k, v in series.items()}
-    assert get_json(f"{base}/api/v1/history?max_rounds=3")["rounds"]["round"] == rounds["round"][-3:]
+    newest = get_json(f"{base}/api/v1/history?max_rounds=3")["rounds"]
+    assert newest["round"] == rounds["round"][-3:] and newest["merged_tokens_per_s"] == rounds["merged_tokens_per_s"][-3:]
     assert get_json(f"{base}/api/v1/history?from_round=999")["rounds"]["round"] == []
 
 
@@ -185,6 +197,135 @@ def test_label_values_are_escaped(tmp_path):
     [info] = [s for f in text_string_to_metric_families(response.body.decode()) if f.name == "rankswarm_peer_info"
               for s in f.samples]
     assert response.status == 200 and info.labels["version"] == 'v"1\\2\nx'
+
+
+@pytest.mark.integration
+def test_each_server_has_its_own_registry_and_the_default_one_stays_clean(served, tmp_path):
+    swarm, base = served
+    other = FakeSwarm(tmp_path, num_peers=1).run(2)
+    app = DashboardApp(other.monitor, other.store, peer_timeout=PEER_TIMEOUT, clock=lambda: other.now)
+    server = DashboardServer("127.0.0.1:0", app).start()
+    try:
+        rounds = [{s.name: s.value for f in text_string_to_metric_families(get(url + "/metrics")[2].decode())
+                   for s in f.samples}["rankswarm_round"] for url in (base, f"http://{server.address}")]
+    finally:
+        server.stop()
+    assert rounds == [swarm.results[-1].record.round, 2]
+    assert not [m.name for m in REGISTRY.collect() if m.name.startswith("rankswarm")]
+
+
+@pytest.mark.integration
+def test_what_no_peer_measured_is_null_and_left_out_never_zero(tmp_path):
+    swarm = FakeSwarm(tmp_path, num_peers=2)
+    swarm.measures_kl = False  # loss.kl_coef 0: the peers have no reference policy and compute no KL
+    swarm.run(4)
+    # a schema-1 report: its averaging counters read 0 in the record but were never counted
+    old = PeerStatusRecord(schema_version=1, run=RUN, peer_id="old-peer", version="0.0.9", reachability="direct",
+                           step=3, throughput=1.5, bytes_sent=10, bytes_received=20, reported_at=swarm.now - 0.5)
+    swarm.ledger.note_statuses([old], swarm.now)
+    swarm.monitor.refresh(swarm.now)
+    app = DashboardApp(swarm.monitor, swarm.store, peer_timeout=PEER_TIMEOUT, clock=lambda: swarm.now)
+    server = DashboardServer("127.0.0.1:0", app).start()
+    base = f"http://{server.address}"
+    try:
+        state = get_json(f"{base}/api/v1/state")
+        history = get_json(f"{base}/api/v1/history?peer={swarm.peers[0].peer_id}&peer=old-peer")
+        _, _, metrics = get(f"{base}/metrics")
+    finally:
+        server.stop()
+    peers = {p["peer_id"]: p for p in state["peers"]["items"]}
+    assert state["swarm"]["kl"] is None and [p["kl"] for p in peers.values()] == [None, None, None]
+    assert history["rounds"]["kl"] == [None] * 4 and history["peers"][swarm.peers[0].peer_id]["kl"] == [None] * 4
+    assert history["peers"]["old-peer"]["merged_tokens_per_s"][1:] == [0.0] * 3  # merged nothing: a real 0
+    schema_1 = peers["old-peer"]
+    assert [schema_1[k] for k in ("averaging_rounds", "averaging_failures", "publish_failures",
+                                  "last_averaging_error", "reward")] == [None] * 5
+    assert (schema_1["bytes_sent"], schema_1["rollouts_per_s"]) == (10, 1.5)  # what schema 1 did report
+    assert (state["swarm"]["averaging_rounds"], state["swarm"]["averaging_failures"]) == (8, 0)  # two peers count
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(metrics.decode()) for s in f.samples}
+    assert "# HELP rankswarm_peer_kl " in metrics.decode()
+    assert not [key for key in samples if key[0] == "rankswarm_peer_kl"]
+    label = (("peer", "old-peer"),)
+    assert ("rankswarm_peer_averaging_failures_total", label) not in samples
+    assert samples[("rankswarm_peer_sent_bytes_total", label)] == 10
+
+
+def raw_exchange(base: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send `request` as bytes on a new connection; (status, headers, body) of the answer, read to the end."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("iso-8859-1").split("\r\n")
+    assert status_line.startswith("HTTP/1.1 "), data[:200]
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("request_bytes, status, message", [
+    (b"GET /api/v1/state?peer_q=" + b"x" * 100_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n", 414,
+     "request line longer than 65536 bytes"),
+    (b"GARBAGE\r\n\r\n", 400, "Bad request syntax ('GARBAGE')"),
+    (b"GET / HTTP/1.1 extra\r\n\r\n", 400, "Bad request version ('extra')"),
+    (b"GET / FTP/1.1\r\n\r\n", 400, "Bad request version ('FTP/1.1')"),
+    (b"GET HTTP/1.1\r\n\r\n", 400, "has no target"),
+    (b"GET / HTTP/2.0\r\n\r\n", 505, "Invalid HTTP version (2.0)"),
+    (b"GET /\r\n", 505, "HTTP/0.9 is not supported"),
+    (b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 70_000 + b"\r\n\r\n", 431, "Line too long"),
+    (b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(120)) + b"\r\n", 431, "Too many headers"),
+    (b"BREW /api/v1/state HTTP/1.1\r\nHost: t\r\n\r\n", 501, "Unsupported method ('BREW')"),
+    (b"GET /nothing/here HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", 404, "not found: /nothing/here"),
+    (b"POST /api/v1/state HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello", 405, "POST is not allowed"),
+], ids=["414-long-target", "400-one-word", "400-four-words", "400-not-http", "400-no-target", "505-http2",
+        "505-http09", "431-long-header", "431-many-headers", "501-unknown-method", "404-page", "405-with-body"])
+def test_every_error_is_json_even_before_routing_and_the_server_keeps_serving(served, request_bytes, status,
+                                                                               message):
+    _, base = served
+    got, headers, body = raw_exchange(base, request_bytes)
+    assert got == status and headers["content-type"] == "application/json", body[:300]
+    assert int(headers["content-length"]) == len(body) and headers["connection"] == "close"
+    error = json.loads(body)["error"]
+    assert error["status"] == status and message in error["message"], error
+    assert len(error["message"]) < 400  # an echoed request line is cut short
+    assert get(f"{base}/healthz")[2] == b"ok\n"
+
+
+@pytest.mark.integration
+def test_a_bad_request_after_a_good_one_on_a_kept_alive_connection_is_json_too(served):
+    _, base = served
+    status, headers, rest = raw_exchange(base, b"GET /healthz HTTP/1.1\r\nHost: t\r\nAccept-Encoding: gzip\r\n\r\n"
+                                               b"GET / HTTP/1.1 extra\r\n\r\n")
+    assert status == 200 and "connection" not in headers and rest.startswith(b"ok\n")  # kept alive
+    second = rest.removeprefix(b"ok\n")
+    head, _, body = second.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 ") and b"Content-Type: application/json" in head
+    assert json.loads(body)["error"]["message"] == "Bad request version ('extra')"
+
+
+@pytest.mark.integration
+def test_an_unexpected_error_is_a_json_500_and_the_server_keeps_serving(served, monkeypatch):
+    swarm, base = served
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the monitor broke")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(swarm.monitor, "snapshot", broken)
+        for path in ("/api/v1/state", "/metrics"):
+            status, headers, body = get(base + path)
+            assert status == 500 and headers["Content-Type"] == "application/json", path
+            assert json.loads(body) == {"error": {"status": 500,
+                                                  "message": "internal error in the coordinator (see its log)"}}
+    with monkeypatch.context() as patch:  # a failure outside the application, while reading the request
+        patch.setattr(web._Handler, "parse_request", broken)
+        status, headers, body = raw_exchange(base, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert status == 500 and json.loads(body)["error"]["status"] == 500 and headers["connection"] == "close"
+    assert get_json(f"{base}/api/v1/state")["round"]["number"] == swarm.results[-1].record.round
 
 
 @pytest.mark.integration

@@ -158,3 +158,18 @@ def test_summary_adds_live_peers_and_averages_their_latest_numbers():
     assert summary.compression_ratio == pytest.approx((10 * 1000 + 20 * 3000) / 4000)
     assert summary.means["reward"] == 0.0 and summary.means["kl"] == 0.1 and summary.epoch == 9
     assert summary.versions == {"0.1.0": 2} and summary.averaging_failures == 1
+
+
+@pytest.mark.unit
+def test_summary_leaves_what_no_peer_measured_unknown_rather_than_zero():
+    nobody = summarize(())
+    assert (nobody.tokens_per_s, nobody.rollouts_per_s, nobody.bytes_sent, nobody.averaging_failures) == (
+        None, None, None, None)
+    assert all(value is None for value in nobody.means.values())
+    # schema 1 had no averaging counters: its record reads 0 there, which was never counted
+    old = _peer("old", schema_version=1, throughput=2.0, bytes_sent=10)
+    without_kl = _peer("new", throughput=1.0, bytes_sent=20, averaging_rounds=4, averaging_failures=1, reward=0.5)
+    summary = summarize(classify_peers([old, without_kl], {}, 100.0, CFG, ""))
+    assert (summary.averaging_rounds, summary.averaging_failures, summary.bytes_sent) == (4, 1, 30)
+    assert summary.means["kl"] is None and summary.means["reward"] == 0.5
+    assert summarize(classify_peers([old], {}, 100.0, CFG, "")).averaging_failures is None

@@ -12,10 +12,12 @@ skipped, unless RANKSWARM_REQUIRE_BROWSER=1 (set by .ci/run) makes that a failur
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import time
+import urllib.request
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
@@ -47,6 +49,22 @@ def js_precision(value: float, digits: int = 3) -> str:
     rounded = float(exact.quantize(Decimal(1).scaleb(shift), rounding=ROUND_HALF_UP))
     text = str(int(rounded)) if rounded.is_integer() else repr(rounded)
     return ("-" if value < 0 else "") + text
+
+
+def js_number(value: float) -> str:
+    """The page's formatNumber for 0 <= value < 1e9 (toFixed rounds the exact binary value, ties up)."""
+    if value >= 1e6:
+        return f"{Decimal(value / 1e6).quantize(Decimal(1 if value >= 1e7 else '0.1'), rounding=ROUND_HALF_UP)}M"
+    if value >= 1e4:
+        return f"{Decimal(value / 1e3).quantize(Decimal(1 if value >= 1e5 else '0.1'), rounding=ROUND_HALF_UP)}k"
+    if value >= 100:
+        return str(Decimal(value).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+    return js_precision(value)
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
 
 
 def js_percent(value: float) -> str:
@@ -131,7 +149,10 @@ def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(
     assert text(page, "#kpi-reward-value") == signed(round_.merged.moments["score"].mean)
     assert text(page, "#peers-live") == "5" and text(page, "#peers-total") == "5"
     tokens = sum(p.statuses[-1].tokens_per_s for p in live.peers)  # integral here: no rounding to argue about
+    assert text(page, "#kpi-throughput .kpi-label") == "Step throughput"
     assert text(page, "#kpi-tokens-value") == f"{tokens:.0f} tokens/s"
+    kl = sum(p.statuses[-1].kl for p in live.peers) / len(live.peers)
+    assert text(page, "#kpi-accuracy-foot").endswith(f"KL {js_precision(kl)}")
 
     # one row per peer, with its state, version flag and latest reported numbers
     assert page.locator("#peer-rows tr[data-peer]").count() == 5
@@ -161,6 +182,11 @@ def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(
     tip = hover_last_point(page, "chart-er")
     assert js_precision(round_.baselines.value("er")) in tip
     assert page.locator("#dist-er rect.bar").count() == 24
+    # the throughput chart is the merged figure, under its own name (the card is the peers' step rates)
+    assert page.locator("figure:has(#chart-throughput) figcaption").inner_text().startswith("Merged throughput")
+    merged = get_json(f"{live.base_url}/api/v1/history")["rounds"]["merged_tokens_per_s"][-1]
+    tip = hover_last_point(page, "chart-throughput")
+    assert f"swarm{js_number(merged)}" in tip.replace("\n", "").replace(" ", ""), tip
     assert page.locator("#chart-balance path.share").count() == 2
 
     # a new round arrives: the page follows without a reload
@@ -198,6 +224,40 @@ def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(
     assert problems == [], problems
 
 
+def test_what_no_peer_measured_is_a_gap_and_says_so_never_zero(browser, live):
+    """Peers stop computing KL (no reference policy) for 3 rounds, then start again: the card says KL
+    is not measured meanwhile, and each peer's KL line has a gap there, not a dip to 0."""
+    page = browser.new_page()
+    problems = watch_for_errors(page)
+    active = live.peers[:4]  # peer 4 fell silent in the test before
+    live.measures_kl = False
+    try:
+        off = [live.round(active).record.round for _ in range(3)]
+    finally:
+        live.measures_kl = True
+    page.goto(live.base_url + "/", wait_until="load")
+    page.wait_for_selector("#peer-rows tr[data-peer]", timeout=15000)
+    assert text(page, "#kpi-accuracy-foot").endswith("KL not measured")
+    doc = get_json(f"{live.base_url}/api/v1/state?peer_limit=1000")
+    assert doc["swarm"]["kl"] is None and all(p["kl"] is None for p in doc["peers"]["items"] if p["state"] == "online")
+    on = [live.round(active).record.round for _ in range(2)]
+    page.wait_for_function("n => document.getElementById('round-number').textContent === String(n)",
+                           arg=on[-1], timeout=15000)
+    assert "KL not measured" not in text(page, "#kpi-accuracy-foot")
+    peer = active[0]
+    line = page.locator(f"#chart-kl path[data-series^='{peer.peer_id[:8]}']")
+    page.wait_for_function("sel => { const p = document.querySelector(sel);"
+                           " return p !== null && (p.getAttribute('d').match(/M/g) || []).length === 2; }",
+                           arg=f"#chart-kl path[data-series^='{peer.peer_id[:8]}']", timeout=15000)
+    history = get_json(f"{live.base_url}/api/v1/history?peer={peer.peer_id}")
+    kl = dict(zip(history["rounds"]["round"], history["peers"][peer.peer_id]["kl"]))
+    assert [kl[r] for r in off] == [None] * 3 and all(kl[r] is not None for r in on)
+    points = len(re.findall(r"[ML]", line.get_attribute("d")))
+    assert points == sum(v is not None for v in kl.values())  # no point for a round without KL, none at 0
+    assert problems == [], problems
+    page.close()
+
+
 def test_a_coordinator_with_no_peers_yet_shows_an_empty_page_without_errors(browser, tmp_path):
     store = HistoryStore(tmp_path / "h.db", "empty-run")
     events = EventLog()
@@ -213,6 +273,11 @@ def test_a_coordinator_with_no_peers_yet_shows_an_empty_page_without_errors(brow
         assert text(page, "#peer-rows") == "no peer has been seen yet"
         assert text(page, "#kpi-round-foot") == "waiting for meta-signals"
         assert text(page, "#chart-reward") == "no data yet" and text(page, "#alerts") == "No active alerts"
+        assert text(page, "#chart-kl") == "no data yet"  # no round yet: nothing to call unmeasured
+        # nothing measured yet is shown as such, not as zeros
+        assert text(page, "#kpi-traffic-value") == "–" and text(page, "#kpi-tokens-value") == "–"
+        assert text(page, "#kpi-health-foot").startswith("– averaging failures")
+        assert text(page, "#kpi-accuracy-foot") == "train accuracy – · KL not measured"
         assert text(page, "#live-text") == "live"
         assert problems == [], problems
         server.stop()  # the page must say its numbers are no longer live (the failed fetches log errors)

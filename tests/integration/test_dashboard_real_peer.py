@@ -48,6 +48,7 @@ def test_a_real_peers_status_reaches_the_dashboard(tmp_path):
         rows = swarm.peer_rows(0)
         assert peer["status_schema"] == 2 and peer["tokens_per_s"] == reported["tokens_per_s"]
         assert peer["er"] == reported["er"] and peer["kl"] == reported["kl"]
+        assert reported["kl"] is None and doc["swarm"]["kl"] is None  # loss.kl_coef 0: KL not measured, not 0
         first_eval = next(r for r in rows if r.get("kind") == "eval")
         assert peer["heldout_accuracy"] == first_eval["greedy_accuracy"]
         assert peer["version"] == doc["coordinator"]["version"] and not peer["version_mismatch"]

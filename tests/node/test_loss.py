@@ -54,3 +54,14 @@ def test_entropy_bonus_lowers_the_loss_and_has_a_gradient():
     assert bonus.total.item() == pytest.approx(plain.total.item() - 0.5 * plain.entropy, rel=1e-6)
     bonus.total.backward()
     assert logits.grad.abs().sum() > 0
+
+
+def test_kl_without_a_reference_policy_is_not_measured_rather_than_zero():
+    lp = torch.log(torch.tensor([[0.3, 0.6]]))
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    no_reference = policy_loss(lp, lp, torch.zeros(1, 2), mask, LossConfig(kl_coef=0.1))
+    coefficient_zero = policy_loss(lp + 0.3, lp + 0.3, torch.zeros(1, 2), mask, LossConfig(kl_coef=0.0),
+                                   ref_logprobs=lp)
+    assert no_reference.kl is None and coefficient_zero.kl is None
+    assert no_reference.entropy is None  # no entropy given: not measured either
+    assert coefficient_zero.total.item() == pytest.approx(coefficient_zero.policy)  # and no KL term in the loss

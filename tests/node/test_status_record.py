@@ -45,8 +45,9 @@ def test_status_report_carries_the_steps_numbers(tmp_path):
 
     assert status.schema_version == PEER_STATUS_SCHEMA_VERSION and status.version == __version__
     assert (status.step, status.address, status.reachability) == (1, node.addresses[0], "direct")
-    for key in ("reward", "accuracy", "kl", "er", "erv", "era", "gate", "aux", "tokens_per_s"):
+    for key in ("reward", "accuracy", "er", "erv", "era", "gate", "aux", "tokens_per_s"):
         assert getattr(status, key) == pytest.approx(metrics[key]), key
+    assert metrics["kl"] is None and status.kl is None  # kl_coef 0: no reference policy, KL not measured
     assert status.step_seconds == metrics["time_step"] and status.heldout_accuracy == 0.375
     assert (status.epoch, status.num_peers_seen, status.averaging_rounds, status.averaging_failures) == (3, 2, 4, 1)
     assert status.compression_ratio == 19.0 and (status.bytes_sent, status.bytes_received) == (1_000, 1_500)

@@ -9,6 +9,7 @@ import torch
 from node.training.build import build_trainer
 from node.training.checkpoint import CheckpointError, checkpoint_dir
 from node.training.config import TrainConfig
+from node.training.telemetry import print_progress
 from plumbing.metrics import read_jsonl
 
 
@@ -41,6 +42,17 @@ def test_one_step_changes_weights_with_a_finite_loss(tmp_path):
     assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
     assert m["response_tokens"] > 0 and m["time_step"] > 0
     assert report.stats.to_dict()  # the meta-signal of the batch is serialisable
+    assert m["kl"] >= 0.0 and m["entropy"] > 0.0  # a reference policy: KL is measured
+
+
+@pytest.mark.unit
+def test_without_a_reference_policy_kl_is_reported_as_not_measured(tmp_path, capsys):
+    trainer = build_trainer(_config(tmp_path))  # loss.kl_coef 0: no reference copy, no KL
+    m = trainer.train_step().metrics
+    assert trainer.ref_model is None and m.kl is None and m.metrics_row()["kl"] is None
+    print_progress(m, 2)
+    line = capsys.readouterr().out
+    assert " kl - ent " in line and f"ent {m.entropy:.2f}" in line
 
 
 # what a step computes, without the wall-clock timings (which differ run to run)

@@ -1,4 +1,4 @@
-"""The metrics sink: JSONL records survive a torn line; Prometheus text carries the latest values."""
+"""The metrics sink: JSONL records survive a torn line; the latest numeric values stay at hand."""
 
 import math
 
@@ -9,8 +9,8 @@ from plumbing.metrics import MetricsSink, read_jsonl
 pytestmark = pytest.mark.unit
 
 
-def test_jsonl_and_prometheus(tmp_path):
-    sink = MetricsSink(tmp_path / "m.jsonl", labels={"peer": "p1"})
+def test_jsonl_and_latest_values(tmp_path):
+    sink = MetricsSink(tmp_path / "m.jsonl")
     sink.log({"step": 1, "reward": 0.25, "er": math.nan, "source": "local"})
     sink.log({"step": 2, "reward": 0.5})
     sink.close()
@@ -19,6 +19,5 @@ def test_jsonl_and_prometheus(tmp_path):
     rows = read_jsonl(tmp_path / "m.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     assert rows[0]["er"] is None and rows[0]["source"] == "local"
-    text = sink.prometheus_text()
-    assert 'rankswarm_reward{peer="p1"} 0.5' in text
-    assert "# TYPE rankswarm_step gauge" in text
+    latest = sink.latest()
+    assert latest["reward"] == 0.5 and latest["step"] == 2.0 and "er" not in latest and "source" not in latest
