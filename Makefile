@@ -1,6 +1,7 @@
 # rankswarm: the two set-up commands of the README.
 #   make demo   install into .venv, then run the local demo
-#   make test   install into .venv (with test extras), then run the whole test suite
+#   make test   install into .venv (with test extras), then lint (ruff) and run the whole test suite
+#   make test-fast   lint and the unit tier only (about a minute): the loop while you change code
 #
 # torch is installed first and on its own, so the right build lands on each kind of machine:
 #   CPU machine (default here):   make demo
@@ -14,7 +15,7 @@ TORCH_INDEX ?=
 PIP = $(VENV)/bin/python -m pip
 DEMO_ARGS ?=
 
-.PHONY: install demo test clean-venv
+.PHONY: install demo lint test test-fast clean-venv
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -28,8 +29,14 @@ install: $(VENV)/.installed
 demo: install
 	$(VENV)/bin/rankswarm demo $(DEMO_ARGS)
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install lint
 	$(VENV)/bin/python -m pytest
+
+test-fast: install lint
+	$(VENV)/bin/python -m pytest -m "not integration and not slow"
 
 clean-venv:
 	rm -rf $(VENV)
