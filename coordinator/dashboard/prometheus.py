@@ -14,7 +14,8 @@ import math
 from typing import Iterable
 
 from coordinator.monitor import Snapshot
-from coordinator.views import PEER_STATES, PeerView
+from coordinator.views import PEER_STATES, reachability, state_of
+from protos import records, swarm_pb2
 from shaping import INDICATORS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -57,9 +58,9 @@ class Exposition:
 
 
 def _coordinator_families(out: Exposition, snapshot: Snapshot) -> None:
-    state, latest = snapshot.state, snapshot.state.latest
+    state, latest = snapshot.state, records.get(snapshot.state, "latest")
     out.family("rankswarm_coordinator_info", "gauge", "The coordinator's run, version and key (always 1).",
-               [({"run": state.run, "version": state.coordinator_version, "key": state.coordinator_key}, 1)])
+               [({"run": state.run_id, "version": state.coordinator_version, "key": state.coordinator_key}, 1)])
     out.family("rankswarm_round", "gauge", "Latest committed coordinator round (0 before the first).",
                [({}, state.round)])
     out.family("rankswarm_round_timestamp_seconds", "gauge", "DHT time the latest round was committed.",
@@ -74,19 +75,19 @@ def _coordinator_families(out: Exposition, snapshot: Snapshot) -> None:
                [({}, sum(p.num_contributions for p in state.peers))])
     out.family("rankswarm_records_rejected_total", "counter",
                "Distinct DHT records rejected since the coordinator started.", [({}, state.records_rejected)])
-    baselines = latest.baselines.values() if latest else {}
+    baselines = {name: records.get(latest.baselines, name) for name in INDICATORS} if latest else {}
     out.family("rankswarm_baseline", "gauge", "Global EMA baseline m_k after the latest round.",
                [({"indicator": name}, baselines.get(name)) for name in INDICATORS])
-    merged = latest.merged.means() if latest else {}
+    merged = records.stats_of(latest.merged).means() if latest else {}
     out.family("rankswarm_round_mean", "gauge", "Mean of each indicator over the latest round's responses.",
                [({"indicator": name}, merged.get(name)) for name in INDICATORS])
     out.family("rankswarm_lambda", "gauge", "Auxiliary-signal scale lambda_t after the latest round.",
                [({}, latest.lambda_t if latest else None)])
     out.family("rankswarm_explore_share_ratio", "gauge",
                "Share of the incentive on the exploration channel (the merged mean ERA gate).",
-               [({}, latest.explore_share if latest else None)])
+               [({}, records.get(latest.balance, "explore_share") if latest else None)])
     out.family("rankswarm_exploit_share_ratio", "gauge", "Share of the incentive on the exploitation channel.",
-               [({}, latest.exploit_share if latest else None)])
+               [({}, records.get(latest.balance, "exploit_share") if latest else None)])
 
 
 def _swarm_families(out: Exposition, snapshot: Snapshot) -> None:
@@ -94,7 +95,7 @@ def _swarm_families(out: Exposition, snapshot: Snapshot) -> None:
     out.family("rankswarm_peers", "gauge", "Peers known to the coordinator, by state.",
                [({"state": name}, summary.by_state.get(name, 0)) for name in PEER_STATES])
     out.family("rankswarm_peers_version_mismatch", "gauge", "Peers (not gone) whose version differs from the "
-               "coordinator's.", [({}, sum(p.version_mismatch and p.state != "gone" for p in snapshot.state.peers))])
+               "coordinator's.", [({}, sum(p.version_mismatch and state_of(p) != "gone" for p in snapshot.state.peers))])
     out.family("rankswarm_swarm_tokens_per_second", "gauge", "Response tokens per second, summed over live peers.",
                [({}, summary.tokens_per_s)])
     out.family("rankswarm_swarm_rollouts_per_second", "gauge", "Rollouts per second, summed over live peers.",
@@ -106,29 +107,37 @@ def _swarm_families(out: Exposition, snapshot: Snapshot) -> None:
                [({"kind": kind, "severity": severity}, n) for (kind, severity), n in sorted(kinds.items())])
 
 
+def _status(peer: swarm_pb2.PeerState, name: str) -> float | int | None:
+    """A field of the peer's status report; None when the report leaves it unset."""
+    return records.get(peer.status, name)
+
+
 # (metric suffix, type, help, how to read it from a peer)
 _PEER_METRICS = [
     ("step", "gauge", "The peer's latest training step.", lambda p: _step(p)),
-    ("epoch", "gauge", "The peer's optimizer epoch.", lambda p: p.status.epoch),
-    ("epoch_lag", "gauge", "Epochs the peer trailed the swarm by at its latest report.", lambda p: p.epoch_lag),
+    ("epoch", "gauge", "The peer's optimizer epoch.", lambda p: _status(p, "epoch")),
+    ("epoch_lag", "gauge", "Epochs the peer trailed the swarm by at its latest report.",
+     lambda p: records.get(p, "epoch_lag")),
     ("last_seen_timestamp_seconds", "gauge", "DHT time the coordinator last heard from the peer.",
      lambda p: p.last_seen),
     ("rollouts_per_second", "gauge", "Rollouts per second since the peer started.", lambda p: p.status.throughput),
     ("tokens_per_second", "gauge", "Response tokens per second in the peer's latest step.",
-     lambda p: p.status.tokens_per_s),
+     lambda p: _status(p, "tokens_per_s")),
     ("sent_bytes_total", "counter", "Bytes the peer sent to the swarm since it started.",
      lambda p: p.status.bytes_sent),
     ("received_bytes_total", "counter", "Bytes the peer received from the swarm since it started.",
      lambda p: p.status.bytes_received),
     ("compression_ratio", "gauge", "Dense fp32 gradient bytes over the bytes the peer sent.",
-     lambda p: p.status.compression_ratio),
-    ("reward", "gauge", "Mean reward of the peer's latest step.", lambda p: p.status.reward),
-    ("accuracy_ratio", "gauge", "Share of the peer's latest rollouts judged correct.", lambda p: p.status.accuracy),
+     lambda p: _status(p, "compression_ratio")),
+    ("reward", "gauge", "Mean reward of the peer's latest step.", lambda p: _status(p, "reward")),
+    ("accuracy_ratio", "gauge", "Share of the peer's latest rollouts judged correct.",
+     lambda p: _status(p, "accuracy")),
     ("heldout_accuracy_ratio", "gauge", "The peer's latest held-out greedy accuracy.",
-     lambda p: p.status.heldout_accuracy),
-    ("kl", "gauge", "KL to the reference policy in the peer's latest step.", lambda p: p.status.kl),
-    ("gate_ratio", "gauge", "Mean ERA gate (exploration share) of the peer's latest step.", lambda p: p.status.gate),
-    ("aux", "gauge", "Mean auxiliary signal r_aux of the peer's latest step.", lambda p: p.status.aux),
+     lambda p: _status(p, "heldout_accuracy")),
+    ("kl", "gauge", "KL to the reference policy in the peer's latest step.", lambda p: _status(p, "kl")),
+    ("gate_ratio", "gauge", "Mean ERA gate (exploration share) of the peer's latest step.",
+     lambda p: _status(p, "gate")),
+    ("aux", "gauge", "Mean auxiliary signal r_aux of the peer's latest step.", lambda p: _status(p, "aux")),
     ("averaging_rounds_total", "counter", "Averaging rounds the peer completed since it started.",
      lambda p: p.status.averaging_rounds),
     ("averaging_failures_total", "counter", "Averaging rounds that failed on the peer since it started.",
@@ -141,24 +150,25 @@ _NEEDS_STATUS = {"epoch", "rollouts_per_second", "tokens_per_second", "sent_byte
                  "averaging_rounds_total", "averaging_failures_total"}
 
 
-def _step(peer: PeerView) -> int | None:
-    steps = [s for s in (peer.status.step if peer.status else None, peer.last_step) if s is not None]
+def _step(peer: swarm_pb2.PeerState) -> int | None:
+    steps = [s for s in (peer.status.step if peer.HasField("status") else None, records.get(peer, "last_step"))
+             if s is not None]
     return max(steps) if steps else None
 
 
-def _peer_families(out: Exposition, peers: list[PeerView]) -> None:
+def _peer_families(out: Exposition, peers: list[swarm_pb2.PeerState]) -> None:
     out.family("rankswarm_peer_state", "gauge", "1 for the peer's current state, 0 for the others.",
-               [({"peer": p.peer_id, "state": name}, int(p.state == name)) for p in peers for name in PEER_STATES])
+               [({"peer": p.peer_id, "state": name}, int(state_of(p) == name)) for p in peers for name in PEER_STATES])
     out.family("rankswarm_peer_info", "gauge", "The peer's version, reachability and address (always 1).",
-               [({"peer": p.peer_id, "version": p.status.version, "reachability": p.status.reachability,
+               [({"peer": p.peer_id, "version": p.status.version, "reachability": reachability(p.status),
                   "address": p.status.address, "version_mismatch": str(p.version_mismatch).lower()}, 1)
-                for p in peers if p.status is not None])
+                for p in peers if p.HasField("status")])
     for suffix, kind, help_text, read in _PEER_METRICS:
-        with_status = [p for p in peers if p.status is not None] if suffix in _NEEDS_STATUS else peers
+        with_status = [p for p in peers if p.HasField("status")] if suffix in _NEEDS_STATUS else peers
         out.family(f"rankswarm_peer_{suffix}", kind, help_text, [({"peer": p.peer_id}, read(p)) for p in with_status])
     out.family("rankswarm_peer_indicator", "gauge", "Mean ER, ERV and ERA over the peer's latest step's responses.",
-               [({"peer": p.peer_id, "indicator": name}, getattr(p.status, name))
-                for p in peers if p.status is not None for name in ("er", "erv", "era")])
+               [({"peer": p.peer_id, "indicator": name}, _status(p, name))
+                for p in peers if p.HasField("status") for name in ("er", "erv", "era")])
 
 
 def render_metrics(snapshot: Snapshot) -> str:
@@ -166,5 +176,5 @@ def render_metrics(snapshot: Snapshot) -> str:
     out = Exposition()
     _coordinator_families(out, snapshot)
     _swarm_families(out, snapshot)
-    _peer_families(out, [p for p in snapshot.state.peers if p.state != "gone"])
+    _peer_families(out, [p for p in snapshot.state.peers if state_of(p) != "gone"])
     return out.render()

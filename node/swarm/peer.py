@@ -25,10 +25,10 @@ from node.training.build import build_trainer
 from node.training.seams import LocalBaselines
 from node.training.trainer import StepReport, Trainer
 from plumbing.identity import SigningIdentity, build_record_validators
-from plumbing.dht_records import (MetaSignalRecord, PeerStatusRecord, fetch_peer_statuses, poll,
-                                   publish_meta_signal, publish_peer_status)
+from plumbing.dht_records import fetch, poll, publish
 from plumbing.metrics import MetricsSink
 from plumbing.swarm_dht import start_dht, visible_addresses
+from protos import records, swarm_pb2
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,7 @@ class Node:
         cfg, gossip = self.cfg, self.cfg.gossip
         now = get_dht_time()
         with self.dht_lock:
-            publish_peer_status(self.dht, cfg.run_id, self.status_record(0, {}), now + cfg.meta_signal_ttl_s,
-                                identity=self.identity)
+            publish(self.dht, self.status_record(0, {}), now + cfg.meta_signal_ttl_s, identity=self.identity)
         if gossip.min_peers <= 1:
             return 1
         window = gossip.min_peers_timeout_s + 2 * gossip.peer_expiration_s  # older announcements are gone
@@ -130,7 +129,7 @@ class Node:
 
         def fetch():
             with self.dht_lock:
-                return fetch_peer_statuses(self.dht, cfg.run_id)
+                return fetch(self.dht, cfg.run_id, swarm_pb2.PeerStatus)
 
         polled = poll(fetch, lambda result: announced(result) >= gossip.min_peers,
                       deadline=time.monotonic() + gossip.min_peers_timeout_s, max_delay=1.0)
@@ -161,30 +160,25 @@ class Node:
     def _on_step(self, report: StepReport) -> None:
         cfg = self.cfg
         self.rollouts_done += cfg.algo.prompts_per_step * cfg.sampling.group_size
-        record = MetaSignalRecord(run=cfg.run_id, peer_id=self.identity.fingerprint, step=report.step,
-                                  stats=report.stats, num_rollouts=report.stats.num_responses,
-                                  num_tokens=int(report.metrics["response_tokens"]), published_at=get_dht_time())
+        record = records.build(swarm_pb2.MetaSignal, run_id=cfg.run_id, peer_id=self.identity.fingerprint,
+                               step=report.step, stats=records.stats_message(report.stats),
+                               mean_gate=report.stats.gate_mean, num_rollouts=report.stats.num_responses,
+                               num_tokens=int(report.metrics["response_tokens"]), published_at=get_dht_time())
         expiration = get_dht_time() + cfg.meta_signal_ttl_s
-        self.publisher.submit(lambda: publish_meta_signal(self.dht, cfg.run_id, record, expiration,
-                                                          identity=self.identity))
+        self.publisher.submit(lambda: publish(self.dht, record, expiration, identity=self.identity))
         if report.step % STATUS_EVERY_STEPS == 1:
             status = self.status_record(report.step, report.metrics)
-            self.publisher.submit(lambda: publish_peer_status(self.dht, cfg.run_id, status, expiration,
-                                                              identity=self.identity))
+            self.publisher.submit(lambda: publish(self.dht, status, expiration, identity=self.identity))
         report.metrics["published"] = self.publisher.published
         report.metrics["publish_failed"] = self.publisher.failed
 
-    def status_record(self, step: int, metrics: dict[str, Any]) -> PeerStatusRecord:
+    def status_record(self, step: int, metrics: dict[str, Any]) -> swarm_pb2.PeerStatus:
         """This peer's status (schema 2) from the latest step's metrics; `metrics` is {} before the first step.
 
         Held-out accuracy comes from the metrics sink's latest evaluation, the publish failures and
         the balance round from the publisher and the balance poller. If the dashboard's fields do not
         validate, the report goes without them (logged): a status report never stops training."""
         import math
-
-        from pydantic import ValidationError
-
-        from plumbing.dht_records import DISTRIBUTION_INDICATORS
 
         def number(key: str, low: float | None = None, high: float | None = None) -> float | None:
             value = metrics.get(key)
@@ -203,9 +197,10 @@ class Node:
         evaluated = self.trainer.metrics.latest().get("greedy_accuracy") if self.trainer is not None else None
         sent, dense = count("bytes_sent_total"), count("dense_bytes_total")
         balance = self.baselines.latest if self.baselines is not None else None
-        base = dict(run=self.cfg.run_id, peer_id=self.identity.fingerprint, version=__version__,
+        base = dict(run_id=self.cfg.run_id, peer_id=self.identity.fingerprint, version=__version__,
                     address=self.addresses[0] if self.addresses else "",
-                    reachability="relayed" if self.cfg.dht.client_mode else "direct", step=step,
+                    reachability=swarm_pb2.REACHABILITY_RELAYED if self.cfg.dht.client_mode
+                    else swarm_pb2.REACHABILITY_DIRECT, step=step,
                     throughput=self.rollouts_done / elapsed, bytes_sent=sent,
                     bytes_received=count("bytes_received_total"), reported_at=get_dht_time())
         extra = dict(tokens_per_s=number("tokens_per_s", 0.0), step_seconds=number("time_step", 0.0),
@@ -220,13 +215,12 @@ class Node:
                      publish_failures=self.publisher.failed if self.publisher is not None else 0,
                      baselines_source=metrics.get("baselines") if metrics.get("baselines") in ("global", "local")
                      else "unknown", balance_round=balance.round if balance is not None else None,
-                     deciles={name: metrics[f"{name}_deciles"] for name in DISTRIBUTION_INDICATORS
-                              if metrics.get(f"{name}_deciles")})
+                     **{f"{name}_deciles": metrics.get(f"{name}_deciles") or None for name in ("er", "erv", "era")})
         try:
-            return PeerStatusRecord(**base, **extra)
-        except ValidationError as err:  # report what is sound rather than nothing
-            log.warning("status report without the dashboard's fields: %s", err.errors()[0]["msg"])
-            return PeerStatusRecord(**base)
+            return records.build(swarm_pb2.PeerStatus, **base, **extra)
+        except records.RecordError as err:  # report what is sound rather than nothing
+            log.warning("status report without the dashboard's fields: %s", err)
+            return records.build(swarm_pb2.PeerStatus, **base)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:

@@ -27,7 +27,9 @@ from coordinator.config import HealthConfig
 from coordinator.ledger import Ledger
 from coordinator.monitor import Monitor
 from coordinator.store import HistoryStore
+from coordinator.views import reachability
 from live_swarm import LiveSwarm
+from protos import records
 from shaping import ShapingConfig
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -128,7 +130,7 @@ def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(
     assert text(page, "#run") == live.run
     assert text(page, "#round-number") == str(round_.round)
     assert text(page, "#kpi-round-value") == f"#{round_.round}"
-    assert text(page, "#kpi-reward-value") == signed(round_.merged.moments["score"].mean)
+    assert text(page, "#kpi-reward-value") == signed(records.stats_of(round_.merged).moments["score"].mean)
     assert text(page, "#peers-live") == "5" and text(page, "#peers-total") == "5"
     tokens = sum(p.statuses[-1].tokens_per_s for p in live.peers)  # integral here: no rounding to argue about
     assert text(page, "#kpi-tokens-value") == f"{tokens:.0f} tokens/s"
@@ -142,7 +144,7 @@ def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(
         cells = row_cells(page, peer.peer_id)
         assert cells[0] == states[peer.peer_id], cells
         assert cells[1] == f"{peer.peer_id[:8]}…{peer.peer_id[-4:]}"
-        assert cells[3] == f"127.0.0.1:{4000 + peer.index}{status.reachability}"
+        assert cells[3] == f"127.0.0.1:{4000 + peer.index}{reachability(status)}"
         assert cells[5] == str(peer.step)
         assert cells[12] == signed(status.reward)
         assert cells[14] == js_percent(status.heldout_accuracy)
@@ -157,7 +159,7 @@ def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(
     path = page.locator("#chart-reward path[data-series='swarm']").get_attribute("d")
     assert len(re.findall(r"[ML]", path)) == round_.round
     tip = hover_last_point(page, "chart-reward")
-    assert f"round {round_.round}" in tip and signed(round_.merged.moments["score"].mean).lstrip("+") in tip
+    assert f"round {round_.round}" in tip and signed(records.stats_of(round_.merged).moments["score"].mean).lstrip("+") in tip
     tip = hover_last_point(page, "chart-er")
     assert js_precision(round_.baselines.value("er")) in tip
     assert page.locator("#dist-er rect.bar").count() == 24

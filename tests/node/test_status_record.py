@@ -9,7 +9,7 @@ from node.swarm.peer import Node
 from plumbing import __version__
 from node.training.build import build_trainer
 from plumbing.identity import SigningIdentity
-from plumbing.dht_records import PEER_STATUS_SCHEMA_VERSION, PeerStatusRecord
+from protos import records, swarm_pb2
 
 
 def _node(tmp_path):
@@ -37,8 +37,8 @@ def test_status_report_carries_the_steps_numbers(tmp_path):
     metrics = {**report.metrics, **swarm}
     status = node.status_record(report.step, metrics)
 
-    assert status.schema_version == PEER_STATUS_SCHEMA_VERSION and status.version == __version__
-    assert (status.step, status.address, status.reachability) == (1, node.addresses[0], "direct")
+    assert status.schema_version == records.latest_schema(swarm_pb2.PeerStatus) == 2 and status.version == __version__
+    assert (status.step, status.address, status.reachability) == (1, node.addresses[0], swarm_pb2.REACHABILITY_DIRECT)
     for key in ("reward", "accuracy", "kl", "er", "erv", "era", "gate", "aux", "tokens_per_s"):
         assert getattr(status, key) == pytest.approx(metrics[key]), key
     assert status.step_seconds == metrics["time_step"] and status.heldout_accuracy == 0.375
@@ -47,18 +47,21 @@ def test_status_report_carries_the_steps_numbers(tmp_path):
     assert status.last_averaging_error == "TimeoutError: no group" and status.publish_failures == 2
     assert status.balance_round == 7 and status.baselines_source == "local"
     er = report.stats.moments["er"]
-    deciles = status.deciles["er"]
-    assert deciles.count == er.count and deciles.values == tuple(sorted(deciles.values))
+    deciles = status.er_deciles
+    assert deciles.count == er.count and list(deciles.values) == sorted(deciles.values)
     assert deciles.values[0] <= er.mean <= deciles.values[-1]
-    # the dict a DHT node stores reads back equal
-    assert PeerStatusRecord.model_validate(status.model_dump(mode="json")) == status
+    # the bytes a DHT node stores read back equal
+    assert records.decode(swarm_pb2.PeerStatus, records.encode(status)) == status
 
 
 @pytest.mark.unit
 def test_a_value_that_does_not_validate_never_stops_the_peer(tmp_path):
     node = _node(tmp_path)
     before_first_step = node.status_record(0, {})
-    assert before_first_step.step == 0 and before_first_step.reward is None and before_first_step.deciles == {}
+    assert before_first_step.step == 0 and records.get(before_first_step, "reward") is None
+    assert not before_first_step.HasField("er_deciles")
     broken = {"reward": float("nan"), "accuracy": 1.0000000000000002, "er_deciles": {"count": 3, "values": [3.0] * 10}}
     status = node.status_record(4, broken)
-    assert status.step == 4 and status.accuracy is None and status.deciles == {}  # reported without them
+    assert status.step == 4 and records.get(status, "accuracy") is None  # reported without the dashboard's fields
+    assert not status.HasField("er_deciles")
+    assert records.validate(status) is status
