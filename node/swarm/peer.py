@@ -127,11 +127,11 @@ class Node:
         def announced(result) -> int:
             return len({r.peer_id for r in result.records if r.reported_at > get_dht_time() - window})
 
-        def fetch():
+        def fetch_statuses():
             with self.dht_lock:
                 return fetch(self.dht, cfg.run_id, swarm_pb2.PeerStatus)
 
-        polled = poll(fetch, lambda result: announced(result) >= gossip.min_peers,
+        polled = poll(fetch_statuses, lambda result: announced(result) >= gossip.min_peers,
                       deadline=time.monotonic() + gossip.min_peers_timeout_s, max_delay=1.0)
         seen = announced(polled.result)
         if not polled.complete:

@@ -1,13 +1,16 @@
 """A peer's status report (schema 2) carries a real training step's numbers, as the dashboard shows them."""
 
+from concurrent.futures import Future
 from types import SimpleNamespace
 
 import pytest
+from hivemind.utils import ValueWithExpiration, get_dht_time
 
 from node.swarm.config import NodeConfig
 from node.swarm.peer import Node
 from plumbing import __version__
 from node.training.build import build_trainer
+from plumbing.dht_keys import peer_status_key
 from plumbing.identity import SigningIdentity
 from protos import records, swarm_pb2
 
@@ -65,3 +68,38 @@ def test_a_value_that_does_not_validate_never_stops_the_peer(tmp_path):
     assert status.step == 4 and records.get(status, "accuracy") is None  # reported without the dashboard's fields
     assert not status.HasField("er_deciles")
     assert records.validate(status) is status
+
+
+class DictDHT:
+    """hivemind.DHT's store/get futures over a dict: what `publish` and `fetch` see of the DHT."""
+
+    def __init__(self):
+        self.data: dict[str, dict] = {}
+
+    def store(self, key, value, expiration_time, subkey=None, return_future=False):
+        self.data.setdefault(key, {})[subkey] = ValueWithExpiration(value, expiration_time)
+        future = Future()
+        future.set_result(True)
+        return future
+
+    def get(self, key, latest=False, return_future=False):
+        future = Future()
+        items = self.data.get(key)
+        future.set_result(None if items is None else ValueWithExpiration(dict(items), get_dht_time() + 60))
+        return future
+
+
+@pytest.mark.unit
+def test_a_peer_announces_its_status_and_counts_the_peers_announced_as_records(tmp_path):
+    node = _node(tmp_path)
+    node.cfg = node.cfg.model_copy(update={"gossip": node.cfg.gossip.model_copy(update={
+        "min_peers": 2, "min_peers_timeout_s": 5.0})})
+    node.dht = DictDHT()
+    other = SigningIdentity.generate()
+    status = records.build(swarm_pb2.PeerStatus, run_id="status-test", peer_id=other.fingerprint,
+                           reported_at=get_dht_time())
+    node.dht.store(peer_status_key("status-test"), records.encode(status), get_dht_time() + 60,
+                   subkey=other.owner_subkey())
+    assert node._announce_and_wait() == 2  # the other peer's record, and its own announcement
+    mine = node.dht.data[peer_status_key("status-test")][node.identity.owner_subkey()].value
+    assert records.decode(swarm_pb2.PeerStatus, mine).peer_id == node.identity.fingerprint
