@@ -10,6 +10,7 @@ import pytest
 from coordinator.client import CoordinatorClient, CoordinatorError, render_status
 from coordinator.events import EventKind, EventLog
 from coordinator.ledger import Ledger
+from coordinator.rounds import RoundState, merge_round
 from coordinator.service import CoordinatorService, add_to_server
 from coordinator.store import HistoryStore
 from coordinator_fakes import RUN, batch_stats, meta_record, peer_status, random_batch
@@ -158,3 +159,33 @@ def test_events_stream_and_resume_after_a_sequence_number(served):
         assert [e.seq for e in resumed] == [3]
         from_the_future = list(client.watch_events(after_seq=999, duration=0.5))  # coordinator restarted
         assert [e.seq for e in from_the_future] == [1, 2, 3]
+
+
+class _BrokenCoordinator(swarm_pb2_grpc.CoordinatorServicer):
+    """A coordinator that answers with what this client must not accept: a newer schema, a NaN."""
+
+    def GetSwarmState(self, request, context):
+        return swarm_pb2.SwarmState(schema_version=2, run_id=RUN)
+
+    def GetBalanceWeights(self, request, context):
+        signal = meta_record("a", 0, batch_stats(*random_batch(random.Random(1), 4)))
+        weights = merge_round(RoundState.initial(ShapingConfig()), [signal], ShapingConfig(), run=RUN,
+                              coordinator_key="k", issued_at=1.0).record
+        return swarm_pb2.GetBalanceWeightsResponse(schema_version=1, available=True,
+                                                   weights=records.replace(weights, lambda_t=float("nan")))
+
+
+@pytest.mark.integration
+def test_the_client_refuses_replies_that_break_a_rule_with_a_coordinator_error():
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    swarm_pb2_grpc.add_CoordinatorServicer_to_server(_BrokenCoordinator(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with CoordinatorClient(f"127.0.0.1:{port}") as client:
+            with pytest.raises(CoordinatorError, match="FAILED_PRECONDITION: invalid reply: SwarmState.schema_version"):
+                client.swarm_state()
+            with pytest.raises(CoordinatorError, match=r"DATA_LOSS: .*weights.lambda_t: is nan.*\(rule finite\)"):
+                client.balance_weights()
+    finally:
+        server.stop(grace=None).wait(5)
