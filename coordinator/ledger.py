@@ -3,7 +3,8 @@
 The round loop feeds it what the DHT returned (`ingest`, `note_rejected`, `note_statuses`);
 the gRPC service reads from it and pushes status reports into it. It knows nothing of the
 DHT or gRPC, so a test can drive a coordinator's rounds in one process with plain records
-(messages of swarm.proto, validated where they entered). Every round is committed to the store before it is returned (and so before it is published).
+(messages of swarm.proto, validated where they entered). Every round is committed to the store
+before it is returned (and so before it is published).
 """
 
 from __future__ import annotations

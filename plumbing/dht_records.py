@@ -130,7 +130,7 @@ def _get_dict(dht, key: str, timeout: float) -> dict | None:
 
 
 def _read(message_type: type[RecordT], kind: RecordKind, run: str, subkey: object, value: object) -> RecordT:
-    """The record in `value` if it is valid, of `run`, and vouched for by its signed `subkey`; ValueError says why not."""
+    """The record in `value` if valid, of `run` and vouched for by its signed `subkey`; ValueError says why not."""
     owned = parse_subkey(subkey)
     record = records.decode(message_type, value)
     if record.run_id != run:

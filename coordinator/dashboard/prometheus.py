@@ -94,8 +94,9 @@ def _swarm_families(out: Exposition, snapshot: Snapshot) -> None:
     summary = snapshot.summary
     out.family("rankswarm_peers", "gauge", "Peers known to the coordinator, by state.",
                [({"state": name}, summary.by_state.get(name, 0)) for name in PEER_STATES])
+    mismatched = sum(p.version_mismatch and state_of(p) != "gone" for p in snapshot.state.peers)
     out.family("rankswarm_peers_version_mismatch", "gauge", "Peers (not gone) whose version differs from the "
-               "coordinator's.", [({}, sum(p.version_mismatch and state_of(p) != "gone" for p in snapshot.state.peers))])
+               "coordinator's.", [({}, mismatched)])
     out.family("rankswarm_swarm_tokens_per_second", "gauge", "Response tokens per second, summed over live peers.",
                [({}, summary.tokens_per_s)])
     out.family("rankswarm_swarm_rollouts_per_second", "gauge", "Rollouts per second, summed over live peers.",
