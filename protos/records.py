@@ -15,6 +15,9 @@ checked too; statistics get shaping's own semantic checks (`INVARIANTS`). A viol
 `RecordError` (a ValueError) naming the field path and the rule; a newer schema raises its
 subclass `SchemaVersionError`.
 
+The rules are read from the descriptors rather than checked by buf's protovalidate, which would
+bring its own .proto imports and a CEL runtime for what a walk over eleven rule kinds does here.
+
 Messages are treated as immutable once built: `replace` returns a changed copy. `get` reads a
 field with presence (proto3 `optional`, submessages) as None when unset. The small conversions
 between the statistics records and shaping's domain types (`stats_of`, `stats_message`,
