@@ -4,24 +4,26 @@
         print(render_status(client.swarm_state()))
 
 Every call has a deadline; failures raise CoordinatorError with the address, the gRPC code
-and the server's message (e.g. the two schema versions when they disagree).
+and the server's message (e.g. the two schema versions when they disagree). Replies are the
+messages of swarm.proto, validated (`protos.records.validate`) before they are returned; a
+reply that breaks a rule raises CoordinatorError too (FAILED_PRECONDITION for a newer schema,
+DATA_LOSS otherwise), naming the field and the rule.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Iterator
 
 import grpc
 
-from coordinator.events import SwarmEvent
 from coordinator.health import LIVE_STATES, STATE_ORDER, reported, summarize
-from coordinator.views import PeerView, RoundView, SwarmStateView
-from protos import convert, swarm_pb2, swarm_pb2_grpc
-from plumbing.dht_records import BalanceRecord, PeerStatusRecord
+from coordinator.views import health, reachability, state_of, status_of
 from plumbing.formatting import duration, fmt
+from protos import records, swarm_pb2, swarm_pb2_grpc
 from shaping import INDICATORS
+
+_VERSION = records.latest_schema(swarm_pb2.GetSwarmStateRequest)  # of the requests this client sends
 
 
 class CoordinatorError(RuntimeError):
@@ -35,7 +37,7 @@ class CoordinatorError(RuntimeError):
 class CoordinatorClient:
     """Typed calls to one coordinator; returns the same objects the coordinator works with."""
 
-    def __init__(self, address: str, *, timeout: float = 5.0, schema_version: int = convert.SCHEMA_VERSION):
+    def __init__(self, address: str, *, timeout: float = 5.0, schema_version: int = _VERSION):
         self.address, self.timeout = address, timeout
         self._version = schema_version  # only tests set another one
         self._channel = grpc.insecure_channel(address)
@@ -52,45 +54,48 @@ class CoordinatorClient:
 
     def _call(self, method, request):
         try:
-            return method(request, timeout=self.timeout)
+            reply = method(request, timeout=self.timeout)
         except grpc.RpcError as err:
             raise CoordinatorError(self.address, err.code(), err.details()) from None
+        return self._validated(reply)
 
-    def balance_weights(self) -> BalanceRecord | None:
+    def _validated(self, reply):
+        try:
+            return records.validate(reply)
+        except records.RecordError as err:
+            code = (grpc.StatusCode.FAILED_PRECONDITION if isinstance(err, records.SchemaVersionError)
+                    else grpc.StatusCode.DATA_LOSS)
+            raise CoordinatorError(self.address, code, f"invalid reply: {err}") from None
+
+    def balance_weights(self) -> swarm_pb2.BalanceWeights | None:
         """The latest balance weights, or None before the first round."""
         reply = self._call(self._stub.GetBalanceWeights,
                            swarm_pb2.GetBalanceWeightsRequest(schema_version=self._version))
-        return convert.balance_from_response(reply)
+        return reply.weights if reply.available else None
 
-    def swarm_state(self) -> SwarmStateView:
-        reply = self._call(self._stub.GetSwarmState, swarm_pb2.GetSwarmStateRequest(schema_version=self._version))
-        return convert.swarm_state_from_pb(reply)
+    def swarm_state(self) -> swarm_pb2.SwarmState:
+        return self._call(self._stub.GetSwarmState, swarm_pb2.GetSwarmStateRequest(schema_version=self._version))
 
     def history(self, first_round: int = 0, last_round: int = 0, max_rounds: int = 0,
-                include_contributions: bool = False) -> list[RoundView]:
+                include_contributions: bool = False) -> list[swarm_pb2.RoundRecord]:
         """Committed rounds in [first_round, last_round] (0 = open end), oldest first."""
         request = swarm_pb2.GetHistoryRequest(schema_version=self._version, first_round=first_round,
                                               last_round=last_round, max_rounds=max_rounds,
                                               include_contributions=include_contributions)
-        reply = self._call(self._stub.GetHistory, request)
-        convert.check_message_version(reply.schema_version, "GetHistoryResponse")
-        return [convert.round_from_pb(item) for item in reply.rounds]
+        return list(self._call(self._stub.GetHistory, request).rounds)
 
-    def report_status(self, status: PeerStatusRecord) -> int:
+    def report_status(self, status: swarm_pb2.PeerStatus) -> int:
         """Push a status report; returns the coordinator's latest round."""
-        request = swarm_pb2.ReportPeerStatusRequest(schema_version=self._version,
-                                                    status=convert.peer_status_to_pb(status))
-        reply = self._call(self._stub.ReportPeerStatus, request)
-        convert.check_message_version(reply.schema_version, "ReportPeerStatusResponse")
-        return reply.round
+        request = swarm_pb2.ReportPeerStatusRequest(schema_version=self._version, status=status)
+        return self._call(self._stub.ReportPeerStatus, request).round
 
-    def watch_events(self, after_seq: int = 0, *, duration: float | None = None) -> Iterator[SwarmEvent]:
+    def watch_events(self, after_seq: int = 0, *, duration: float | None = None) -> Iterator[swarm_pb2.SwarmEvent]:
         """Stream events with seq > after_seq, for at most `duration` seconds (None = until cancelled)."""
         request = swarm_pb2.WatchSwarmEventsRequest(schema_version=self._version, after_seq=after_seq)
         stream = self._stub.WatchSwarmEvents(request, timeout=duration)
         try:
             for message in stream:
-                yield convert.event_from_pb(message)
+                yield self._validated(message)
         except grpc.RpcError as err:
             if err.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise CoordinatorError(self.address, err.code(), err.details()) from None
@@ -115,12 +120,13 @@ def _balance_bar(explore: float | None, width: int = 20) -> str:
     return f"explore [{'#' * filled}{'.' * (width - filled)}] exploit  ({explore:.0%} / {1 - explore:.0%})"
 
 
-def _classified(peers: tuple[PeerView, ...]) -> tuple[PeerView, ...]:
+def _classified(peers) -> tuple[swarm_pb2.PeerState, ...]:
     """Peers with a state; an older coordinator sends none, so fall back on its `active` flag."""
-    return tuple(p if p.state else dataclasses.replace(p, state="online" if p.active else "gone") for p in peers)
+    return tuple(p if state_of(p) else records.replace(p, health=health("online" if p.active else "gone"))
+                 for p in peers)
 
 
-def _swarm_lines(state: SwarmStateView, peers: tuple[PeerView, ...]) -> list[str]:
+def _swarm_lines(state: swarm_pb2.SwarmState, peers: tuple[swarm_pb2.PeerState, ...]) -> list[str]:
     summary = summarize(peers)
     live = sum(summary.by_state[s] for s in LIVE_STATES)
     counts = ", ".join(f"{n} {name}" for name, n in summary.by_state.items() if n)
@@ -129,8 +135,8 @@ def _swarm_lines(state: SwarmStateView, peers: tuple[PeerView, ...]) -> list[str
         versions = "   (versions: " + ", ".join(f"{v} x{n}" for v, n in sorted(summary.versions.items())) + ")"
     means = summary.means
     lines = [f"peers      {live} live of {summary.num_peers}" + (f": {counts}" if counts else "") + versions]
-    latest = state.latest
-    reward = latest.merged.moments["score"].mean if latest is not None else None
+    latest = records.get(state, "latest")
+    reward = records.stats_of(latest.merged).moments["score"].mean if latest is not None else None
     lines.append(f"training   reward {fmt(reward, '+.3f')} (round mean)   held-out accuracy "
                  f"{fmt(means['heldout_accuracy'], '.1%')}   train accuracy {fmt(means['accuracy'], '.1%')}   "
                  f"KL {fmt(means['kl'], '.4f')}")
@@ -145,19 +151,19 @@ def _swarm_lines(state: SwarmStateView, peers: tuple[PeerView, ...]) -> list[str
     return lines
 
 
-def _round_lines(state: SwarmStateView, now: float) -> list[str]:
-    latest = state.latest
+def _round_lines(state: swarm_pb2.SwarmState, now: float) -> list[str]:
+    latest = records.get(state, "latest")
     if latest is None:
         return ["round      none completed yet (waiting for peers' meta-signals)"]
     base = latest.baselines
     return [f"round      #{latest.round} committed {duration(now - latest.issued_at)} ago: {latest.num_contributions} "
             f"meta-signals from {latest.num_peers} peers   lambda_t {latest.lambda_t:.4g}",
-            "baselines  " + "  ".join(f"{name} {fmt(base.value(name))}" for name in INDICATORS)
+            "baselines  " + "  ".join(f"{name} {fmt(records.get(base, name))}" for name in INDICATORS)
             + ("" if base.ready else "   (not ready: no auxiliary signal yet)"),
-            "balance    " + _balance_bar(latest.explore_share)]
+            "balance    " + _balance_bar(records.get(latest.balance, "explore_share"))]
 
 
-def _alert_lines(state: SwarmStateView, now: float) -> list[str]:
+def _alert_lines(state: swarm_pb2.SwarmState, now: float) -> list[str]:
     if not state.alerts:
         return ["alerts     none"]
     order = {"critical": 0, "warning": 1, "info": 2}
@@ -173,38 +179,43 @@ _PEER_HEADER = (f"  {'state':<11} {'peer':<12} {'version':<9} {'reach':<8} {'see
                 f"{'ERA':>7} {'acc':>5} {'held':>5} {'fails':>7}")
 
 
-def _peer_line(peer: PeerView, now: float) -> str:
-    s = peer.status
+def _peer_line(peer: swarm_pb2.PeerState, now: float) -> str:
+    s = status_of(peer)
+
+    def status(name: str) -> float | None:  # None: no report, or the report leaves it unset
+        return records.get(s, name) if s is not None else None
+
     version = (s.version or "-") + ("!" if peer.version_mismatch else "") if s else "-"
-    steps = [v for v in (s.step if s else None, peer.last_step) if v is not None]
-    epoch = "-" if s is None or s.epoch is None else f"{s.epoch}" + (f"-{peer.epoch_lag}" if peer.epoch_lag else "")
+    steps = [v for v in (status("step"), records.get(peer, "last_step")) if v is not None]
+    lag = records.get(peer, "epoch_lag")
+    epoch = "-" if status("epoch") is None else f"{s.epoch}" + (f"-{lag}" if lag else "")
     traffic = f"{s.bytes_sent / 1e6:.1f}/{s.bytes_received / 1e6:.1f}" if s else "-"
     failures, rounds = reported(s, "averaging_failures"), reported(s, "averaging_rounds")
     fails = "-" if failures is None else f"{failures}/{failures + rounds}"
-    return (f"  {peer.state:<11} {peer.peer_id[:12]:<12} {version:<9} {(s.reachability if s else '-'):<8} "
+    return (f"  {state_of(peer):<11} {peer.peer_id[:12]:<12} {version:<9} {(reachability(s) if s else '-'):<8} "
             f"{duration(now - peer.last_seen):>5} {fmt(max(steps) if steps else None, 'd'):>6} {epoch:>7} "
-            f"{fmt(s.throughput if s else None, '.2f'):>7} {fmt(s.tokens_per_s if s else None, '.0f'):>7} "
-            f"{traffic:>13} {fmt(s.compression_ratio if s else None, '.1f'):>6} "
-            f"{fmt(s.reward if s else None, '+.3f'):>7} {fmt(s.er if s else None, '.4g'):>7} "
-            f"{fmt(s.erv if s else None, '.4g'):>7} {fmt(s.era if s else None, '.4g'):>7} "
-            f"{fmt(s.accuracy if s else None, '.0%'):>5} {fmt(s.heldout_accuracy if s else None, '.0%'):>5} "
+            f"{fmt(status('throughput'), '.2f'):>7} {fmt(status('tokens_per_s'), '.0f'):>7} "
+            f"{traffic:>13} {fmt(status('compression_ratio'), '.1f'):>6} "
+            f"{fmt(status('reward'), '+.3f'):>7} {fmt(status('er'), '.4g'):>7} "
+            f"{fmt(status('erv'), '.4g'):>7} {fmt(status('era'), '.4g'):>7} "
+            f"{fmt(status('accuracy'), '.0%'):>5} {fmt(status('heldout_accuracy'), '.0%'):>5} "
             f"{fails:>7}")
 
 
-def render_status(state: SwarmStateView, *, now: float | None = None, max_peers: int = 30) -> str:
+def render_status(state: swarm_pb2.SwarmState, *, now: float | None = None, max_peers: int = 30) -> str:
     """The swarm at a glance for `rankswarm status`: the dashboard's summary, alerts and peer table in text.
 
     Peers are listed problems first (unreachable, behind, joining, online, gone), at most `max_peers`."""
     now = state.now if now is None else now
     peers = _classified(state.peers)
     version = f"   coordinator {state.coordinator_version}" if state.coordinator_version else ""
-    lines = [f"run {state.run}   round {state.round}{version}   coordinator key {state.coordinator_key}"]
+    lines = [f"run {state.run_id}   round {state.round}{version}   coordinator key {state.coordinator_key}"]
     if state.http_address:
         host, _, port = state.http_address.rpartition(":")
         host = "127.0.0.1" if host == "0.0.0.0" else host
         lines.append(f"dashboard  http://{host}:{port}/")
     lines += _swarm_lines(state, peers) + _round_lines(state, now) + _alert_lines(state, now)
-    ordered = sorted(peers, key=lambda p: (STATE_ORDER.get(p.state, len(STATE_ORDER)), p.peer_id))
+    ordered = sorted(peers, key=lambda p: (STATE_ORDER.get(state_of(p), len(STATE_ORDER)), p.peer_id))
     if ordered:
         lines += [f"peers (problems first; {min(len(ordered), max_peers)} of {len(ordered)}; "
                   f"! = version differs from the coordinator's)", _PEER_HEADER]
@@ -216,7 +227,8 @@ def render_status(state: SwarmStateView, *, now: float | None = None, max_peers:
     return "\n".join(lines)
 
 
-def wait_for_round(client: CoordinatorClient, round_: int, *, timeout: float, poll_s: float = 0.1) -> BalanceRecord:
+def wait_for_round(client: CoordinatorClient, round_: int, *, timeout: float,
+                   poll_s: float = 0.1) -> swarm_pb2.BalanceWeights:
     """Poll until the coordinator has committed `round_` (TimeoutError after `timeout` seconds)."""
     deadline = time.monotonic() + timeout
     while True:

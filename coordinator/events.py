@@ -8,35 +8,16 @@ call notices a cancelled client or a stopping coordinator within that timeout.
 
 from __future__ import annotations
 
-import enum
 import threading
 from collections import deque
-from dataclasses import dataclass
 
-from plumbing.dht_records import BalanceRecord
+from protos import records, swarm_pb2
 
-
-class EventKind(enum.Enum):
-    """What happened; mirrors rankswarm.v1.SwarmEventKind."""
-
-    ROUND_COMPLETED = "round_completed"  # a round was committed and published
-    ROUND_SKIPPED = "round_skipped"      # a round had no new meta-signals
-    PEER_JOINED = "peer_joined"          # first seen, or seen again after leaving
-    PEER_LEFT = "peer_left"              # not seen within the peer timeout
-    RECORD_REJECTED = "record_rejected"  # a DHT record failed validation
-
-
-@dataclass(frozen=True)
-class SwarmEvent:
-    """One event; `weights` is set for ROUND_COMPLETED."""
-
-    seq: int
-    kind: EventKind
-    at: float
-    round: int = 0
-    peer_id: str = ""
-    detail: str = ""
-    weights: BalanceRecord | None = None
+# What happened: swarm_pb2.SwarmEventKind (ROUND_COMPLETED, ROUND_SKIPPED, PEER_JOINED, PEER_LEFT,
+# RECORD_REJECTED); `EventKind.ROUND_COMPLETED` reads as in the proto.
+EventKind = swarm_pb2.SwarmEventKind
+SwarmEvent = swarm_pb2.SwarmEvent  # one event; `weights` is set for ROUND_COMPLETED
+MAX_DETAIL = 1024  # characters of an event's detail
 
 
 class EventLog:
@@ -50,9 +31,12 @@ class EventLog:
         self._next_seq = 1
         self._closed = False
 
-    def emit(self, kind: EventKind, at: float, **fields) -> SwarmEvent:
+    def emit(self, kind: int, at: float, **fields) -> SwarmEvent:
+        """Append an event (fields of swarm_pb2.SwarmEvent: round, peer_id, detail, weights)."""
+        if "detail" in fields:  # reasons quote what peers sent: keep them within the string rule
+            fields["detail"] = fields["detail"][:MAX_DETAIL]
         with self._cond:
-            event = SwarmEvent(seq=self._next_seq, kind=kind, at=at, **fields)
+            event = records.build(SwarmEvent, seq=self._next_seq, kind=kind, at=at, **fields)
             self._next_seq += 1
             self._events.append(event)
             self._cond.notify_all()

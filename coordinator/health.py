@@ -23,16 +23,15 @@ start and end times.
 from __future__ import annotations
 
 import bisect
-import dataclasses
 import statistics
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from coordinator.config import HealthConfig
-from coordinator.views import PEER_STATES, PeerView
-from plumbing.dht_records import BalanceRecord, PeerStatusRecord
+from coordinator.views import PEER_STATES, baselines_source, health, state_of, status_of
 from plumbing.formatting import duration
+from protos import records, swarm_pb2
 
 LIVE_STATES = ("online", "joining", "behind")  # peers whose latest numbers describe the swarm now
 STATE_ORDER = {"unreachable": 0, "behind": 1, "joining": 2, "online": 3, "gone": 4}  # problems first
@@ -48,7 +47,7 @@ class PeerMemory:
     epochs: list[tuple[float, int]] = field(default_factory=list)
     failures: list[tuple[float, int]] = field(default_factory=list)          # (at, increase) averaging
     publish_failures: list[tuple[float, int]] = field(default_factory=list)  # (at, increase) publishing
-    last: PeerStatusRecord | None = None
+    last: swarm_pb2.PeerStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -65,9 +64,9 @@ class Condition:
 
 # ---------------------------------------------------------------- peer states
 
-def silence_threshold(status: PeerStatusRecord | None, cfg: HealthConfig) -> float:
+def silence_threshold(status: swarm_pb2.PeerStatus | None, cfg: HealthConfig) -> float:
     """Seconds of silence after which a peer counts as unreachable: slow steps allow longer."""
-    step = status.step_seconds if status is not None and status.step_seconds else 0.0
+    step = status.step_seconds if status is not None else 0.0  # unset reads 0: no step time known
     return max(cfg.silent_after_s, 3.0 * step)
 
 
@@ -99,13 +98,13 @@ def epoch_lags(memories: dict[str, PeerMemory], peers: Sequence[str]) -> dict[st
     return lags
 
 
-def classify_peers(peers: Sequence[PeerView], memories: dict[str, PeerMemory], now: float, cfg: HealthConfig,
-                   coordinator_version: str) -> tuple[PeerView, ...]:
-    """The peers with `state`, `version_mismatch` and `epoch_lag` filled in (see the module docstring)."""
+def classify_peers(peers: Sequence[swarm_pb2.PeerState], memories: dict[str, PeerMemory], now: float,
+                   cfg: HealthConfig, coordinator_version: str) -> tuple[swarm_pb2.PeerState, ...]:
+    """Copies of the peers with `health`, `version_mismatch` and `epoch_lag` filled in (see the module docstring)."""
     lags = epoch_lags(memories, [p.peer_id for p in peers if p.active])
     classified = []
     for peer in peers:
-        status = peer.status
+        status = status_of(peer)
         lag = lags.get(peer.peer_id)
         if not peer.active:
             state = "gone"
@@ -118,7 +117,7 @@ def classify_peers(peers: Sequence[PeerView], memories: dict[str, PeerMemory], n
         else:
             state = "online"
         mismatch = bool(status and status.version and coordinator_version and status.version != coordinator_version)
-        classified.append(dataclasses.replace(peer, state=state, version_mismatch=mismatch, epoch_lag=lag))
+        classified.append(records.replace(peer, health=health(state), version_mismatch=mismatch, epoch_lag=lag))
     return tuple(classified)
 
 
@@ -130,13 +129,14 @@ def round_at(rounds_by_time: Sequence[tuple[float, int]], at: float) -> int:
     return rounds_by_time[index][1] if index >= 0 else 0
 
 
-def swarm_conditions(peers: Sequence[PeerView], latest: BalanceRecord | None, now: float, cfg: HealthConfig, *,
-                     stale_after_s: float, rejected: Sequence[tuple[float, str, str]] = ()) -> list[Condition]:
+def swarm_conditions(peers: Sequence[swarm_pb2.PeerState], latest: swarm_pb2.BalanceWeights | None, now: float,
+                     cfg: HealthConfig, *, stale_after_s: float,
+                     rejected: Sequence[tuple[float, str, str]] = ()) -> list[Condition]:
     """Swarm-wide conditions: stale_weights, no_peers, records_rejected.
 
     `rejected`: (time, subkey, reason) of DHT records rejected within the failure window."""
     conditions = []
-    live = [p for p in peers if p.state in LIVE_STATES]
+    live = [p for p in peers if state_of(p) in LIVE_STATES]
     if live:
         since = latest.issued_at if latest is not None else min(p.first_seen for p in live)
         if now - since > stale_after_s:
@@ -146,7 +146,7 @@ def swarm_conditions(peers: Sequence[PeerView], latest: BalanceRecord | None, no
                                         ": peers shape with stale coordinator weights (are their meta-signals "
                                         "reaching the coordinator's DHT?)", since + stale_after_s))
     elif peers:
-        unreachable = sum(p.state == "unreachable" for p in peers)
+        unreachable = sum(state_of(p) == "unreachable" for p in peers)
         conditions.append(Condition("no_peers", "no_peers", "warning", "",
                                     f"no peer is online ({len(peers)} known: {unreachable} unreachable, "
                                     f"{len(peers) - unreachable} gone)", max(p.last_seen for p in peers)))
@@ -159,24 +159,27 @@ def swarm_conditions(peers: Sequence[PeerView], latest: BalanceRecord | None, no
     return conditions
 
 
-def peer_conditions(peer: PeerView, memory: PeerMemory | None, latest: BalanceRecord | None, now: float,
-                    cfg: HealthConfig, *, coordinator_version: str,
+def peer_conditions(peer: swarm_pb2.PeerState, memory: PeerMemory | None, latest: swarm_pb2.BalanceWeights | None,
+                    now: float, cfg: HealthConfig, *, coordinator_version: str,
                     rounds_by_time: Sequence[tuple[float, int]] = ()) -> list[Condition]:
     """One peer's conditions: unreachable, behind, stuck joining, version mismatch, failures, stale weights."""
-    if peer.state == "gone":
+    state = state_of(peer)
+    if state == "gone":
         return []
-    pid, status, out = peer.peer_id, peer.status, []
+    pid, status, out = peer.peer_id, status_of(peer), []
     short = pid[:12]
-    if peer.state == "unreachable":
+    if state == "unreachable":
         limit = silence_threshold(status, cfg)
         out.append(Condition(f"peer_unreachable:{pid}", "peer_unreachable", "warning", pid,
                              f"peer {short} silent for {duration(now - peer.last_seen)} (limit {duration(limit)}); "
-                             f"last step {status.step if status else peer.last_step}", peer.last_seen + limit))
-    if peer.state == "behind" and status is not None:
+                             f"last step {status.step if status else records.get(peer, 'last_step')}",
+                             peer.last_seen + limit))
+    if state == "behind" and status is not None:
         out.append(Condition(f"peer_behind:{pid}", "peer_behind", "warning", pid,
-                             f"peer {short} at epoch {status.epoch}, {peer.epoch_lag} behind the swarm "
+                             f"peer {short} at epoch {records.get(status, 'epoch')}, "
+                             f"{records.get(peer, 'epoch_lag')} behind the swarm "
                              f"(it should download the swarm's state)", status.reported_at))
-    if peer.state == "joining" and now - peer.first_seen > cfg.joining_timeout_s:
+    if state == "joining" and now - peer.first_seen > cfg.joining_timeout_s:
         out.append(Condition(f"peer_stuck_joining:{pid}", "peer_stuck_joining", "warning", pid,
                              f"peer {short} joined {duration(now - peer.first_seen)} ago and has not completed a step",
                              peer.first_seen + cfg.joining_timeout_s))
@@ -191,7 +194,8 @@ def peer_conditions(peer: PeerView, memory: PeerMemory | None, latest: BalanceRe
     return out
 
 
-def _failure_conditions(peer: PeerView, memory: PeerMemory, now: float, cfg: HealthConfig) -> list[Condition]:
+def _failure_conditions(peer: swarm_pb2.PeerState, memory: PeerMemory, now: float,
+                        cfg: HealthConfig) -> list[Condition]:
     out, pid, status = [], peer.peer_id, memory.last
     recent = [(at, n) for at, n in memory.failures if at >= now - cfg.failure_window_s]
     if recent and status is not None:
@@ -209,14 +213,15 @@ def _failure_conditions(peer: PeerView, memory: PeerMemory, now: float, cfg: Hea
     return out
 
 
-def _stale_weights_condition(peer: PeerView, status: PeerStatusRecord, cfg: HealthConfig,
+def _stale_weights_condition(peer: swarm_pb2.PeerState, status: swarm_pb2.PeerStatus, cfg: HealthConfig,
                              rounds_by_time: Sequence[tuple[float, int]]) -> list[Condition]:
     expected = round_at(rounds_by_time, status.reported_at - BALANCE_GRACE_S)
-    held = status.balance_round or 0
-    if status.baselines_source == "unknown" or expected - held < cfg.stale_weights_rounds:
+    held = status.balance_round  # unset reads 0: no coordinator weights
+    source = baselines_source(status)
+    if source == "unknown" or expected - held < cfg.stale_weights_rounds:
         return []
     holding = f"round {held}'s weights" if held else "no coordinator weights"
-    how = "its local baselines" if status.baselines_source == "local" else holding
+    how = "its local baselines" if source == "local" else holding
     return [Condition(f"peer_stale_weights:{peer.peer_id}", "peer_stale_weights", "warning", peer.peer_id,
                       f"peer {peer.peer_id[:12]} shapes with {how} ({holding}) while round {expected} was out: "
                       f"balance records are not reaching it", status.reported_at)]
@@ -246,12 +251,12 @@ class SwarmSummary:
 SUMMARY_MEANS = ("reward", "accuracy", "heldout_accuracy", "kl", "er", "erv", "era", "gate", "aux")
 
 
-def reported(status: PeerStatusRecord | None, name: str):
+def reported(status: swarm_pb2.PeerStatus | None, name: str):
     """Field `name` of a peer's latest report, or None where it was not measured: no report, or a
     schema-1 report, whose schema-2 counters read 0 (or "") without having been counted."""
     if status is None or (name in _SCHEMA_2_COUNTERS and status.schema_version < 2):
         return None
-    return getattr(status, name)
+    return records.get(status, name)
 
 
 def mean_or_none(values: Sequence[float]) -> float | None:
@@ -259,29 +264,29 @@ def mean_or_none(values: Sequence[float]) -> float | None:
     return statistics.fmean(values) if values else None
 
 
-def _total(statuses: Sequence[PeerStatusRecord], name: str) -> int | None:
+def _total(statuses: Sequence[swarm_pb2.PeerStatus], name: str) -> int | None:
     values = [value for value in (reported(s, name) for s in statuses) if value is not None]
     return sum(values) if values else None
 
 
-def summarize(peers: Sequence[PeerView]) -> SwarmSummary:
+def summarize(peers: Sequence[swarm_pb2.PeerState]) -> SwarmSummary:
     """The swarm at a glance; `peers` must be classified (`classify_peers`)."""
     by_state = {state: 0 for state in PEER_STATES}
-    by_state.update(Counter(p.state for p in peers if p.state))
-    statuses = [p.status for p in peers if p.status is not None]
-    live = [p.status for p in peers if p.status is not None and p.state in LIVE_STATES]
+    by_state.update(Counter(state_of(p) for p in peers if state_of(p)))
+    statuses = [p.status for p in peers if p.HasField("status")]
+    live = [p.status for p in peers if p.HasField("status") and state_of(p) in LIVE_STATES]
     sent_ratio = [(s.compression_ratio, s.bytes_sent) for s in live if s.compression_ratio and s.bytes_sent]
     sent = sum(b for _, b in sent_ratio)
-    tokens = [s.tokens_per_s for s in live if s.tokens_per_s is not None]
+    tokens = [s.tokens_per_s for s in live if s.HasField("tokens_per_s")]
     return SwarmSummary(
         num_peers=len(peers), by_state=by_state,
-        versions=dict(Counter(p.status.version or "?" for p in peers if p.status is not None and p.state != "gone")),
+        versions=dict(Counter(p.status.version or "?" for p in peers
+                              if p.HasField("status") and state_of(p) != "gone")),
         tokens_per_s=sum(tokens) if tokens else None,
         rollouts_per_s=sum(s.throughput for s in live) if live else None,
         bytes_sent=_total(statuses, "bytes_sent"), bytes_received=_total(statuses, "bytes_received"),
         compression_ratio=sum(r * b for r, b in sent_ratio) / sent if sent else None,
-        epoch=max((s.epoch for s in live if s.epoch is not None), default=None),
+        epoch=max((s.epoch for s in live if s.HasField("epoch")), default=None),
         averaging_rounds=_total(statuses, "averaging_rounds"),
         averaging_failures=_total(statuses, "averaging_failures"),
-        means={name: mean_or_none([getattr(s, name) for s in live if getattr(s, name) is not None])
-               for name in SUMMARY_MEANS})
+        means={name: mean_or_none([getattr(s, name) for s in live if s.HasField(name)]) for name in SUMMARY_MEANS})

@@ -2,8 +2,9 @@
 
 The round loop feeds it what the DHT returned (`ingest`, `note_rejected`, `note_statuses`);
 the gRPC service reads from it and pushes status reports into it. It knows nothing of the
-DHT or gRPC, so a test can drive a coordinator's rounds in one process with plain records.
-Every round is committed to the store before it is returned (and so before it is published).
+DHT or gRPC, so a test can drive a coordinator's rounds in one process with plain records
+(messages of swarm.proto, validated where they entered). Every round is committed to the store
+before it is returned (and so before it is published).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from typing import Iterable, Sequence
 from coordinator.events import EventKind, EventLog
 from coordinator.rounds import RoundResult, RoundState, merge_round, select_new
 from coordinator.store import HistoryStore
-from coordinator.views import PeerView, RoundView, SwarmStateView
-from plumbing.dht_records import BalanceRecord, MetaSignalRecord, PeerStatusRecord
+from protos import records, swarm_pb2
 from shaping import ShapingConfig
 
 log = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class Ledger:
             log.info("resuming run %s after round %d", run, self._latest.round)
 
     @property
-    def latest(self) -> BalanceRecord | None:
+    def latest(self) -> swarm_pb2.BalanceWeights | None:
         with self._lock:
             return self._latest
 
@@ -55,17 +55,17 @@ class Ledger:
 
     # ------------------------------------------------------------ fed by the round loop
 
-    def ingest(self, records: Sequence[MetaSignalRecord], now: float) -> RoundResult | None:
+    def ingest(self, signals: Sequence[swarm_pb2.MetaSignal], now: float) -> RoundResult | None:
         """Merge the meta-signals not merged before into a new round, commit it, and return it."""
         with self._lock:
-            for record in records:
-                self._seen(record.peer_id, min(now, record.published_at), now)
-            merged = self.store.merged_keys((r.peer_id, r.step) for r in records)
-            fresh = select_new(records, lambda peer, step: (peer, step) in merged)
+            for signal in signals:
+                self._seen(signal.peer_id, min(now, signal.published_at), now)
+            merged = self.store.merged_keys((s.peer_id, s.step) for s in signals)
+            fresh = select_new(signals, lambda peer, step: (peer, step) in merged)
             result = merge_round(self._state, fresh, self.shaping, run=self.run,
                                  coordinator_key=self.coordinator_key, issued_at=now)
             if result is None:
-                self._note_skip(now, len(records))
+                self._note_skip(now, len(signals))
                 return None
             self.store.commit_round(result.record, result.contributions, seen_at=now)  # before anyone hears of it
             self._state, self._latest, self._skipping = result.state, result.record, False
@@ -87,7 +87,7 @@ class Ledger:
                 self.events.emit(EventKind.RECORD_REJECTED, now, round=self._state.round, peer_id=subkey,
                                  detail=reason)
 
-    def note_statuses(self, statuses: Iterable[PeerStatusRecord], now: float) -> None:
+    def note_statuses(self, statuses: Iterable[swarm_pb2.PeerStatus], now: float) -> None:
         """Store status reports read from the DHT (signed by their peers); reports already stored are skipped."""
         self._save_statuses(list(statuses), now)
 
@@ -102,30 +102,32 @@ class Ledger:
 
     # ------------------------------------------------------------ used by the gRPC service
 
-    def report_status(self, status: PeerStatusRecord, now: float) -> int:
-        """Store a status a peer pushed over gRPC (advisory: not signed, never used for merging)."""
-        if status.run != self.run:
-            raise ValueError(f"status is for run {status.run!r}; this coordinator serves {self.run!r}")
+    def report_status(self, status: swarm_pb2.PeerStatus, now: float) -> int:
+        """Store a status a peer pushed over gRPC (validated; advisory: not signed, never used for merging)."""
+        if status.run_id != self.run:
+            raise ValueError(f"status is for run {status.run_id!r}; this coordinator serves {self.run!r}")
         self._save_statuses([status], now)
         return self.round
 
-    def swarm_state(self, now: float, visible_maddrs: Sequence[str] = ()) -> SwarmStateView:
+    def swarm_state(self, now: float, visible_maddrs: Sequence[str] = ()) -> swarm_pb2.SwarmState:
+        """The swarm as the history knows it: peers unclassified (the monitor classifies them), no alerts."""
         with self._lock:
-            active = dict(self._active)
+            active = set(self._active)
             latest, round_ = self._latest, self._state.round
-        peers = tuple(PeerView(row.peer_id, row.first_seen, row.last_seen, row.last_step, row.num_contributions,
-                               active=row.peer_id in active, status=row.status) for row in self.store.peers())
-        return SwarmStateView(self.run, self.coordinator_key, round_, latest, peers, tuple(visible_maddrs), now)
+        peers = [records.replace(peer, active=peer.peer_id in active) for peer in self.store.peers()]
+        return swarm_pb2.SwarmState(schema_version=records.latest_schema(swarm_pb2.SwarmState), run_id=self.run,
+                                    coordinator_key=self.coordinator_key, round=round_, latest=latest, peers=peers,
+                                    visible_maddrs=list(visible_maddrs), now=now, records_rejected=self.num_rejected)
 
     def history(self, first: int = 0, last: int = 0, limit: int = 1000,
-                include_contributions: bool = False) -> list[RoundView]:
+                include_contributions: bool = False) -> list[swarm_pb2.RoundRecord]:
         rounds = self.store.rounds(first, last, limit)
-        return [RoundView(record, tuple(self.store.contributions(record.round)) if include_contributions else ())
-                for record in rounds]
+        return [swarm_pb2.RoundRecord(weights=record, contributions=self.store.contributions(record.round)
+                                      if include_contributions else ()) for record in rounds]
 
     # ------------------------------------------------------------ helpers
 
-    def _save_statuses(self, statuses: list[PeerStatusRecord], now: float) -> None:
+    def _save_statuses(self, statuses: list[swarm_pb2.PeerStatus], now: float) -> None:
         with self._lock:
             fresh = [s for s in statuses if s.reported_at > self._status_at.get(s.peer_id, float("-inf"))]
             if not fresh:

@@ -10,7 +10,6 @@ evaluations (recent epochs and failure counters per peer, open alerts, round tim
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -23,8 +22,8 @@ from coordinator.health import (Condition, PeerMemory, SwarmSummary, round_at, c
                                 peer_conditions, summarize, swarm_conditions)
 from coordinator.ledger import Ledger
 from coordinator.store import HistoryStore
-from coordinator.views import Alert, SwarmStateView
-from plumbing.dht_records import PeerStatusRecord
+from coordinator.views import status_of
+from protos import records, swarm_pb2
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +36,9 @@ _RECENT_EVENTS = 50
 class Snapshot:
     """One evaluation: the classified state (with active alerts), the summary, recent history of health."""
 
-    state: SwarmStateView
+    state: swarm_pb2.SwarmState       # classified peers, active alerts: what GetSwarmState sends
     summary: SwarmSummary
-    resolved: tuple[Alert, ...]       # recently resolved alerts, newest first
+    resolved: tuple[swarm_pb2.Alert, ...]  # recently resolved alerts, newest first
     events: tuple[SwarmEvent, ...]    # recent swarm events, newest first
     stale_after_s: float              # the stale_weights threshold in force
 
@@ -53,19 +52,20 @@ class AlertTracker:
         self._open = {alert.key: alert for alert in store.alerts(active=True, limit=1_000_000)}
 
     def update(self, conditions: Sequence[Condition], now: float,
-               round_at: Callable[[float], int]) -> tuple[Alert, ...]:
+               round_at: Callable[[float], int]) -> tuple[swarm_pb2.Alert, ...]:
         """Open, reword or close alerts so the open ones are exactly `conditions`; returns them oldest first."""
         current = {c.key: c for c in conditions}
         for key, condition in current.items():
             alert = self._open.get(key)
             if alert is None:
                 started = min(condition.since, now)
-                alert = Alert(key, condition.kind, condition.severity, condition.peer_id, condition.message,
-                              started, round_at(started))
+                alert = swarm_pb2.Alert(key=key, kind=condition.kind, severity=condition.severity,
+                                        peer_id=condition.peer_id, message=condition.message, started_at=started,
+                                        started_round=round_at(started))
                 self.store.open_alert(alert)
                 log.warning("alert %s: %s", condition.kind, condition.message)
             elif alert.message != condition.message:  # numbers in the text move; the store gets it at close
-                alert = dataclasses.replace(alert, message=condition.message)
+                alert = records.replace(alert, message=condition.message)
             self._open[key] = alert
         for key in [key for key in self._open if key not in current]:
             alert = self._open.pop(key)
@@ -123,7 +123,7 @@ class Monitor:
             self._round_times.append((latest.issued_at, latest.round))
             del self._round_times[:-_MAX_ROUND_TIMES]
         for peer in raw.peers:
-            if peer.status is not None:
+            if status_of(peer) is not None:
                 self._remember(peer.status, now)
         peers = classify_peers(raw.peers, self._memories, now, self.cfg, self.version)
         conditions = swarm_conditions(peers, latest, now, self.cfg, stale_after_s=self.stale_after_s,
@@ -132,19 +132,19 @@ class Monitor:
             conditions += peer_conditions(peer, self._memories.get(peer.peer_id), latest, now, self.cfg,
                                           coordinator_version=self.version, rounds_by_time=self._round_times)
         alerts = self._tracker.update(conditions, now, lambda at: round_at(self._round_times, at))
-        state = dataclasses.replace(raw, peers=peers, alerts=alerts, coordinator_version=self.version,
-                                    http_address=self._http_address(), records_rejected=self.ledger.num_rejected)
+        state = records.replace(raw, peers=peers, alerts=alerts, coordinator_version=self.version,
+                                http_address=self._http_address())
         recent = self.events.after(max(0, self.events.last_seq - _RECENT_EVENTS))
         return Snapshot(state, summarize(peers), tuple(self.ledger.store.alerts(active=False, limit=50)),
                         tuple(reversed(recent)), self.stale_after_s)
 
-    def _remember(self, status: PeerStatusRecord, now: float) -> None:
+    def _remember(self, status: swarm_pb2.PeerStatus, now: float) -> None:
         """Note a report not seen before: its epoch, and any rise of its failure counters."""
         memory = self._memories.setdefault(status.peer_id, PeerMemory())
         previous = memory.last
         if previous is not None and status.reported_at <= previous.reported_at:
             return
-        if status.epoch is not None:
+        if status.HasField("epoch"):
             memory.epochs.append((status.reported_at, status.epoch))
         if previous is not None:  # counters restart with the peer: only rises count
             if status.averaging_failures > previous.averaging_failures:
@@ -161,4 +161,4 @@ class Monitor:
     def _recent_rejections(self, now: float) -> list[tuple[float, str, str]]:
         since = now - self.cfg.failure_window_s
         return [(e.at, e.peer_id, e.detail) for e in self.events.after(0)
-                if e.kind is EventKind.RECORD_REJECTED and e.at >= since]
+                if e.kind == EventKind.RECORD_REJECTED and e.at >= since]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from plumbing.dht_records import BalanceRecord, MetaSignalRecord
+from protos import records, swarm_pb2
 from shaping import Baselines, IndicatorStats, ShapingConfig, lambda_t
 
 
@@ -28,29 +28,23 @@ class RoundState:
         return cls(round=0, baselines=Baselines.initial(cfg))
 
     @classmethod
-    def after(cls, record: BalanceRecord | None, cfg: ShapingConfig) -> RoundState:
+    def after(cls, record: swarm_pb2.BalanceWeights | None, cfg: ShapingConfig) -> RoundState:
         """Resume after a committed round (or from scratch when there is none)."""
-        return cls.initial(cfg) if record is None else cls(round=record.round, baselines=record.baselines)
+        if record is None:
+            return cls.initial(cfg)
+        return cls(round=record.round, baselines=records.baselines_of(record.baselines))
 
 
-@dataclass(frozen=True)
-class Balance:
+def balance_of(merged: IndicatorStats) -> swarm_pb2.Balance:
     """The swarm's explore/exploit balance: mean gate g = gate_sum / gate_count over all gated responses.
 
     The exploration channel (ER) is weighted by g and the exploitation channel (ERV) by 1 - g,
-    so g is the share of the incentive that currently goes to exploration.
+    so g is the share of the incentive that currently goes to exploration (unset when nothing was gated).
     """
-
-    mean_gate: float | None
-    explore_share: float | None
-    exploit_share: float | None
-
-    @classmethod
-    def of(cls, merged: IndicatorStats) -> Balance:
-        if merged.gate_count <= 0:
-            return cls(None, None, None)
-        gate = min(1.0, max(0.0, merged.gate_sum / merged.gate_count))  # rounding may leave [0, 1] by an ulp
-        return cls(gate, gate, 1.0 - gate)
+    if merged.gate_count <= 0:
+        return swarm_pb2.Balance()
+    gate = min(1.0, max(0.0, merged.gate_sum / merged.gate_count))  # rounding may leave [0, 1] by an ulp
+    return swarm_pb2.Balance(mean_gate=gate, explore_share=gate, exploit_share=1.0 - gate)
 
 
 @dataclass(frozen=True)
@@ -58,36 +52,35 @@ class RoundResult:
     """A merged round: the state after it, the record to publish, and the meta-signals it merged."""
 
     state: RoundState
-    record: BalanceRecord
-    contributions: tuple[MetaSignalRecord, ...]
+    record: swarm_pb2.BalanceWeights
+    contributions: tuple[swarm_pb2.MetaSignal, ...]
 
 
-def select_new(records: Iterable[MetaSignalRecord],
-               already_merged: Callable[[str, int], bool]) -> list[MetaSignalRecord]:
-    """Keep one record per (peer, step) that no earlier round merged.
+def select_new(signals: Iterable[swarm_pb2.MetaSignal],
+               already_merged: Callable[[str, int], bool]) -> list[swarm_pb2.MetaSignal]:
+    """Keep one meta-signal per (peer, step) that no earlier round merged.
 
     Within the batch the most recently published record of a (peer, step) wins, so a peer
     that republishes a step is counted once. Sorted by (peer, step) for a stable order.
     """
-    latest: dict[tuple[str, int], MetaSignalRecord] = {}
-    for record in records:
-        key = (record.peer_id, record.step)
-        if key not in latest or record.published_at > latest[key].published_at:
-            latest[key] = record
+    latest: dict[tuple[str, int], swarm_pb2.MetaSignal] = {}
+    for signal in signals:
+        key = (signal.peer_id, signal.step)
+        if key not in latest or signal.published_at > latest[key].published_at:
+            latest[key] = signal
     return [latest[key] for key in sorted(latest) if not already_merged(*key)]
 
 
-def merge_round(state: RoundState, records: list[MetaSignalRecord], cfg: ShapingConfig, *,
+def merge_round(state: RoundState, signals: list[swarm_pb2.MetaSignal], cfg: ShapingConfig, *,
                 run: str, coordinator_key: str, issued_at: float) -> RoundResult | None:
-    """Merge `records` (already de-duplicated) into round `state.round + 1`; None when there are none."""
-    if not records:
+    """Merge `signals` (already de-duplicated and validated) into round `state.round + 1`; None when there are none."""
+    if not signals:
         return None
-    merged = IndicatorStats.merge_all([record.stats for record in records])
+    merged = IndicatorStats.merge_all([records.stats_of(signal.stats) for signal in signals])
     baselines = state.baselines.update(merged, cfg)
-    balance = Balance.of(merged)
-    record = BalanceRecord(
-        run=run, round=state.round + 1, baselines=baselines, lambda_t=float(lambda_t(baselines, cfg)),
-        mean_gate=balance.mean_gate, explore_share=balance.explore_share, exploit_share=balance.exploit_share,
-        merged=merged, num_peers=len({r.peer_id for r in records}), num_contributions=len(records),
-        issued_at=issued_at, coordinator_key=coordinator_key)
-    return RoundResult(RoundState(record.round, baselines), record, tuple(records))
+    record = records.build(
+        swarm_pb2.BalanceWeights, run_id=run, round=state.round + 1, baselines=records.baselines_message(baselines),
+        lambda_t=float(lambda_t(baselines, cfg)), balance=balance_of(merged), merged=records.stats_message(merged),
+        num_peers=len({s.peer_id for s in signals}), num_contributions=len(signals), issued_at=issued_at,
+        coordinator_key=coordinator_key)
+    return RoundResult(RoundState(record.round, baselines), record, tuple(signals))

@@ -35,8 +35,9 @@ from coordinator.store import HistoryStore
 from plumbing import __version__
 from plumbing.dht_keys import MAX_RECORD_TTL, check_run_id
 from plumbing.identity import SigningIdentity, build_record_validators
-from plumbing.dht_records import (expires_in, fetch_meta_signals, fetch_peer_statuses, publish_balance)
+from plumbing.dht_records import expires_in, fetch, fetch_meta_signals, publish
 from plumbing.swarm_dht import DHTConfig, start_dht, visible_addresses
+from protos import swarm_pb2
 from shaping import ShapingConfig
 
 log = logging.getLogger(__name__)
@@ -170,7 +171,7 @@ class Coordinator:
                 log.warning("could not read meta-signals this round; keeping the last balance record")
                 return None
             self.ledger.note_rejected(fetched.rejected, now)
-            statuses = fetch_peer_statuses(self.dht, self.cfg.run, timeout=self.cfg.fetch_timeout)
+            statuses = fetch(self.dht, self.cfg.run, swarm_pb2.PeerStatus, timeout=self.cfg.fetch_timeout)
             self.ledger.note_rejected(statuses.rejected, now)
             self.ledger.note_statuses(statuses.records, now)
             result = self.ledger.ingest(fetched.records, now)  # committed to the store before publishing
@@ -182,8 +183,8 @@ class Coordinator:
         latest = self.ledger.latest
         if latest is None or (refresh and time.monotonic() - self._published_at < self.cfg.balance_ttl / 3):
             return
-        if publish_balance(self.dht, self.cfg.run, latest, expires_in(self.cfg.balance_ttl),
-                           identity=self.identity, timeout=self.cfg.fetch_timeout):
+        if publish(self.dht, latest, expires_in(self.cfg.balance_ttl), identity=self.identity,
+                   timeout=self.cfg.fetch_timeout):
             self._published_at = time.monotonic()
         else:
             log.warning("publishing round %d's balance record failed; retrying next round", latest.round)

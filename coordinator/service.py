@@ -1,8 +1,10 @@
-"""The `rankswarm.v1.Coordinator` gRPC servicer: protobuf in and out, typed objects inside.
+"""The `rankswarm.v1.Coordinator` gRPC servicer: the coordinator's records go out as they are.
 
-Every request is version-checked first: a missing schema_version is INVALID_ARGUMENT, a newer
-one FAILED_PRECONDITION (both versions named in the message). Malformed contents are
-INVALID_ARGUMENT; a failing history store is UNAVAILABLE. The servicer reads and writes
+Every request is validated first (`protos.records.validate`, nested messages included): a
+missing schema_version is INVALID_ARGUMENT, a newer one FAILED_PRECONDITION (both versions named
+in the message), any other broken rule INVALID_ARGUMENT naming the field and the rule; a failing
+history store is UNAVAILABLE. Bytes that are not a request at all never reach the servicer: gRPC
+answers them INTERNAL ("failed to deserialize") and keeps serving. The servicer reads and writes
 only through the `Ledger` and the `EventLog` it is given, and reads the swarm state through
 the `Monitor` when given one (classified peers and alerts, as the dashboard shows them).
 """
@@ -20,25 +22,33 @@ from coordinator.events import EventLog
 from coordinator.ledger import Ledger
 from coordinator.monitor import Monitor
 from coordinator.store import StoreError
-from protos import convert, swarm_pb2, swarm_pb2_grpc
-from plumbing.dht_records import SchemaVersionError
+from protos import records, swarm_pb2, swarm_pb2_grpc
+from protos.records import SchemaVersionError
 
 log = logging.getLogger(__name__)
 
 
-def _abort_on_errors(method):
-    """Map the errors a request can cause to gRPC status codes (logged, never a stack trace to the client)."""
+_VERSION = records.latest_schema(swarm_pb2.GetSwarmStateRequest)  # of the responses this server sends
+
+
+def _abort(context, err: Exception, method: str) -> None:
+    """End the call with the status code for `err` (logged, never a stack trace to the client)."""
+    if isinstance(err, SchemaVersionError):
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+    elif isinstance(err, ValueError):  # RecordError included
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+    log.error("history store failed while serving %s: %s", method, err)
+    context.abort(grpc.StatusCode.UNAVAILABLE, f"coordinator history unavailable: {err}")
+
+
+def _validated_requests(method):
+    """Validate the request, then map the errors a request can cause to gRPC status codes."""
     @functools.wraps(method)
     def wrapper(self, request, context):
         try:
-            return method(self, request, context)
-        except SchemaVersionError as err:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
-        except ValueError as err:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
-        except StoreError as err:
-            log.error("history store failed while serving %s: %s", method.__name__, err)
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"coordinator history unavailable: {err}")
+            return method(self, records.validate(request), context)
+        except (ValueError, StoreError) as err:
+            _abort(context, err, method.__name__)
     return wrapper
 
 
@@ -52,52 +62,44 @@ class CoordinatorService(swarm_pb2_grpc.CoordinatorServicer):
         self._max_history_rounds = max_history_rounds
         self._watch_poll_s = watch_poll_s
 
-    @_abort_on_errors
+    @_validated_requests
     def GetBalanceWeights(self, request, context):
-        convert.check_request_version(request.schema_version, "GetBalanceWeightsRequest")
-        return convert.balance_response(self._ledger.latest)
+        latest = self._ledger.latest
+        return swarm_pb2.GetBalanceWeightsResponse(schema_version=_VERSION, available=latest is not None,
+                                                   weights=latest)
 
-    @_abort_on_errors
+    @_validated_requests
     def GetSwarmState(self, request, context):
-        convert.check_request_version(request.schema_version, "GetSwarmStateRequest")
         now = get_dht_time()
-        view = (self._monitor.snapshot(now).state if self._monitor is not None
+        return (self._monitor.snapshot(now).state if self._monitor is not None
                 else self._ledger.swarm_state(now, self._visible_maddrs()))
-        return convert.swarm_state_to_pb(view)
 
-    @_abort_on_errors
+    @_validated_requests
     def GetHistory(self, request, context):
-        convert.check_request_version(request.schema_version, "GetHistoryRequest")
         if request.last_round and request.first_round > request.last_round:
             raise ValueError(f"first_round {request.first_round} is after last_round {request.last_round}")
         limit = min(request.max_rounds or self._max_history_rounds, self._max_history_rounds)
         rounds = self._ledger.history(request.first_round, request.last_round, limit,
                                       request.include_contributions)
-        return swarm_pb2.GetHistoryResponse(schema_version=convert.SCHEMA_VERSION,
-                                            rounds=[convert.round_to_pb(view) for view in rounds])
+        return swarm_pb2.GetHistoryResponse(schema_version=_VERSION, rounds=rounds)
 
-    @_abort_on_errors
+    @_validated_requests
     def ReportPeerStatus(self, request, context):
-        convert.check_request_version(request.schema_version, "ReportPeerStatusRequest")
-        if not request.HasField("status"):
-            raise ValueError("ReportPeerStatusRequest has no status")
-        round_ = self._ledger.report_status(convert.peer_status_from_pb(request.status), get_dht_time())
-        return swarm_pb2.ReportPeerStatusResponse(schema_version=convert.SCHEMA_VERSION, round=round_)
+        round_ = self._ledger.report_status(request.status, get_dht_time())
+        return swarm_pb2.ReportPeerStatusResponse(schema_version=_VERSION, round=round_)
 
     def WatchSwarmEvents(self, request, context) -> Iterator[swarm_pb2.SwarmEvent]:
         try:
-            convert.check_request_version(request.schema_version, "WatchSwarmEventsRequest")
-        except SchemaVersionError as err:
-            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+            records.validate(request)
         except ValueError as err:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(err))
+            _abort(context, err, "WatchSwarmEvents")
         seq = request.after_seq
         if seq > self._events.last_seq:
             seq = 0  # sequence numbers restart with the coordinator: a client ahead of us resumes from the start
         # the timeout bounds how long a cancelled client or a stopping coordinator keeps this thread
         while context.is_active() and not self._events.closed:
             for event in self._events.wait_after(seq, timeout=self._watch_poll_s):
-                yield convert.event_to_pb(event)
+                yield event
                 seq = event.seq
 
 

@@ -4,10 +4,14 @@ the peers' status reports and the health alerts (for the dashboard's charts and 
 A round is committed in one transaction (round row, its contributions, the peers it saw)
 before its balance record is published or acknowledged, so a restarted coordinator resumes
 from the last committed round, never merges a (peer, step) twice, and loses nothing it
-has announced. The file uses WAL journaling (readers never block the round writer) and
-carries its schema version in `PRAGMA user_version`; a newer version, another run's file,
-or a file that is not a healthy SQLite database is refused with a StoreError naming the path.
-A version-1 file (before the dashboard) is upgraded in place: version 2 only adds tables.
+has announced. Records are kept as their protobuf bytes (`protos.records.encode`: the exact
+record that was published or merged) and validated again when read back; the few numbers the
+charts sum over are copied into columns. The file uses WAL journaling (readers never block the
+round writer) and carries its schema version in `PRAGMA user_version`; a newer version, another
+run's file, or a file that is not a healthy SQLite database is refused with a StoreError naming
+the path. Files of schema 1 or 2 (records as the JSON of the former pydantic models) are upgraded
+in place, in one transaction (coordinator/legacy_records.py reads their records); a record that
+cannot be read leaves the file untouched and is named in the StoreError.
 """
 
 from __future__ import annotations
@@ -16,31 +20,30 @@ import contextlib
 import sqlite3
 import threading
 from collections import defaultdict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
-from pydantic import ValidationError
+from coordinator import legacy_records
+from protos import records, swarm_pb2
 
-from coordinator.views import Alert
-from plumbing.dht_records import BalanceRecord, MetaSignalRecord, PeerStatusRecord
+STORE_SCHEMA_VERSION = 3  # 1: rounds and peers (JSON records); 2: + statuses and alerts; 3: protobuf records
 
-STORE_SCHEMA_VERSION = 2
-
-_SCHEMA = """
-CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+# the tables holding records; upgrading from schema 1 or 2 rebuilds exactly these
+_RECORD_TABLES = """
 CREATE TABLE rounds (
     round INTEGER PRIMARY KEY,
     issued_at REAL NOT NULL,
     num_peers INTEGER NOT NULL,
     num_contributions INTEGER NOT NULL,
-    record TEXT NOT NULL                 -- BalanceRecord as JSON, exactly as published
+    record BLOB NOT NULL                 -- swarm_pb2.BalanceWeights, exactly as published
 );
 CREATE TABLE contributions (
     peer_id TEXT NOT NULL,
     step INTEGER NOT NULL,
     round INTEGER NOT NULL REFERENCES rounds(round),
-    record TEXT NOT NULL,                -- MetaSignalRecord as JSON
+    num_rollouts INTEGER NOT NULL,       -- copied from the record: the charts sum them per round
+    num_tokens INTEGER NOT NULL,
+    record BLOB NOT NULL,                -- swarm_pb2.MetaSignal
     PRIMARY KEY (peer_id, step)          -- a (peer, step) is merged at most once, ever
 );
 CREATE INDEX contributions_by_round ON contributions(round);
@@ -49,20 +52,21 @@ CREATE TABLE peers (
     first_seen REAL NOT NULL,
     last_seen REAL NOT NULL,
     last_step INTEGER,                   -- latest merged step, NULL before the first merge
-    status TEXT                          -- latest PeerStatusRecord as JSON, NULL if none
+    num_contributions INTEGER NOT NULL DEFAULT 0,  -- kept by commit_round, so reading peers counts nothing
+    status_at REAL,                      -- reported_at of `status`
+    status BLOB                          -- latest swarm_pb2.PeerStatus, NULL if none
 );
-"""
-# version 2: what the dashboard charts and the health log read
-_SCHEMA_V2 = """
 CREATE TABLE statuses (
     peer_id TEXT NOT NULL,
     reported_at REAL NOT NULL,
     round INTEGER NOT NULL,              -- the round in progress when it arrived (latest committed + 1)
-    record TEXT NOT NULL,                -- PeerStatusRecord as JSON
+    record BLOB NOT NULL,                -- swarm_pb2.PeerStatus
     PRIMARY KEY (peer_id, reported_at)   -- a report is kept once however often the DHT serves it
 );
 CREATE INDEX statuses_by_round ON statuses(round);
 CREATE INDEX statuses_by_time ON statuses(reported_at);
+"""
+_ALERTS_TABLE = """
 CREATE TABLE alerts (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     key TEXT NOT NULL,                   -- condition identity, e.g. peer_behind:<peer id>
@@ -76,34 +80,24 @@ CREATE TABLE alerts (
     ended_round INTEGER
 );
 CREATE INDEX alerts_by_end ON alerts(ended_at);
--- kept by commit_round, so reading the peers does not count their contributions every time
-ALTER TABLE peers ADD COLUMN num_contributions INTEGER NOT NULL DEFAULT 0;
-UPDATE peers SET num_contributions = (SELECT count(*) FROM contributions c WHERE c.peer_id = peers.peer_id);
 """
+_META_TABLE = "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
 _MAX_CLOSED_ALERTS = 5000  # older resolved alerts are deleted as new ones close
-
-
 _CHART_INDICATORS = ("er", "erv", "era", "score")
+_ALERT_COLUMNS = ("key", "kind", "severity", "peer_id", "message", "started_at", "started_round", "ended_at",
+                  "ended_round")
 
 
 def _strip_comments(sql: str) -> str:
     return "\n".join(line.split("--")[0] for line in sql.splitlines())
 
 
+def _statements(sql: str) -> list[str]:
+    return [statement for statement in _strip_comments(sql).split(";") if statement.strip()]
+
+
 class StoreError(RuntimeError):
     """The history database cannot be used; the message names the file and what to do."""
-
-
-@dataclass(frozen=True)
-class PeerRow:
-    """One peer as the history knows it."""
-
-    peer_id: str
-    first_seen: float
-    last_seen: float
-    last_step: int | None
-    num_contributions: int
-    status: PeerStatusRecord | None
 
 
 class HistoryStore:
@@ -140,12 +134,12 @@ class HistoryStore:
         conn.execute("PRAGMA foreign_keys=ON")
         if version == 0:
             self._create(conn)
-        elif version == 1:
-            self._upgrade_to_2(conn)
         stored_run = conn.execute("SELECT value FROM meta WHERE name='run'").fetchone()
         if stored_run is None or stored_run[0] != self.run:
             raise StoreError(f"{self.path} holds the history of run {stored_run and stored_run[0]!r}, "
                              f"not {self.run!r}; use another db_path for this run")
+        if version in (1, 2):
+            self._upgrade(conn, version)
 
     def _create(self, conn: sqlite3.Connection) -> None:
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
@@ -153,17 +147,39 @@ class HistoryStore:
             raise StoreError(f"{self.path} is an SQLite file of something else (it has tables but no "
                              f"rankswarm schema version); use another db_path")
         conn.execute("BEGIN IMMEDIATE")  # statement by statement: executescript would commit half-way
-        for statement in filter(str.strip, _strip_comments(_SCHEMA + _SCHEMA_V2).split(";")):
+        for statement in _statements(_META_TABLE + _RECORD_TABLES + _ALERTS_TABLE):
             conn.execute(statement)
         conn.execute("INSERT INTO meta VALUES ('run', ?)", (self.run,))
         conn.execute(f"PRAGMA user_version={STORE_SCHEMA_VERSION}")
         conn.execute("COMMIT")
 
-    def _upgrade_to_2(self, conn: sqlite3.Connection) -> None:
+    def _upgrade(self, conn: sqlite3.Connection, version: int) -> None:
+        """Schema 1 or 2 -> 3 in one transaction: every record re-read from its JSON and rewritten as protobuf."""
         conn.execute("BEGIN IMMEDIATE")
-        for statement in filter(str.strip, _strip_comments(_SCHEMA_V2).split(";")):
-            conn.execute(statement)
-        conn.execute("PRAGMA user_version=2")
+        try:
+            rows = legacy_records.read_history(conn, version)
+            for table in ("statuses", "contributions", "rounds", "peers"):
+                conn.execute(f"DROP TABLE IF EXISTS {table}")
+            for statement in _statements(_RECORD_TABLES + (_ALERTS_TABLE if version == 1 else "")):
+                conn.execute(statement)
+            for record, contributions in rows.rounds:
+                self._insert_round(conn, record, contributions)
+            conn.executemany("INSERT INTO peers VALUES (?, ?, ?, ?, ?, ?, ?)", [
+                (peer_id, first, last, step, count, None if status is None else status.reported_at,
+                 None if status is None else records.encode(status))
+                for peer_id, first, last, step, count, status in rows.peers])
+            conn.executemany("INSERT INTO statuses VALUES (?, ?, ?, ?)",
+                             [(s.peer_id, s.reported_at, round_, records.encode(s)) for round_, s in rows.statuses])
+            conn.execute(f"PRAGMA user_version={STORE_SCHEMA_VERSION}")
+        except legacy_records.LegacyRecordError as err:
+            conn.execute("ROLLBACK")
+            raise StoreError(f"{self.path} is a history of schema {version} (rankswarm before protobuf records) "
+                             f"and cannot be upgraded: {err}. The file is unchanged: run the coordinator of the "
+                             f"rankswarm version that wrote it, or move the file away to start a fresh history "
+                             f"(the run's baselines restart)") from None
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         conn.execute("COMMIT")
 
     def close(self) -> None:
@@ -172,35 +188,41 @@ class HistoryStore:
 
     # ------------------------------------------------------------ rounds
 
-    def commit_round(self, record: BalanceRecord, contributions: Sequence[MetaSignalRecord], seen_at: float) -> None:
+    def commit_round(self, record: swarm_pb2.BalanceWeights, contributions: Sequence[swarm_pb2.MetaSignal],
+                     seen_at: float) -> None:
         """Write a round, its contributions and the peers it saw in one transaction (all or nothing)."""
         with self._lock, self._transaction():
-            self._conn.execute("INSERT INTO rounds VALUES (?, ?, ?, ?, ?)",
-                               (record.round, record.issued_at, record.num_peers, record.num_contributions,
-                                record.model_dump_json()))
-            self._conn.executemany("INSERT INTO contributions VALUES (?, ?, ?, ?)",
-                                   [(c.peer_id, c.step, record.round, c.model_dump_json()) for c in contributions])
+            self._insert_round(self._conn, record, contributions)
             for c in contributions:
                 self._touch_peer(c.peer_id, seen_at, step=c.step)
 
-    def latest_round(self) -> BalanceRecord | None:
-        with self._lock:
-            row = self._conn.execute("SELECT record FROM rounds ORDER BY round DESC LIMIT 1").fetchone()
-        return None if row is None else self._parse(BalanceRecord, row[0])
+    @staticmethod
+    def _insert_round(conn: sqlite3.Connection, record: swarm_pb2.BalanceWeights,
+                      contributions: Sequence[swarm_pb2.MetaSignal]) -> None:
+        conn.execute("INSERT INTO rounds VALUES (?, ?, ?, ?, ?)", (record.round, record.issued_at, record.num_peers,
+                                                                    record.num_contributions, records.encode(record)))
+        conn.executemany("INSERT INTO contributions VALUES (?, ?, ?, ?, ?, ?)",
+                         [(c.peer_id, c.step, record.round, c.num_rollouts, c.num_tokens, records.encode(c))
+                          for c in contributions])
 
-    def rounds(self, first: int = 0, last: int = 0, limit: int = 1000) -> list[BalanceRecord]:
+    def latest_round(self) -> swarm_pb2.BalanceWeights | None:
+        with self._lock:
+            row = self._conn.execute("SELECT round, record FROM rounds ORDER BY round DESC LIMIT 1").fetchone()
+        return None if row is None else self._decode(swarm_pb2.BalanceWeights, row[1], f"round {row[0]}")
+
+    def rounds(self, first: int = 0, last: int = 0, limit: int = 1000) -> list[swarm_pb2.BalanceWeights]:
         """Rounds in [first, last] (0 = open end), oldest first; the newest `limit` if there are more."""
         last = last or 2**62
         with self._lock:
-            rows = self._conn.execute("SELECT record FROM rounds WHERE round BETWEEN ? AND ? "
+            rows = self._conn.execute("SELECT round, record FROM rounds WHERE round BETWEEN ? AND ? "
                                       "ORDER BY round DESC LIMIT ?", (first, last, limit)).fetchall()
-        return [self._parse(BalanceRecord, row[0]) for row in reversed(rows)]
+        return [self._decode(swarm_pb2.BalanceWeights, data, f"round {r}") for r, data in reversed(rows)]
 
-    def contributions(self, round_: int) -> list[MetaSignalRecord]:
+    def contributions(self, round_: int) -> list[swarm_pb2.MetaSignal]:
         with self._lock:
-            rows = self._conn.execute("SELECT record FROM contributions WHERE round=? ORDER BY peer_id, step",
-                                      (round_,)).fetchall()
-        return [self._parse(MetaSignalRecord, row[0]) for row in rows]
+            rows = self._conn.execute("SELECT peer_id, step, record FROM contributions WHERE round=? "
+                                      "ORDER BY peer_id, step", (round_,)).fetchall()
+        return [self._decode(swarm_pb2.MetaSignal, data, f"meta-signal {peer}#{step}") for peer, step, data in rows]
 
     def merged_keys(self, keys: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
         """Which of these (peer, step) pairs some committed round already merged."""
@@ -211,37 +233,44 @@ class HistoryStore:
 
     # ------------------------------------------------------------ peers
 
-    def touch_peer(self, peer_id: str, seen_at: float, status: PeerStatusRecord | None = None) -> bool:
+    def touch_peer(self, peer_id: str, seen_at: float, status: swarm_pb2.PeerStatus | None = None) -> bool:
         """Note that a peer was seen (with its status, if given); True if it is new to the history."""
         with self._lock, self._transaction():
             return self._touch_peer(peer_id, seen_at, status=status)
 
-    def save_statuses(self, statuses: Sequence[PeerStatusRecord], now: float, round_: int) -> None:
+    def save_statuses(self, statuses: Sequence[swarm_pb2.PeerStatus], now: float, round_: int) -> None:
         """Keep status reports (in one transaction): each becomes its peer's latest status unless a
         newer one is stored, joins the status history under `round_` (the round in progress: the
         first round committed after the report), and marks its peer seen at min(now, reported_at)."""
         with self._lock, self._transaction():
             for status in statuses:
                 self._conn.execute("INSERT OR IGNORE INTO statuses VALUES (?, ?, ?, ?)",
-                                   (status.peer_id, status.reported_at, round_, status.model_dump_json()))
+                                   (status.peer_id, status.reported_at, round_, records.encode(status)))
                 self._touch_peer(status.peer_id, min(now, status.reported_at), status=status)
 
-    def peers(self) -> list[PeerRow]:
+    def peers(self) -> list[swarm_pb2.PeerState]:
+        """Every peer the history knows (not classified, `active` unset: the ledger and monitor know that)."""
         with self._lock:
-            rows = self._conn.execute(
-                "SELECT peer_id, first_seen, last_seen, last_step, status, num_contributions "
-                "FROM peers ORDER BY peer_id").fetchall()
-        return [PeerRow(peer_id, first, last, step, count, None if status is None else
-                        self._parse(PeerStatusRecord, status))
-                for peer_id, first, last, step, status, count in rows]
+            rows = self._conn.execute("SELECT peer_id, first_seen, last_seen, last_step, num_contributions, status "
+                                      "FROM peers ORDER BY peer_id").fetchall()
+        return [swarm_pb2.PeerState(peer_id=peer_id, first_seen=first, last_seen=last, last_step=step,
+                                    num_contributions=count, status=None if status is None else
+                                    self._decode(swarm_pb2.PeerStatus, status, f"status of peer {peer_id}"))
+                for peer_id, first, last, step, count, status in rows]
 
     # ------------------------------------------------------------ status history and round aggregates
 
     def statuses(self, first_round: int = 0, last_round: int = 0, peer_ids: Sequence[str] | None = None, *,
-                 since: float | None = None) -> list[tuple[int, PeerStatusRecord]]:
+                 since: float | None = None) -> list[tuple[int, swarm_pb2.PeerStatus]]:
         """(round, report) for reports whose round (see save_statuses) is in [first_round, last_round] (0 = open end),
         oldest first; only those of `peer_ids` and those reported at or after `since`, if given."""
-        query = "SELECT round, record FROM statuses WHERE round BETWEEN ? AND ?"
+        rows = self._status_rows(first_round, last_round, peer_ids, since)
+        return [(round_, self._decode(swarm_pb2.PeerStatus, data, f"status of peer {peer_id} at {at}"))
+                for round_, peer_id, at, data in rows]
+
+    def _status_rows(self, first_round: int, last_round: int, peer_ids: Sequence[str] | None,
+                     since: float | None) -> list[tuple]:
+        query = "SELECT round, peer_id, reported_at, record FROM statuses WHERE round BETWEEN ? AND ?"
         params: list = [first_round, last_round or 2**62]
         if since is not None:
             query += " AND reported_at >= ?"
@@ -250,26 +279,22 @@ class HistoryStore:
             query += f" AND peer_id IN ({','.join('?' * len(peer_ids))})"
             params += list(peer_ids)
         with self._lock:
-            rows = self._conn.execute(query + " ORDER BY reported_at, peer_id", params).fetchall()
-        return [(round_, self._parse(PeerStatusRecord, record)) for round_, record in rows]
+            return self._conn.execute(query + " ORDER BY reported_at, peer_id", params).fetchall()
 
     def status_samples(self, fields: Sequence[str], last_round: int = 0, *,
                        since: float | None = None) -> list[dict]:
-        """Just `fields` of the stored reports (plus round, peer_id, reported_at) as dicts, oldest first:
-        what the charts need, read by SQLite without validating whole records (they were on the way in)."""
-        unknown = set(fields) - set(PeerStatusRecord.model_fields)
+        """Just `fields` of the stored reports (plus round, peer_id, reported_at) as dicts, oldest first,
+        None where a report leaves a field unset: what the charts need. The records are parsed but not
+        validated again (they were on the way in, and the charts read thousands of them)."""
+        unknown = set(fields) - set(swarm_pb2.PeerStatus.DESCRIPTOR.fields_by_name)
         if unknown:
-            raise ValueError(f"PeerStatusRecord has no field(s) {sorted(unknown)}")
-        columns = "".join(f", json_extract(record, '$.{name}')" for name in fields)
-        query = f"SELECT round, peer_id, reported_at{columns} FROM statuses WHERE round <= ?"
-        params: list = [last_round or 2**62]
-        if since is not None:
-            query += " AND reported_at >= ?"
-            params.append(since)
-        with self._lock:
-            rows = self._conn.execute(query + " ORDER BY reported_at, peer_id", params).fetchall()
-        names = ("round", "peer_id", "reported_at", *fields)
-        return [dict(zip(names, row)) for row in rows]
+            raise ValueError(f"PeerStatus has no field(s) {sorted(unknown)}")
+        samples = []
+        for round_, peer_id, at, data in self._status_rows(0, last_round, None, since):
+            status = self._parse(swarm_pb2.PeerStatus, data, f"status of peer {peer_id} at {at}")
+            samples.append({"round": round_, "peer_id": peer_id, "reported_at": at,
+                            **{name: records.get(status, name) for name in fields}})
+        return samples
 
     def prune_statuses(self, older_than: float) -> int:
         """Delete status reports made before `older_than` (DHT time); returns how many."""
@@ -280,8 +305,8 @@ class HistoryStore:
         """round -> (rollouts, response tokens) merged in it, for rounds in [first, last]."""
         with self._lock:
             rows = self._conn.execute(
-                "SELECT round, sum(json_extract(record, '$.num_rollouts')), sum(json_extract(record, '$.num_tokens')) "
-                "FROM contributions WHERE round BETWEEN ? AND ? GROUP BY round", (first, last or 2**62)).fetchall()
+                "SELECT round, sum(num_rollouts), sum(num_tokens) FROM contributions WHERE round BETWEEN ? AND ? "
+                "GROUP BY round", (first, last or 2**62)).fetchall()
         return {round_: (int(rollouts or 0), int(tokens or 0)) for round_, rollouts, tokens in rows}
 
     def peer_round_moments(self, first: int, last: int,
@@ -290,25 +315,25 @@ class HistoryStore:
         indicators are er, erv, era, score, plus rollouts and tokens as (count of records, total)."""
         if not peer_ids:
             return {}
-        moments = ", ".join(f"sum(json_extract(record, '$.stats.moments.{k}[0]')), "
-                            f"sum(json_extract(record, '$.stats.moments.{k}[1]'))" for k in _CHART_INDICATORS)
         with self._lock:
             rows = self._conn.execute(
-                f"SELECT peer_id, round, count(*), sum(json_extract(record, '$.num_rollouts')), "
-                f"sum(json_extract(record, '$.num_tokens')), {moments} FROM contributions "
-                f"WHERE round BETWEEN ? AND ? AND peer_id IN ({','.join('?' * len(peer_ids))}) "
-                f"GROUP BY peer_id, round ORDER BY round", (first, last or 2**62, *peer_ids)).fetchall()
+                f"SELECT peer_id, step, round, record FROM contributions WHERE round BETWEEN ? AND ? "
+                f"AND peer_id IN ({','.join('?' * len(peer_ids))}) ORDER BY round",
+                (first, last or 2**62, *peer_ids)).fetchall()
         result: dict[str, dict[int, dict[str, tuple[int, float]]]] = defaultdict(dict)
-        for peer_id, round_, num, rollouts, tokens, *sums in rows:
-            entry = {"rollouts": (num, float(rollouts or 0)), "tokens": (num, float(tokens or 0))}
-            for i, name in enumerate(_CHART_INDICATORS):
-                entry[name] = (int(sums[2 * i] or 0), float(sums[2 * i + 1] or 0.0))
-            result[peer_id][round_] = entry
+        for peer_id, step, round_, data in rows:
+            signal = self._parse(swarm_pb2.MetaSignal, data, f"meta-signal {peer_id}#{step}")
+            entry = result[peer_id].setdefault(round_, {"rollouts": (0, 0.0), "tokens": (0, 0.0)})
+            for name, value in (("rollouts", signal.num_rollouts), ("tokens", signal.num_tokens)):
+                entry[name] = (entry[name][0] + 1, entry[name][1] + value)
+            for name in _CHART_INDICATORS:
+                moments, (count, total) = getattr(signal.stats, name), entry.get(name, (0, 0.0))
+                entry[name] = (count + moments.count, total + moments.sum)
         return dict(result)
 
     # ------------------------------------------------------------ alerts
 
-    def open_alert(self, alert: Alert) -> None:
+    def open_alert(self, alert: swarm_pb2.Alert) -> None:
         with self._lock, self._transaction():
             self._conn.execute("INSERT INTO alerts (key, kind, severity, peer_id, message, started_at, started_round) "
                                "VALUES (?, ?, ?, ?, ?, ?, ?)", (alert.key, alert.kind, alert.severity, alert.peer_id,
@@ -326,7 +351,7 @@ class HistoryStore:
                                "(SELECT id FROM alerts WHERE ended_at IS NOT NULL ORDER BY id DESC LIMIT 1 OFFSET ?)",
                                (_MAX_CLOSED_ALERTS,))
 
-    def alerts(self, *, active: bool, limit: int = 100, kind: str | None = None) -> list[Alert]:
+    def alerts(self, *, active: bool, limit: int = 100, kind: str | None = None) -> list[swarm_pb2.Alert]:
         """Active alerts oldest first, or resolved ones newest first (at most `limit`)."""
         where = "ended_at IS NULL" if active else "ended_at IS NOT NULL"
         params: list = []
@@ -338,7 +363,7 @@ class HistoryStore:
             rows = self._conn.execute(f"SELECT key, kind, severity, peer_id, message, started_at, started_round, "
                                       f"coalesce(ended_at, 0), coalesce(ended_round, 0) FROM alerts WHERE {where} "
                                       f"ORDER BY {order} LIMIT ?", (*params, limit)).fetchall()
-        return [Alert(*row) for row in rows]
+        return [swarm_pb2.Alert(**dict(zip(_ALERT_COLUMNS, row))) for row in rows]
 
     def alert_spans(self, kind: str, first_round: int, last_round: int) -> list[tuple[str, int, int]]:
         """(peer, first round, last round) of every `kind` alert overlapping the rounds (last 0 = active)."""
@@ -350,7 +375,7 @@ class HistoryStore:
         return [(peer, start, end) for peer, start, end in rows]
 
     def _touch_peer(self, peer_id: str, seen_at: float, step: int | None = None,
-                    status: PeerStatusRecord | None = None) -> bool:
+                    status: swarm_pb2.PeerStatus | None = None) -> bool:
         new = self._conn.execute("SELECT 1 FROM peers WHERE peer_id=?", (peer_id,)).fetchone() is None
         if new:
             self._conn.execute("INSERT INTO peers (peer_id, first_seen, last_seen) VALUES (?, ?, ?)",
@@ -361,9 +386,9 @@ class HistoryStore:
                                "num_contributions=num_contributions + 1 WHERE peer_id=?",
                                (step, peer_id))
         if status is not None:  # never replace a newer report with an older one the DHT still serves
-            self._conn.execute("UPDATE peers SET status=? WHERE peer_id=? AND (status IS NULL OR "
-                               "json_extract(status, '$.reported_at') <= ?)",
-                               (status.model_dump_json(), peer_id, status.reported_at))
+            self._conn.execute("UPDATE peers SET status=?, status_at=? WHERE peer_id=? AND "
+                               "(status_at IS NULL OR status_at <= ?)",
+                               (records.encode(status), status.reported_at, peer_id, status.reported_at))
         return new
 
     # ------------------------------------------------------------ helpers
@@ -379,10 +404,19 @@ class HistoryStore:
             raise
         self._conn.execute("COMMIT")
 
-    def _parse(self, model, text: str):
+    def _decode(self, message_type, data: bytes, what: str):
+        """A stored record, validated again: it restarts the coordinator or goes out to clients."""
         try:
-            return model.model_validate_json(text)
-        except ValidationError as err:
-            reason = err.errors()[0]["msg"]
-            raise StoreError(f"{self.path} holds a {model.__name__} that no longer validates ({reason}); "
-                             f"the file is corrupt or from an incompatible version") from None
+            return records.decode(message_type, data)
+        except records.RecordError as err:
+            raise StoreError(f"{self.path}: the stored {what} no longer validates ({err}); the file is corrupt "
+                             f"or from an incompatible version: move it away to start a fresh history") from None
+
+    def _parse(self, message_type, data: bytes, what: str):
+        """A stored record, parsed only (for aggregates over many records that were validated on the way in)."""
+        try:
+            return message_type.FromString(data)
+        except Exception as err:  # DecodeError, or a value that is not bytes
+            raise StoreError(f"{self.path}: the stored {what} is not a {message_type.__name__} ({err}); the "
+                             f"file is corrupt: move it away to start a fresh history") from None
+

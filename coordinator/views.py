@@ -1,70 +1,51 @@
-"""Typed, read-only views the coordinator serves (converted to protobuf only in protos.convert)."""
+"""What the coordinator serves is the messages of swarm.proto itself; these are the few helpers over them.
+
+A peer is a `swarm_pb2.PeerState`, an alert a `swarm_pb2.Alert`, the swarm a `swarm_pb2.SwarmState`,
+a committed round a `swarm_pb2.RoundRecord` and an event a `swarm_pb2.SwarmEvent`: the ledger and
+the monitor build them, the gRPC service sends them as they are, the dashboard's JSON documents
+and the terminal client read them. Treat them as immutable (`protos.records.replace` copies).
+Fields with presence read as None when unset through `protos.records.get`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from protos import records, swarm_pb2
 
-from plumbing.dht_records import BalanceRecord, MetaSignalRecord, PeerStatusRecord
-
-# How the coordinator classifies a peer (coordinator.health.classify_peers), best first.
-PEER_STATES = ("online", "joining", "behind", "unreachable", "gone")
-
-
-@dataclass(frozen=True)
-class PeerView:
-    """A peer as the coordinator sees it; `state`, `version_mismatch` and `epoch_lag` come from health."""
-
-    peer_id: str
-    first_seen: float
-    last_seen: float
-    last_step: int | None
-    num_contributions: int
-    active: bool
-    status: PeerStatusRecord | None
-    state: str = ""                # one of PEER_STATES ("" = not classified)
-    version_mismatch: bool = False  # its version differs from the coordinator's
-    epoch_lag: int | None = None    # epochs it trailed the swarm by at its latest report
+# How the coordinator classifies a peer (coordinator.health.classify_peers), best first: the labels
+# of swarm_pb2.PeerHealth ("online", "joining", "behind", "unreachable", "gone").
+PEER_STATES = records.labels(swarm_pb2.PeerHealth)
 
 
-@dataclass(frozen=True)
-class Alert:
-    """A health condition with when it started (and ended: 0.0 / 0 while active)."""
-
-    key: str
-    kind: str
-    severity: str  # "critical", "warning" or "info"
-    peer_id: str
-    message: str
-    started_at: float
-    started_round: int
-    ended_at: float = 0.0
-    ended_round: int = 0
-
-    @property
-    def active(self) -> bool:
-        return self.ended_at == 0.0
+def state_of(peer: swarm_pb2.PeerState) -> str:
+    """The peer's state label, "" when it is not classified (or by a newer coordinator's rule)."""
+    return records.label(swarm_pb2.PeerHealth, peer.health)
 
 
-@dataclass(frozen=True)
-class SwarmStateView:
-    """The swarm right now: latest round, peers, and the key peers pin to verify balance records."""
-
-    run: str
-    coordinator_key: str
-    round: int
-    latest: BalanceRecord | None
-    peers: tuple[PeerView, ...]
-    visible_maddrs: tuple[str, ...]
-    now: float
-    alerts: tuple[Alert, ...] = ()  # active alerts, oldest first
-    coordinator_version: str = ""
-    http_address: str = ""          # the dashboard's host:port ("" when it is off)
-    records_rejected: int = 0       # DHT records rejected since the coordinator started
+def health(state: str) -> int:
+    """The PeerHealth value of a state label ("" -> unspecified)."""
+    return records.value_of(swarm_pb2.PeerHealth, state)
 
 
-@dataclass(frozen=True)
-class RoundView:
-    """One committed round: what it published and (optionally) the meta-signals it merged."""
+def status_of(peer: swarm_pb2.PeerState) -> swarm_pb2.PeerStatus | None:
+    """The peer's latest status report, None if it sent none."""
+    return peer.status if peer.HasField("status") else None
 
-    weights: BalanceRecord
-    contributions: tuple[MetaSignalRecord, ...] = ()
+
+def reachability(status: swarm_pb2.PeerStatus) -> str:
+    """"direct", "relayed" or "unknown" (a peer that did not say)."""
+    return records.label(swarm_pb2.Reachability, status.reachability) or "unknown"
+
+
+def baselines_source(status: swarm_pb2.PeerStatus) -> str:
+    """"global", "local" or "unknown" (schema-1 reports leave it empty)."""
+    return status.baselines_source or "unknown"
+
+
+def is_active(alert: swarm_pb2.Alert) -> bool:
+    """An alert is active until its end time is set."""
+    return alert.ended_at == 0.0
+
+
+def event_kind(event: swarm_pb2.SwarmEvent) -> str:
+    """"round_completed", "round_skipped", "peer_joined", "peer_left" or "record_rejected"."""
+    return records.label(swarm_pb2.SwarmEventKind, event.kind)

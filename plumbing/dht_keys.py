@@ -2,12 +2,15 @@
 
 Keys (one set per run id; `run` matches RUN_ID_PATTERN):
 
-| key                   | written by        | subkey                                 | value (see dht_records)   |
-|-----------------------|-------------------|----------------------------------------|---------------------------|
-| `<run>.meta_signals`  | every peer        | `[owner:<peer key>]#<step>`            | MetaSignalRecord          |
-| `<run>.balance`       | the coordinator   | `[owner:<coordinator key>]`            | BalanceRecord             |
-| `<run>.peer_status`   | every peer        | `[owner:<peer key>]`                   | PeerStatusRecord          |
-| `<run>.weights`       | every peer        | `[owner:<peer key>]#<epoch>`           | WeightsClaimRecord        |
+| key                   | written by        | subkey                                 | value (bytes of swarm.proto) |
+|-----------------------|-------------------|----------------------------------------|------------------------------|
+| `<run>.meta_signals`  | every peer        | `[owner:<peer key>]#<step>`            | MetaSignal                   |
+| `<run>.balance`       | the coordinator   | `[owner:<coordinator key>]`            | BalanceWeights               |
+| `<run>.peer_status`   | every peer        | `[owner:<peer key>]`                   | PeerStatus                   |
+| `<run>.weights`       | every peer        | `[owner:<peer key>]#<epoch>`           | WeightsClaim                 |
+
+Each value is one record of `protos/swarm.proto` as serialized protobuf bytes
+(`protos.records.encode`); `plumbing.dht_records` writes and reads them.
 
 Ownership is enforced inside hivemind: every process runs `RSASignatureValidator`, which
 refuses a record whose subkey names an RSA public key unless the value is signed with the
@@ -31,7 +34,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+from protos import RUN_ID_PATTERN  # the wire contract's rule for run ids (protos/__init__.py: no imports)
 MAX_RECORD_TTL = 6 * 3600.0  # seconds; a longer expiration could pin a key for days
 # hivemind's RSASignatureValidator reads `[owner:<OpenSSH public key>]` in a subkey as "only the holder of
 # this key may write here"; rankswarm appends `#<step>` for per-step keys

@@ -1,3 +1,4 @@
+from google.protobuf import descriptor_pb2 as _descriptor_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -45,6 +46,44 @@ ROUND_SKIPPED: SwarmEventKind
 PEER_JOINED: SwarmEventKind
 PEER_LEFT: SwarmEventKind
 RECORD_REJECTED: SwarmEventKind
+RULE_FIELD_NUMBER: _ClassVar[int]
+rule: _descriptor.FieldDescriptor
+RECORD_FIELD_NUMBER: _ClassVar[int]
+record: _descriptor.FieldDescriptor
+
+class FieldRule(_message.Message):
+    __slots__ = ("min", "max", "max_len", "min_items", "max_items", "run_id", "required", "non_decreasing", "allowed", "since", "open_enum")
+    MIN_FIELD_NUMBER: _ClassVar[int]
+    MAX_FIELD_NUMBER: _ClassVar[int]
+    MAX_LEN_FIELD_NUMBER: _ClassVar[int]
+    MIN_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    NON_DECREASING_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    OPEN_ENUM_FIELD_NUMBER: _ClassVar[int]
+    min: float
+    max: float
+    max_len: int
+    min_items: int
+    max_items: int
+    run_id: bool
+    required: bool
+    non_decreasing: bool
+    allowed: _containers.RepeatedScalarFieldContainer[str]
+    since: int
+    open_enum: bool
+    def __init__(self, min: _Optional[float] = ..., max: _Optional[float] = ..., max_len: _Optional[int] = ..., min_items: _Optional[int] = ..., max_items: _Optional[int] = ..., run_id: _Optional[bool] = ..., required: _Optional[bool] = ..., non_decreasing: _Optional[bool] = ..., allowed: _Optional[_Iterable[str]] = ..., since: _Optional[int] = ..., open_enum: _Optional[bool] = ...) -> None: ...
+
+class RecordRule(_message.Message):
+    __slots__ = ("latest_schema", "invariant")
+    LATEST_SCHEMA_FIELD_NUMBER: _ClassVar[int]
+    INVARIANT_FIELD_NUMBER: _ClassVar[int]
+    latest_schema: int
+    invariant: str
+    def __init__(self, latest_schema: _Optional[int] = ..., invariant: _Optional[str] = ...) -> None: ...
 
 class IndicatorMoments(_message.Message):
     __slots__ = ("count", "sum", "sumsq")
@@ -243,6 +282,22 @@ class PeerStatus(_message.Message):
     erv_deciles: Deciles
     era_deciles: Deciles
     def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., version: _Optional[str] = ..., address: _Optional[str] = ..., reachability: _Optional[_Union[Reachability, str]] = ..., step: _Optional[int] = ..., throughput: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., reported_at: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., step_seconds: _Optional[float] = ..., compression_ratio: _Optional[float] = ..., reward: _Optional[float] = ..., accuracy: _Optional[float] = ..., heldout_accuracy: _Optional[float] = ..., kl: _Optional[float] = ..., er: _Optional[float] = ..., erv: _Optional[float] = ..., era: _Optional[float] = ..., gate: _Optional[float] = ..., aux: _Optional[float] = ..., epoch: _Optional[int] = ..., num_peers_seen: _Optional[int] = ..., averaging_rounds: _Optional[int] = ..., averaging_failures: _Optional[int] = ..., last_averaging_error: _Optional[str] = ..., publish_failures: _Optional[int] = ..., baselines_source: _Optional[str] = ..., balance_round: _Optional[int] = ..., er_deciles: _Optional[_Union[Deciles, _Mapping]] = ..., erv_deciles: _Optional[_Union[Deciles, _Mapping]] = ..., era_deciles: _Optional[_Union[Deciles, _Mapping]] = ...) -> None: ...
+
+class WeightsClaim(_message.Message):
+    __slots__ = ("schema_version", "run_id", "peer_id", "epoch", "fingerprint", "published_at")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    run_id: str
+    peer_id: str
+    epoch: int
+    fingerprint: _containers.RepeatedScalarFieldContainer[float]
+    published_at: float
+    def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., epoch: _Optional[int] = ..., fingerprint: _Optional[_Iterable[float]] = ..., published_at: _Optional[float] = ...) -> None: ...
 
 class PeerState(_message.Message):
     __slots__ = ("peer_id", "first_seen", "last_seen", "last_step", "num_contributions", "active", "status", "health", "version_mismatch", "epoch_lag")

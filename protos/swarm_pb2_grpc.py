@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class CoordinatorStub:
     """The coordinator's gRPC service. Every method refuses a request whose schema_version is
-    missing (INVALID_ARGUMENT) or newer than the server's (FAILED_PRECONDITION).
+    missing (INVALID_ARGUMENT) or newer than the server's (FAILED_PRECONDITION), and a request
+    that breaks a [VALIDATE] rule (INVALID_ARGUMENT naming the field and the rule).
     """
 
     def __init__(self, channel):
@@ -65,7 +66,8 @@ class CoordinatorStub:
 
 class CoordinatorServicer:
     """The coordinator's gRPC service. Every method refuses a request whose schema_version is
-    missing (INVALID_ARGUMENT) or newer than the server's (FAILED_PRECONDITION).
+    missing (INVALID_ARGUMENT) or newer than the server's (FAILED_PRECONDITION), and a request
+    that breaks a [VALIDATE] rule (INVALID_ARGUMENT naming the field and the rule).
     """
 
     def GetBalanceWeights(self, request, context):
@@ -141,7 +143,8 @@ def add_CoordinatorServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Coordinator:
     """The coordinator's gRPC service. Every method refuses a request whose schema_version is
-    missing (INVALID_ARGUMENT) or newer than the server's (FAILED_PRECONDITION).
+    missing (INVALID_ARGUMENT) or newer than the server's (FAILED_PRECONDITION), and a request
+    that breaks a [VALIDATE] rule (INVALID_ARGUMENT naming the field and the rule).
     """
 
     @staticmethod

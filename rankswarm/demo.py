@@ -149,19 +149,20 @@ class DemoSwarm:
 
     def coordinator_line(self) -> str:
         from coordinator.client import CoordinatorClient, CoordinatorError
+        from protos import records
 
         try:
             with CoordinatorClient(self.ready["grpc_address"], timeout=2.0) as client:
                 state = client.swarm_state()
         except CoordinatorError as err:
             return f"coordinator: unreachable ({err})"
-        latest = state.latest
         self.rounds = state.round
-        if latest is None:
+        if not state.HasField("latest"):
             return f"coordinator: round {state.round}, waiting for meta-signals"
+        latest = state.latest
         return (f"coordinator: round {state.round}, peers {latest.num_peers}, explore share "
-                f"{fmt(latest.explore_share, '.2f')}, lambda {latest.lambda_t:.2f}, "
-                f"ER baseline {fmt(latest.baselines.value('er'), '.2f')}")
+                f"{fmt(records.get(latest.balance, 'explore_share'), '.2f')}, lambda {latest.lambda_t:.2f}, "
+                f"ER baseline {fmt(records.get(latest.baselines, 'er'), '.2f')}")
 
     def finished(self) -> bool:
         return all(not p.alive for p in self.peers.values())

@@ -1,8 +1,9 @@
 """The JSON documents of the dashboard's API: `GET /api/v1/state` and `GET /api/v1/history`.
 
-Built from a `monitor.Snapshot` and the history store; every field is described in
-docs/api.md (keep the two in step). Numbers are plain JSON numbers, absent values are null,
-times are DHT time in seconds (the Unix epoch on a synchronised clock).
+Built from a `monitor.Snapshot` (its records are the messages of swarm.proto) and the history
+store; every field is described in docs/api.md (keep the two in step). Numbers are plain JSON
+numbers, absent values (a proto3 `optional` field left unset) are null, times are DHT time in
+seconds (the Unix epoch on a synchronised clock).
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import Any, Sequence
 from coordinator.health import LIVE_STATES, STATE_ORDER, SwarmSummary, mean_or_none, reported
 from coordinator.monitor import Snapshot
 from coordinator.store import HistoryStore
-from coordinator.views import Alert, PeerView
-from plumbing.dht_records import DISTRIBUTION_INDICATORS, BalanceRecord, Deciles
+from coordinator.views import baselines_source, event_kind, reachability, state_of, status_of
+from protos import records, swarm_pb2
 from shaping import INDICATORS
+
+DISTRIBUTION_INDICATORS = ("er", "erv", "era")  # PeerStatus carries <name>_deciles for these
 
 API_SCHEMA_VERSION = 2
 HISTOGRAM_BINS = 24
@@ -46,20 +49,23 @@ class PeerQuery:
     descending: bool = False
 
 
-def peer_document(peer: PeerView, now: float) -> dict[str, Any]:
-    status = peer.status
-    steps = [step for step in (status.step if status else None, peer.last_step) if step is not None]
+def peer_document(peer: swarm_pb2.PeerState, now: float) -> dict[str, Any]:
+    status = status_of(peer)
+    last_step = records.get(peer, "last_step")
+    steps = [step for step in (status.step if status else None, last_step) if step is not None]
     doc: dict[str, Any] = {
-        "peer_id": peer.peer_id, "state": peer.state, "version_mismatch": peer.version_mismatch,
+        "peer_id": peer.peer_id, "state": state_of(peer), "version_mismatch": peer.version_mismatch,
         "first_seen": peer.first_seen, "last_seen": peer.last_seen, "silent_s": max(0.0, now - peer.last_seen),
         "step": max(steps) if steps else None,  # the newer of its status report and its latest merged step
-        "merged_step": peer.last_step, "num_contributions": peer.num_contributions, "epoch_lag": peer.epoch_lag,
+        "merged_step": last_step, "num_contributions": peer.num_contributions,
+        "epoch_lag": records.get(peer, "epoch_lag"),
         "rollouts_per_s": status.throughput if status else None,
         "status_reported_at": status.reported_at if status else None,
         "status_schema": status.schema_version if status else None,
+        "reachability": reachability(status) if status else None,
+        "baselines_source": baselines_source(status) if status else None,
     }
-    for name in ("version", "address", "reachability", "bytes_sent", "bytes_received", "last_averaging_error",
-                 "baselines_source", *_STATUS_NUMBERS):
+    for name in ("version", "address", "bytes_sent", "bytes_received", "last_averaging_error", *_STATUS_NUMBERS):
         doc[name] = reported(status, name)  # None where not measured
     return doc
 
@@ -68,7 +74,7 @@ def _sort_value(doc: dict[str, Any], key: str):
     return STATE_ORDER.get(doc["state"], len(STATE_ORDER)) if key == "state" else doc.get(key)
 
 
-def select_peers(peers: Sequence[PeerView], now: float, query: PeerQuery) -> dict[str, Any]:
+def select_peers(peers: Sequence[swarm_pb2.PeerState], now: float, query: PeerQuery) -> dict[str, Any]:
     """Filter, order (peers without the value last, ties by peer id) and cut one page."""
     docs = [peer_document(p, now) for p in peers]
     if query.states:
@@ -85,19 +91,20 @@ def select_peers(peers: Sequence[PeerView], now: float, query: PeerQuery) -> dic
             "items": docs[query.offset:query.offset + query.limit]}
 
 
-def round_document(latest: BalanceRecord | None, now: float, stale_after_s: float) -> dict[str, Any] | None:
+def round_document(latest: swarm_pb2.BalanceWeights | None, now: float,
+                   stale_after_s: float) -> dict[str, Any] | None:
     if latest is None:
         return None
-    merged = latest.merged
+    merged = records.stats_of(latest.merged)
     stats = {name: {"count": merged.moments[name].count, "mean": merged.moments[name].mean,
                     "std": merged.moments[name].std} for name in INDICATORS}
     stats["gate"] = {"count": merged.gate_count, "mean": merged.gate_mean}
+    baselines = {name: records.get(latest.baselines, name) for name in INDICATORS}
     return {"number": latest.round, "issued_at": latest.issued_at, "age_s": max(0.0, now - latest.issued_at),
             "stale": now - latest.issued_at > stale_after_s, "num_peers": latest.num_peers,
             "num_contributions": latest.num_contributions, "lambda_t": latest.lambda_t,
-            "mean_gate": latest.mean_gate, "explore_share": latest.explore_share,
-            "exploit_share": latest.exploit_share,
-            "baselines": {**latest.baselines.values(), "ready": latest.baselines.ready}, "merged": stats}
+            **{name: records.get(latest.balance, name) for name in ("mean_gate", "explore_share", "exploit_share")},
+            "baselines": {**baselines, "ready": latest.baselines.ready}, "merged": stats}
 
 
 def summary_document(summary: SwarmSummary) -> dict[str, Any]:
@@ -109,13 +116,13 @@ def summary_document(summary: SwarmSummary) -> dict[str, Any]:
             **{name: _finite(value) for name, value in summary.means.items()}}
 
 
-def alert_document(alert: Alert) -> dict[str, Any]:
+def alert_document(alert: swarm_pb2.Alert) -> dict[str, Any]:
     return {"key": alert.key, "kind": alert.kind, "severity": alert.severity, "peer_id": alert.peer_id or None,
             "message": alert.message, "started_at": alert.started_at, "started_round": alert.started_round,
             "ended_at": alert.ended_at or None, "ended_round": alert.ended_round or None}
 
 
-def pooled_histogram(deciles: Sequence[Deciles], bins: int = HISTOGRAM_BINS) -> dict[str, Any] | None:
+def pooled_histogram(deciles: Sequence[swarm_pb2.Deciles], bins: int = HISTOGRAM_BINS) -> dict[str, Any] | None:
     """An approximate histogram of the responses behind several peers' deciles: each decile interval
     holds a tenth of its peer's responses, spread evenly over the interval (all of it on a point when
     the interval is empty)."""
@@ -140,9 +147,9 @@ def pooled_histogram(deciles: Sequence[Deciles], bins: int = HISTOGRAM_BINS) -> 
             "num_peers": len(deciles)}
 
 
-def distributions_document(peers: Sequence[PeerView]) -> dict[str, Any]:
-    live = [p.status for p in peers if p.status is not None and p.state in LIVE_STATES]
-    return {name: pooled_histogram([s.deciles[name] for s in live if name in s.deciles])
+def distributions_document(peers: Sequence[swarm_pb2.PeerState]) -> dict[str, Any]:
+    live = [p.status for p in peers if p.HasField("status") and state_of(p) in LIVE_STATES]
+    return {name: pooled_histogram([getattr(s, f"{name}_deciles") for s in live if s.HasField(f"{name}_deciles")])
             for name in DISTRIBUTION_INDICATORS}
 
 
@@ -150,17 +157,17 @@ def state_document(snapshot: Snapshot, query: PeerQuery, *, max_history_rounds: 
     """The whole `/api/v1/state` document (docs/api.md)."""
     state = snapshot.state
     return {
-        "schema_version": API_SCHEMA_VERSION, "generated_at": state.now, "run": state.run,
+        "schema_version": API_SCHEMA_VERSION, "generated_at": state.now, "run": state.run_id,
         "coordinator": {"key": state.coordinator_key, "version": state.coordinator_version,
                         "http_address": state.http_address or None, "visible_maddrs": list(state.visible_maddrs),
                         "records_rejected": state.records_rejected, "stale_after_s": snapshot.stale_after_s,
                         "max_history_rounds": max_history_rounds},
-        "round": round_document(state.latest, state.now, snapshot.stale_after_s),
+        "round": round_document(records.get(state, "latest"), state.now, snapshot.stale_after_s),
         "swarm": summary_document(snapshot.summary),
         "distributions": distributions_document(state.peers),
         "alerts": {"active": [alert_document(a) for a in state.alerts],
                    "resolved": [alert_document(a) for a in snapshot.resolved]},
-        "events": [{"seq": e.seq, "kind": e.kind.value, "at": e.at, "round": e.round, "peer_id": e.peer_id or None,
+        "events": [{"seq": e.seq, "kind": event_kind(e), "at": e.at, "round": e.round, "peer_id": e.peer_id or None,
                     "detail": e.detail} for e in snapshot.events],
         "peers": select_peers(state.peers, state.now, query),
     }
@@ -188,14 +195,15 @@ PEER_COLUMNS = ("round", "reward", "er", "erv", "era", "rollouts", "tokens", "me
 _CARRIED = ("kl", "accuracy", "heldout_accuracy", "aux")
 
 
-def _round_columns(record: BalanceRecord, rollouts: int, tokens: int) -> dict[str, Any]:
-    moments = record.merged.moments
+def _round_columns(record: swarm_pb2.BalanceWeights, rollouts: int, tokens: int) -> dict[str, Any]:
+    moments = records.stats_of(record.merged).moments
     row = {"round": record.round, "issued_at": record.issued_at, "num_peers": record.num_peers,
            "num_contributions": record.num_contributions, "lambda_t": record.lambda_t,
-           "explore_share": record.explore_share, "exploit_share": record.exploit_share,
+           "explore_share": records.get(record.balance, "explore_share"),
+           "exploit_share": records.get(record.balance, "exploit_share"),
            "reward": moments["score"].mean, "reward_std": moments["score"].std, "rollouts": rollouts, "tokens": tokens}
     for name in INDICATORS:
-        row[f"baseline_{name}"] = record.baselines.value(name)
+        row[f"baseline_{name}"] = records.get(record.baselines, name)
     for name in ("er", "erv", "era"):
         row[name], row[f"{name}_std"] = moments[name].mean, moments[name].std
     return row

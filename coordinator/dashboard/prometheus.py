@@ -22,7 +22,8 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from coordinator.health import reported
 from coordinator.monitor import Snapshot
-from coordinator.views import PEER_STATES, PeerView
+from coordinator.views import PEER_STATES, reachability, state_of, status_of
+from protos import records, swarm_pb2
 from shaping import INDICATORS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -59,41 +60,47 @@ _FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
 }
 
 
-def _step(peer: PeerView) -> int | None:
-    steps = [s for s in (reported(peer.status, "step"), peer.last_step) if s is not None]
+def _step(peer: swarm_pb2.PeerState) -> int | None:
+    steps = [s for s in (reported(status_of(peer), "step"), records.get(peer, "last_step")) if s is not None]
     return max(steps) if steps else None
 
 
+def _status(name: str) -> Callable[[swarm_pb2.PeerState], float | int | None]:
+    """Reads field `name` of a peer's latest status report; None where it was not measured."""
+    return lambda peer: reported(status_of(peer), name)
+
+
 # per-peer families with the label `peer`: (name, type, help, how to read it; None = unknown)
-_PEER_METRICS: list[tuple[str, str, str, Callable[[PeerView], float | int | None]]] = [
+_PEER_METRICS: list[tuple[str, str, str, Callable[[swarm_pb2.PeerState], float | int | None]]] = [
     ("step", "gauge", "The peer's latest training step.", _step),
-    ("epoch", "gauge", "The peer's optimizer epoch.", lambda p: reported(p.status, "epoch")),
-    ("epoch_lag", "gauge", "Epochs the peer trailed the swarm by at its latest report.", lambda p: p.epoch_lag),
+    ("epoch", "gauge", "The peer's optimizer epoch.", _status("epoch")),
+    ("epoch_lag", "gauge", "Epochs the peer trailed the swarm by at its latest report.",
+     lambda p: records.get(p, "epoch_lag")),
     ("last_seen_timestamp_seconds", "gauge", "DHT time the coordinator last heard from the peer.",
      lambda p: p.last_seen),
     ("rollouts_per_second", "gauge", "Rollouts per second since the peer started.",
-     lambda p: reported(p.status, "throughput")),
+     _status("throughput")),
     ("tokens_per_second", "gauge", "Response tokens per second in the peer's latest step.",
-     lambda p: reported(p.status, "tokens_per_s")),
+     _status("tokens_per_s")),
     ("sent_bytes_total", "counter", "Bytes the peer sent to the swarm since it started.",
-     lambda p: reported(p.status, "bytes_sent")),
+     _status("bytes_sent")),
     ("received_bytes_total", "counter", "Bytes the peer received from the swarm since it started.",
-     lambda p: reported(p.status, "bytes_received")),
+     _status("bytes_received")),
     ("compression_ratio", "gauge", "Dense fp32 gradient bytes over the bytes the peer sent.",
-     lambda p: reported(p.status, "compression_ratio")),
-    ("reward", "gauge", "Mean reward of the peer's latest step.", lambda p: reported(p.status, "reward")),
+     _status("compression_ratio")),
+    ("reward", "gauge", "Mean reward of the peer's latest step.", _status("reward")),
     ("accuracy_ratio", "gauge", "Share of the peer's latest rollouts judged correct.",
-     lambda p: reported(p.status, "accuracy")),
+     _status("accuracy")),
     ("heldout_accuracy_ratio", "gauge", "The peer's latest held-out greedy accuracy.",
-     lambda p: reported(p.status, "heldout_accuracy")),
-    ("kl", "gauge", "KL to the reference policy in the peer's latest step.", lambda p: reported(p.status, "kl")),
+     _status("heldout_accuracy")),
+    ("kl", "gauge", "KL to the reference policy in the peer's latest step.", _status("kl")),
     ("gate_ratio", "gauge", "Mean ERA gate (exploration share) of the peer's latest step.",
-     lambda p: reported(p.status, "gate")),
-    ("aux", "gauge", "Mean auxiliary signal r_aux of the peer's latest step.", lambda p: reported(p.status, "aux")),
+     _status("gate")),
+    ("aux", "gauge", "Mean auxiliary signal r_aux of the peer's latest step.", _status("aux")),
     ("averaging_rounds_total", "counter", "Averaging rounds the peer completed since it started.",
-     lambda p: reported(p.status, "averaging_rounds")),
+     _status("averaging_rounds")),
     ("averaging_failures_total", "counter", "Averaging rounds that failed on the peer since it started.",
-     lambda p: reported(p.status, "averaging_failures")),
+     _status("averaging_failures")),
     ("meta_signals_merged_total", "counter", "The peer's meta-signals merged by the coordinator.",
      lambda p: p.num_contributions),
 ]
@@ -114,8 +121,8 @@ def _family(name: str, samples: Samples = ()) -> Metric:
 
 
 def _coordinator_samples(snapshot: Snapshot) -> Iterator[tuple[str, Samples]]:
-    state, latest = snapshot.state, snapshot.state.latest
-    yield "rankswarm_coordinator_info", [((state.run, state.coordinator_version, state.coordinator_key), 1)]
+    state, latest = snapshot.state, records.get(snapshot.state, "latest")
+    yield "rankswarm_coordinator_info", [((state.run_id, state.coordinator_version, state.coordinator_key), 1)]
     yield "rankswarm_round", [((), state.round)]
     yield "rankswarm_round_timestamp_seconds", [((), latest.issued_at if latest else None)]
     yield "rankswarm_round_age_seconds", [((), max(0.0, state.now - latest.issued_at) if latest else None)]
@@ -123,19 +130,19 @@ def _coordinator_samples(snapshot: Snapshot) -> Iterator[tuple[str, Samples]]:
     yield "rankswarm_round_meta_signals", [((), latest.num_contributions if latest else None)]
     yield "rankswarm_meta_signals_merged_total", [((), sum(p.num_contributions for p in state.peers))]
     yield "rankswarm_records_rejected_total", [((), state.records_rejected)]
-    baselines = latest.baselines.values() if latest else {}
+    baselines = {name: records.get(latest.baselines, name) for name in INDICATORS} if latest else {}
     yield "rankswarm_baseline", [((name,), baselines.get(name)) for name in INDICATORS]
-    merged = latest.merged.means() if latest else {}
+    merged = records.stats_of(latest.merged).means() if latest else {}
     yield "rankswarm_round_mean", [((name,), merged.get(name)) for name in INDICATORS]
     yield "rankswarm_lambda", [((), latest.lambda_t if latest else None)]
-    yield "rankswarm_explore_share_ratio", [((), latest.explore_share if latest else None)]
-    yield "rankswarm_exploit_share_ratio", [((), latest.exploit_share if latest else None)]
+    yield "rankswarm_explore_share_ratio", [((), records.get(latest.balance, "explore_share") if latest else None)]
+    yield "rankswarm_exploit_share_ratio", [((), records.get(latest.balance, "exploit_share") if latest else None)]
 
 
 def _swarm_samples(snapshot: Snapshot) -> Iterator[tuple[str, Samples]]:
     summary, peers = snapshot.summary, snapshot.state.peers
     yield "rankswarm_peers", [((name,), summary.by_state.get(name, 0)) for name in PEER_STATES]
-    yield "rankswarm_peers_version_mismatch", [((), sum(p.version_mismatch and p.state != "gone" for p in peers))]
+    yield "rankswarm_peers_version_mismatch", [((), sum(p.version_mismatch and state_of(p) != "gone" for p in peers))]
     yield "rankswarm_swarm_tokens_per_second", [((), summary.tokens_per_s)]
     yield "rankswarm_swarm_rollouts_per_second", [((), summary.rollouts_per_s)]
     kinds: dict[tuple[str, str], int] = {}
@@ -144,13 +151,14 @@ def _swarm_samples(snapshot: Snapshot) -> Iterator[tuple[str, Samples]]:
     yield "rankswarm_alerts", sorted(kinds.items())
 
 
-def _peer_samples(peers: list[PeerView]) -> Iterator[tuple[str, Samples]]:
-    yield "rankswarm_peer_state", [((p.peer_id, name), int(p.state == name)) for p in peers for name in PEER_STATES]
-    yield "rankswarm_peer_info", [((p.peer_id, p.status.version, p.status.reachability, p.status.address,
-                                    str(p.version_mismatch).lower()), 1) for p in peers if p.status is not None]
+def _peer_samples(peers: list[swarm_pb2.PeerState]) -> Iterator[tuple[str, Samples]]:
+    yield "rankswarm_peer_state", [((p.peer_id, name), int(state_of(p) == name)) for p in peers
+                                   for name in PEER_STATES]
+    yield "rankswarm_peer_info", [((p.peer_id, p.status.version, reachability(p.status), p.status.address,
+                                    str(p.version_mismatch).lower()), 1) for p in peers if p.HasField("status")]
     for suffix, _, _, read in _PEER_METRICS:
         yield f"rankswarm_peer_{suffix}", [((p.peer_id,), read(p)) for p in peers]
-    yield "rankswarm_peer_indicator", [((p.peer_id, name), reported(p.status, name))
+    yield "rankswarm_peer_indicator", [((p.peer_id, name), reported(status_of(p), name))
                                        for p in peers for name in ("er", "erv", "era")]
 
 
@@ -167,7 +175,7 @@ class SwarmCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snapshot = self._snapshot()
         for name, samples in (*_coordinator_samples(snapshot), *_swarm_samples(snapshot),
-                              *_peer_samples([p for p in snapshot.state.peers if p.state != "gone"])):
+                              *_peer_samples([p for p in snapshot.state.peers if state_of(p) != "gone"])):
             yield _family(name, samples)
 
 

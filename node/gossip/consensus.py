@@ -19,7 +19,8 @@ from typing import Mapping, Sequence
 
 from hivemind.utils import get_dht_time
 
-from plumbing.dht_records import WeightsClaimRecord, fetch_weights_claims, publish_weights_claim
+from plumbing.dht_records import fetch, publish
+from protos import records, swarm_pb2
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,10 @@ class WeightsConsensus:
         self._mine.move_to_end(epoch)
         while len(self._mine) > self.history:
             self._mine.popitem(last=False)
-        record = WeightsClaimRecord(run=self.run_id, peer_id=self.identity.fingerprint, epoch=epoch,
-                                    fingerprint=fingerprint, published_at=get_dht_time())
+        record = records.build(swarm_pb2.WeightsClaim, run_id=self.run_id, peer_id=self.identity.fingerprint,
+                               epoch=epoch, fingerprint=fingerprint, published_at=get_dht_time())
         try:
-            publish_weights_claim(self.dht, self.run_id, record, get_dht_time() + self.ttl_s,
-                                  identity=self.identity, timeout=None)
+            publish(self.dht, record, get_dht_time() + self.ttl_s, identity=self.identity, timeout=None)
         except Exception as err:  # network boundary: an unpublished claim only means nobody can compare
             log.warning("could not publish the weights claim for epoch %d: %s", epoch, err)
 
@@ -96,7 +96,7 @@ class WeightsConsensus:
         mine = self._mine.get(epoch)
         if mine is None:
             return 0
-        fetched = fetch_weights_claims(self.dht, self.run_id)
+        fetched = fetch(self.dht, self.run_id, swarm_pb2.WeightsClaim)
         self.rejected += len(fetched.rejected)
         return sum(1 for record in fetched.records
                    if record.peer_id != self.identity.fingerprint and record.epoch == epoch
@@ -106,12 +106,12 @@ class WeightsConsensus:
         """The latest epoch at which both this peer and another claimed weights, if this peer lost there."""
         if not self._mine:
             return None
-        fetched = fetch_weights_claims(self.dht, self.run_id)
+        fetched = fetch(self.dht, self.run_id, swarm_pb2.WeightsClaim)
         self.rejected += len(fetched.rejected)
         others: dict[int, dict[str, tuple[float, ...]]] = {}
         for record in fetched.records:
             if record.peer_id != self.identity.fingerprint:
-                others.setdefault(record.epoch, {})[record.peer_id] = record.fingerprint
+                others.setdefault(record.epoch, {})[record.peer_id] = tuple(record.fingerprint)
         for epoch in reversed(self._mine):
             if epoch not in others:
                 continue

@@ -13,7 +13,8 @@ import threading
 from hivemind.utils import get_dht_time
 
 from node.training.seams import LocalBaselines
-from plumbing.dht_records import BalanceRecord, fetch_balance
+from plumbing.dht_records import fetch_balance
+from protos import records, swarm_pb2
 from shaping import Baselines, IndicatorStats
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ class SwarmBaselines:
         self.poll_interval_s = poll_interval_s
         # hivemind's DHT handle sends over one pipe without a lock: our threads take turns
         self.dht_lock = dht_lock or threading.Lock()
-        self.latest: BalanceRecord | None = None
+        self.latest: swarm_pb2.BalanceWeights | None = None
         self.failures = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="balance-poller", daemon=True)
@@ -59,7 +60,7 @@ class SwarmBaselines:
                 log.warning("reading the balance record failed (%d in a row): %s", self.failures, err)
             self._stop.wait(self.poll_interval_s * min(2 ** self.failures, 8))
 
-    def fresh_record(self) -> BalanceRecord | None:
+    def fresh_record(self) -> swarm_pb2.BalanceWeights | None:
         record = self.latest
         if record is None or get_dht_time() - record.issued_at > self.max_age_s:
             return None
@@ -68,7 +69,7 @@ class SwarmBaselines:
     def current(self) -> tuple[Baselines, str]:
         record = self.fresh_record()
         if record is not None and record.baselines.ready:
-            return record.baselines, "global"
+            return records.baselines_of(record.baselines), "global"  # valid: fetch_balance validated it
         return self.local.baselines, "local"
 
     def observe(self, stats: IndicatorStats) -> None:

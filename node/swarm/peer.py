@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from hivemind.utils import get_dht_time
-from pydantic import ValidationError
 
 from node.swarm.baselines import SwarmBaselines
 from plumbing import __version__
@@ -30,10 +29,10 @@ from node.training.build import build_trainer
 from node.training.seams import LocalBaselines
 from node.training.trainer import StepReport, Trainer
 from plumbing.identity import SigningIdentity, build_record_validators
-from plumbing.dht_records import (MetaSignalRecord, PeerStatusRecord, fetch_peer_statuses, poll,
-                                   publish_meta_signal, publish_peer_status)
+from plumbing.dht_records import fetch, poll, publish
 from plumbing.metrics import MetricsSink
 from plumbing.swarm_dht import start_dht, visible_addresses
+from protos import records, swarm_pb2
 
 log = logging.getLogger(__name__)
 
@@ -141,8 +140,7 @@ class Node:
         cfg, gossip = self.cfg, self.cfg.gossip
         now = get_dht_time()
         with self.dht_lock:
-            publish_peer_status(self.dht, cfg.run_id, self.status_record(None), now + cfg.meta_signal_ttl_s,
-                                identity=self.identity)
+            publish(self.dht, self.status_record(None), now + cfg.meta_signal_ttl_s, identity=self.identity)
         if gossip.min_peers <= 1:
             return 1
         window = gossip.min_peers_timeout_s + 2 * gossip.peer_expiration_s  # older announcements are gone
@@ -150,11 +148,11 @@ class Node:
         def announced(result) -> int:
             return len({r.peer_id for r in result.records if r.reported_at > get_dht_time() - window})
 
-        def fetch():
+        def fetch_statuses():
             with self.dht_lock:
-                return fetch_peer_statuses(self.dht, cfg.run_id)
+                return fetch(self.dht, cfg.run_id, swarm_pb2.PeerStatus)
 
-        polled = poll(fetch, lambda result: announced(result) >= gossip.min_peers,
+        polled = poll(fetch_statuses, lambda result: announced(result) >= gossip.min_peers,
                       deadline=time.monotonic() + gossip.min_peers_timeout_s, max_delay=1.0)
         seen = announced(polled.result)
         if not polled.complete:
@@ -182,19 +180,18 @@ class Node:
     def _on_step(self, report: StepReport) -> None:
         cfg = self.cfg
         self.rollouts_done += cfg.algo.prompts_per_step * cfg.sampling.group_size
-        record = MetaSignalRecord(run=cfg.run_id, peer_id=self.identity.fingerprint, step=report.step,
-                                  stats=report.stats, num_rollouts=report.stats.num_responses,
-                                  num_tokens=report.metrics.response_tokens, published_at=get_dht_time())
+        record = records.build(swarm_pb2.MetaSignal, run_id=cfg.run_id, peer_id=self.identity.fingerprint,
+                               step=report.step, stats=records.stats_message(report.stats),
+                               mean_gate=report.stats.gate_mean, num_rollouts=report.stats.num_responses,
+                               num_tokens=report.metrics.response_tokens, published_at=get_dht_time())
         expiration = get_dht_time() + cfg.meta_signal_ttl_s
-        self.publisher.submit(lambda: publish_meta_signal(self.dht, cfg.run_id, record, expiration,
-                                                          identity=self.identity))
+        self.publisher.submit(lambda: publish(self.dht, record, expiration, identity=self.identity))
         if report.step % STATUS_EVERY_STEPS == 1:
             status = self.status_record(report)
-            self.publisher.submit(lambda: publish_peer_status(self.dht, cfg.run_id, status, expiration,
-                                                              identity=self.identity))
+            self.publisher.submit(lambda: publish(self.dht, status, expiration, identity=self.identity))
         report.parts.append(PublishCounters(self.publisher.published, self.publisher.failed))
 
-    def status_record(self, report: StepReport | None) -> PeerStatusRecord:
+    def status_record(self, report: StepReport | None) -> swarm_pb2.PeerStatus:
         """This peer's status (schema 2) after the step `report` (None before the first step).
 
         Held-out accuracy comes from the metrics sink's latest evaluation, the publish failures and
@@ -207,9 +204,10 @@ class Node:
         evaluated = self.trainer.metrics.latest().get("greedy_accuracy") if self.trainer is not None else None
         sent = swarm.bytes_sent_total if swarm is not None else 0
         balance = self.baselines.latest if self.baselines is not None else None
-        base = dict(run=self.cfg.run_id, peer_id=self.identity.fingerprint, version=__version__,
+        base = dict(run_id=self.cfg.run_id, peer_id=self.identity.fingerprint, version=__version__,
                     address=self.addresses[0] if self.addresses else "",
-                    reachability="relayed" if self.cfg.dht.client_mode else "direct",
+                    reachability=swarm_pb2.REACHABILITY_RELAYED if self.cfg.dht.client_mode
+                    else swarm_pb2.REACHABILITY_DIRECT,
                     step=report.step if report is not None else 0, throughput=self.rollouts_done / elapsed,
                     bytes_sent=sent, bytes_received=swarm.bytes_received_total if swarm is not None else 0,
                     reported_at=get_dht_time())
@@ -222,9 +220,9 @@ class Node:
                           er=_finite(m.er), erv=_finite(m.erv), era=_finite(m.era), gate=_finite(m.gate, 0.0, 1.0),
                           aux=_finite(m.aux), baselines_source=m.baselines if m.baselines in ("global", "local")
                           else "unknown",
-                          deciles={name: {"count": d.count, "values": d.values}
-                                   for name, d in (("er", m.er_deciles), ("erv", m.erv_deciles),
-                                                   ("era", m.era_deciles)) if d is not None})
+                          **{f"{name}_deciles": {"count": d.count, "values": list(d.values)} if d is not None
+                             else None for name, d in (("er", m.er_deciles), ("erv", m.erv_deciles),
+                                                       ("era", m.era_deciles))})
         if swarm is not None:
             extra |= dict(compression_ratio=swarm.dense_bytes_total / sent if sent and swarm.dense_bytes_total
                           else None, epoch=swarm.epoch, num_peers_seen=swarm.num_peers,
@@ -232,10 +230,10 @@ class Node:
                           averaging_failures=swarm.rounds_failed + swarm.rounds_dropped,
                           last_averaging_error=(swarm.averaging_error or "")[:256])
         try:
-            return PeerStatusRecord(**base, **extra)
-        except ValidationError as err:  # report what is sound rather than nothing
-            log.warning("status report without the dashboard's fields: %s", err.errors()[0]["msg"])
-            return PeerStatusRecord(**base)
+            return records.build(swarm_pb2.PeerStatus, **base, **extra)
+        except records.RecordError as err:  # report what is sound rather than nothing
+            log.warning("status report without the dashboard's fields: %s", err)
+            return records.build(swarm_pb2.PeerStatus, **base)
 
     # -- lifecycle ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:

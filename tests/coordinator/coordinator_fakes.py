@@ -6,7 +6,7 @@ import random
 
 import torch
 
-from plumbing.dht_records import MetaSignalRecord
+from protos import records, swarm_pb2
 from shaping import IndicatorStats, RankIndicators
 
 RUN = "test-run"
@@ -36,7 +36,12 @@ def random_batch(rng: random.Random, size: int) -> tuple[dict[str, list[float | 
     return values, gates
 
 
+def peer_status(peer: str, reported_at: float, *, run: str = RUN, **fields) -> swarm_pb2.PeerStatus:
+    """A validated status report (schema 2 unless `schema_version` says otherwise)."""
+    return records.build(swarm_pb2.PeerStatus, run_id=run, peer_id=peer, reported_at=reported_at, **fields)
+
+
 def meta_record(peer: str, step: int, stats: IndicatorStats, *, published_at: float = 1000.0,
-                run: str = RUN) -> MetaSignalRecord:
-    return MetaSignalRecord(run=run, peer_id=peer, step=step, stats=stats, num_rollouts=8, num_tokens=640,
-                            published_at=published_at)
+                run: str = RUN) -> swarm_pb2.MetaSignal:
+    return records.build(swarm_pb2.MetaSignal, run_id=run, peer_id=peer, step=step, stats=records.stats_message(stats),
+                         mean_gate=stats.gate_mean, num_rollouts=8, num_tokens=640, published_at=published_at)

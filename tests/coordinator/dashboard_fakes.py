@@ -20,8 +20,8 @@ from coordinator.config import HealthConfig
 from coordinator.ledger import Ledger
 from coordinator.monitor import Monitor
 from coordinator.store import HistoryStore
-from coordinator_fakes import RUN, batch_stats
-from plumbing.dht_records import Deciles, MetaSignalRecord, PeerStatusRecord
+from coordinator_fakes import RUN, batch_stats, meta_record, peer_status
+from protos import records, swarm_pb2
 from shaping import ShapingConfig
 
 VERSION = "0.1.0"
@@ -30,12 +30,12 @@ ROUND_S = 10.0
 PEER_TIMEOUT = 120.0
 
 
-def deciles(values: list[float]) -> Deciles | None:
+def deciles(values: list[float]) -> swarm_pb2.Deciles | None:
     finite = torch.tensor([v for v in values if v is not None], dtype=torch.float64)
     if finite.numel() == 0:
         return None
     quantiles = torch.quantile(finite, torch.linspace(0, 1, 11, dtype=torch.float64))
-    return Deciles(count=int(finite.numel()), values=tuple(float(q) for q in quantiles))
+    return swarm_pb2.Deciles(count=int(finite.numel()), values=[float(q) for q in quantiles])
 
 
 def peer_name(index: int) -> str:
@@ -52,8 +52,8 @@ class FakePeer:
     rounds_ok: int = 0
     sent: int = 0
     version: str = VERSION
-    published: list[MetaSignalRecord] = field(default_factory=list)
-    statuses: list[PeerStatusRecord] = field(default_factory=list)
+    published: list[swarm_pb2.MetaSignal] = field(default_factory=list)
+    statuses: list[swarm_pb2.PeerStatus] = field(default_factory=list)
 
 
 class FakeSwarm:
@@ -101,17 +101,16 @@ class FakeSwarm:
         else:
             peer.rounds_ok += 1
         stats = batch_stats(values, gates)
-        record = MetaSignalRecord(run=RUN, peer_id=peer.peer_id, step=peer.step, stats=stats, num_rollouts=8,
-                                  num_tokens=400 + 10 * peer.index + 30 * (round_index % 4),
-                                  published_at=self.now - 1.0)
+        record = records.replace(meta_record(peer.peer_id, peer.step, stats, published_at=self.now - 1.0),
+                                 num_tokens=400 + 10 * peer.index + 30 * (round_index % 4))
         peer.published.append(record)
         if round_index % self.status_every == 0:
             scores = values["score"]
-            status = PeerStatusRecord(
-                run=RUN, peer_id=peer.peer_id, version=peer.version, address=f"/ip4/10.0.0.{peer.index}/tcp/31337",
-                reachability="relayed" if peer.index % 4 == 3 else "direct", step=peer.step,
-                throughput=3.0 + peer.index / 10, bytes_sent=peer.sent, bytes_received=peer.sent + 1000,
-                reported_at=self.now - 0.5, tokens_per_s=record.num_tokens / ROUND_S, step_seconds=ROUND_S,
+            status = peer_status(
+                peer.peer_id, self.now - 0.5, version=peer.version, address=f"/ip4/10.0.0.{peer.index}/tcp/31337",
+                reachability=swarm_pb2.REACHABILITY_RELAYED if peer.index % 4 == 3 else swarm_pb2.REACHABILITY_DIRECT,
+                step=peer.step, throughput=3.0 + peer.index / 10, bytes_sent=peer.sent,
+                bytes_received=peer.sent + 1000, tokens_per_s=record.num_tokens / ROUND_S, step_seconds=ROUND_S,
                 compression_ratio=19.0, reward=sum(scores) / len(scores), accuracy=sum(s > 0 for s in scores) / 8,
                 heldout_accuracy=min(0.95, 0.3 + 0.005 * round_index),
                 kl=0.001 * round_index if self.measures_kl else None, er=stats.means()["er"],
@@ -121,7 +120,7 @@ class FakeSwarm:
                 last_averaging_error="TimeoutError: no group" if peer.index in self.failing else "",
                 baselines_source="global" if self.results else "local",
                 balance_round=self.results[-1].record.round if self.results else None,
-                deciles={k: d for k in ("er", "erv", "era") if (d := deciles(values[k])) is not None})
+                **{f"{k}_deciles": deciles(values[k]) for k in ("er", "erv", "era")})
             peer.statuses.append(status)
 
     def round(self) -> None:
@@ -130,8 +129,8 @@ class FakeSwarm:
         index = len(self.results)
         for peer in self.peers:
             if peer.index in self.announcing:
-                peer.statuses.append(PeerStatusRecord(run=RUN, peer_id=peer.peer_id, version=peer.version,
-                                                      reachability="direct", reported_at=self.now - 0.5))
+                peer.statuses.append(peer_status(peer.peer_id, self.now - 0.5, version=peer.version,
+                                                 reachability=swarm_pb2.REACHABILITY_DIRECT))
             elif peer.index not in self.silent:
                 self.step_peer(peer, index)
         live = [p for p in self.peers if p.index not in self.silent]

@@ -19,9 +19,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.dashboard import web
 from coordinator.dashboard.web import DashboardAddressError, DashboardApp, DashboardServer
-from coordinator_fakes import RUN
+from coordinator_fakes import peer_status
 from dashboard_fakes import PEER_TIMEOUT, FakeSwarm
-from plumbing.dht_records import PeerStatusRecord
+from protos import records, swarm_pb2
 from shaping import IndicatorStats
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,13 +66,13 @@ def test_state_reports_the_latest_round_and_every_peer_as_published(served):
     swarm, base = served
     doc = get_json(f"{base}/api/v1/state?peer_limit=1000")
     latest = swarm.results[-1]
-    merged = IndicatorStats.merge_all(c.stats for c in latest.contributions)
+    merged = IndicatorStats.merge_all(records.stats_of(c.stats) for c in latest.contributions)
     round_ = doc["round"]
     assert (round_["number"], round_["issued_at"], round_["num_peers"]) == (latest.record.round, swarm.now, 4)
     assert round_["merged"]["score"]["mean"] == merged.moments["score"].mean
     assert round_["merged"]["er"]["count"] == merged.moments["er"].count
-    assert round_["baselines"]["er"] == latest.record.baselines.value("er")
-    assert round_["explore_share"] == latest.record.explore_share and round_["stale"] is False
+    assert round_["baselines"]["er"] == latest.state.baselines.value("er")
+    assert round_["explore_share"] == latest.record.balance.explore_share and round_["stale"] is False
     assert doc["run"] == "test-run" and doc["coordinator"]["version"] == "0.1.0"
 
     peers = {p["peer_id"]: p for p in doc["peers"]["items"]}
@@ -82,8 +82,9 @@ def test_state_reports_the_latest_round_and_every_peer_as_published(served):
         row, status = peers[fake.peer_id], fake.statuses[-1]
         for key in ("reward", "accuracy", "heldout_accuracy", "kl", "er", "erv", "era", "gate", "tokens_per_s",
                     "compression_ratio", "bytes_sent", "bytes_received", "epoch", "averaging_failures", "version",
-                    "address", "reachability", "balance_round"):
-            assert row[key] == getattr(status, key), key
+                    "address", "balance_round"):
+            assert row[key] == records.get(status, key), key
+        assert row["reachability"] == ("relayed" if fake.index % 4 == 3 else "direct")
         assert row["rollouts_per_s"] == status.throughput
         assert row["step"] == fake.step and row["num_contributions"] == len(fake.published)
     assert peers[swarm.peers[2].peer_id]["epoch_lag"] == 5
@@ -97,10 +98,10 @@ def test_state_reports_the_latest_round_and_every_peer_as_published(served):
     assert {a["kind"] for a in doc["alerts"]["active"]} == {"peer_behind", "averaging_failures"}
 
     er = doc["distributions"]["er"]
-    assert er["num_peers"] == 4 and er["num_responses"] == sum(s.deciles["er"].count for s in live)
+    assert er["num_peers"] == 4 and er["num_responses"] == sum(s.er_deciles.count for s in live)
     assert sum(er["counts"]) == pytest.approx(er["num_responses"])
-    assert er["edges"][0] == min(s.deciles["er"].values[0] for s in live)
-    assert er["edges"][-1] == pytest.approx(max(s.deciles["er"].values[-1] for s in live))
+    assert er["edges"][0] == min(s.er_deciles.values[0] for s in live)
+    assert er["edges"][-1] == pytest.approx(max(s.er_deciles.values[-1] for s in live))
 
 
 @pytest.mark.integration
@@ -128,8 +129,8 @@ def test_history_columns_match_the_rounds_and_grow_incrementally(served):
     doc = get_json(f"{base}/api/v1/history?{everyone}")
     rounds = doc["rounds"]
     assert rounds["round"] == [r.record.round for r in swarm.results]
-    assert rounds["reward"] == [r.record.merged.moments["score"].mean for r in swarm.results]
-    assert rounds["baseline_er"] == [r.record.baselines.value("er") for r in swarm.results]
+    assert rounds["reward"] == [records.stats_of(r.record.merged).moments["score"].mean for r in swarm.results]
+    assert rounds["baseline_er"] == [r.state.baselines.value("er") for r in swarm.results]
     assert rounds["tokens"] == [sum(c.num_tokens for c in r.contributions) for r in swarm.results]
     window = swarm.results[-5:]
     seconds = window[-1].record.issued_at - swarm.results[-6].record.issued_at
@@ -142,8 +143,7 @@ def test_history_columns_match_the_rounds_and_grow_incrementally(served):
     assert rounds["averaging_failures"][-5:] == [1, 1, 1, 1, 1]  # peer 3 fails once per round
     assert rounds["peers_behind"][-1] == 1 and doc["behind"][0]["peer_id"] == swarm.peers[2].peer_id
     series = doc["peers"][peer.peer_id]
-    assert series["reward"] == [sum(r.stats.moments["score"].sum for r in [c]) / c.stats.moments["score"].count
-                                for c in peer.published]
+    assert series["reward"] == [c.stats.score.sum / c.stats.score.count for c in peer.published]
     assert series["kl"][-1] == peer.statuses[-1].kl and series["tokens"][-1] == peer.published[-1].num_tokens
 
     # what the page does each round: fetch from the last row it has and splice; equal to a full fetch,
@@ -168,8 +168,8 @@ def test_metrics_are_prometheus_text_with_the_published_values(served):
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in families.values() for s in f.samples}
     latest = swarm.results[-1].record
     assert samples[("rankswarm_round", ())] == latest.round
-    assert samples[("rankswarm_baseline", (("indicator", "er"),))] == latest.baselines.value("er")
-    assert samples[("rankswarm_explore_share_ratio", ())] == latest.explore_share
+    assert samples[("rankswarm_baseline", (("indicator", "er"),))] == swarm.results[-1].state.baselines.value("er")
+    assert samples[("rankswarm_explore_share_ratio", ())] == latest.balance.explore_share
     assert samples[("rankswarm_peers", (("state", "behind"),))] == 1
     assert samples[("rankswarm_meta_signals_merged_total", ())] == sum(len(f.published) for f in swarm.peers)
     fake = swarm.peers[3]
@@ -220,8 +220,9 @@ def test_what_no_peer_measured_is_null_and_left_out_never_zero(tmp_path):
     swarm.measures_kl = False  # loss.kl_coef 0: the peers have no reference policy and compute no KL
     swarm.run(4)
     # a schema-1 report: its averaging counters read 0 in the record but were never counted
-    old = PeerStatusRecord(schema_version=1, run=RUN, peer_id="old-peer", version="0.0.9", reachability="direct",
-                           step=3, throughput=1.5, bytes_sent=10, bytes_received=20, reported_at=swarm.now - 0.5)
+    old = peer_status("old-peer", swarm.now - 0.5, schema_version=1, version="0.0.9",
+                      reachability=swarm_pb2.REACHABILITY_DIRECT, step=3, throughput=1.5, bytes_sent=10,
+                      bytes_received=20)
     swarm.ledger.note_statuses([old], swarm.now)
     swarm.monitor.refresh(swarm.now)
     app = DashboardApp(swarm.monitor, swarm.store, peer_timeout=PEER_TIMEOUT, clock=lambda: swarm.now)

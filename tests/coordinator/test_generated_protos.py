@@ -30,8 +30,10 @@ def test_generated_imports_are_package_relative():
 def test_every_field_and_enum_value_names_its_protocol_step():
     text = (REPO / "protos" / "swarm.proto").read_text()
     steps = set(re.findall(r"^//\s+\[([A-Z]+)\]", text, flags=re.M))
-    assert {"PUBLISH", "MERGE", "BROADCAST", "SHAPE", "STATUS", "OBSERVE", "VERSION"} <= steps
-    declarations = re.findall(r"^\s+(?:optional |repeated )?[\w.]+ \w+ = \d+;.*$", text, flags=re.M)
+    assert {"PUBLISH", "MERGE", "BROADCAST", "SHAPE", "STATUS", "CLAIM", "OBSERVE", "VERSION", "VALIDATE"} <= steps
+    # a declaration may carry its rules as options: `double accuracy = 16 [(rule) = {min: 0, max: 1}];`
+    declarations = re.findall(r"^\s+(?:optional |repeated )?[\w.]+ \w+ = \d+(?: \[[^\]]*(?:\][^\]]*)?\])?;.*$",
+                              text, flags=re.M)
     declarations += re.findall(r"^\s+[A-Z_]+ = \d+;.*$", text, flags=re.M)
     assert len(declarations) > 80
     for line in declarations:
@@ -40,5 +42,6 @@ def test_every_field_and_enum_value_names_its_protocol_step():
     for message in re.findall(r"^message (\w+)", text, flags=re.M):
         body = text.split(f"message {message} {{", 1)[1].split("\n}", 1)[0]
         top_level = message.endswith(("Request", "Response")) or message in {
-            "MetaSignal", "BalanceWeights", "PeerStatus", "SwarmEvent", "SwarmState"}
+            "MetaSignal", "BalanceWeights", "PeerStatus", "WeightsClaim", "SwarmEvent", "SwarmState"}
         assert not top_level or "schema_version = 1;" in body, f"{message} has no schema_version field 1"
+        assert not top_level or "option (record).latest_schema = " in body, f"{message} names no latest schema"

@@ -1,29 +1,28 @@
 """Peer states, alert rules, alert start/end times and the swarm summary (coordinator/health.py, monitor.py)."""
 
-import dataclasses
-
 import pytest
 
 from coordinator.config import HealthConfig
 from coordinator.health import (PeerMemory, classify_peers, epoch_lags, peer_conditions, summarize,
                                 swarm_conditions)
 from coordinator.monitor import Monitor
-from coordinator.views import PeerView
-from coordinator_fakes import RUN
+from coordinator.views import state_of
+from coordinator_fakes import peer_status
 from dashboard_fakes import PEER_TIMEOUT, ROUND_S, START, FakeSwarm
-from plumbing.dht_records import PeerStatusRecord
+from protos import records, swarm_pb2
 
 CFG = HealthConfig()
 
 
-def _peer(peer_id="p", *, last_seen=100.0, contributions=3, active=True, **status) -> PeerView:
-    record = PeerStatusRecord(run=RUN, peer_id=peer_id, reported_at=status.pop("reported_at", last_seen), **status)
-    return PeerView(peer_id, 0.0, last_seen, 5, contributions, active, record)
+def _peer(peer_id="p", *, last_seen=100.0, contributions=3, active=True, **status) -> swarm_pb2.PeerState:
+    record = peer_status(peer_id, status.pop("reported_at", last_seen), **status)
+    return swarm_pb2.PeerState(peer_id=peer_id, first_seen=0.0, last_seen=last_seen, last_step=5,
+                               num_contributions=contributions, active=active, status=record)
 
 
 def _states(swarm: FakeSwarm) -> dict[int, str]:
     peers = {p.peer_id: p for p in swarm.monitor.snapshot(swarm.now, fresh=True).state.peers}
-    return {fake.index: peers[fake.peer_id].state for fake in swarm.peers if fake.peer_id in peers}
+    return {fake.index: state_of(peers[fake.peer_id]) for fake in swarm.peers if fake.peer_id in peers}
 
 
 @pytest.mark.unit
@@ -58,10 +57,10 @@ def test_behind_compares_reports_of_about_the_same_time():
 @pytest.mark.unit
 def test_silence_allowed_grows_with_the_peers_own_step_time():
     slow = [_peer("s", last_seen=100.0, step_seconds=20.0)]
-    assert classify_peers(slow, {}, 159.0, CFG, "0.1.0")[0].state == "online"       # 3 steps = 60 s
-    assert classify_peers(slow, {}, 161.0, CFG, "0.1.0")[0].state == "unreachable"
+    assert state_of(classify_peers(slow, {}, 159.0, CFG, "0.1.0")[0]) == "online"       # 3 steps = 60 s
+    assert state_of(classify_peers(slow, {}, 161.0, CFG, "0.1.0")[0]) == "unreachable"
     fast = [_peer("f", last_seen=100.0, step_seconds=1.0)]
-    assert classify_peers(fast, {}, 131.0, CFG, "0.1.0")[0].state == "unreachable"  # silent_after_s = 30 s
+    assert state_of(classify_peers(fast, {}, 131.0, CFG, "0.1.0")[0]) == "unreachable"  # silent_after_s = 30 s
     assert classify_peers(fast, {}, 131.0, CFG, "0.1.0")[0].version_mismatch is False  # no version reported
     other = [_peer("v", version="0.0.9")]
     assert classify_peers(other, {}, 100.0, CFG, "0.1.0")[0].version_mismatch
@@ -108,12 +107,11 @@ def test_peer_shaping_with_old_or_local_baselines_is_flagged(tmp_path):
     rounds = [(r.record.issued_at, r.record.round) for r in swarm.results]
     latest = swarm.results[-1].record
     assert peer_conditions(peer, None, latest, swarm.now, CFG, coordinator_version="0.1.0", rounds_by_time=rounds) == []
-    old = dataclasses.replace(peer, status=peer.status.model_copy(update={"balance_round": 1}))
+    old = records.replace(peer, status=records.replace(peer.status, balance_round=1))
     [condition] = peer_conditions(old, None, latest, swarm.now, CFG, coordinator_version="0.1.0",
                                   rounds_by_time=rounds)
     assert condition.kind == "peer_stale_weights" and "round 1's weights" in condition.message
-    local = dataclasses.replace(peer, status=peer.status.model_copy(update={"balance_round": None,
-                                                                           "baselines_source": "local"}))
+    local = records.replace(peer, status=records.replace(peer.status, balance_round=None, baselines_source="local"))
     [condition] = peer_conditions(local, None, latest, swarm.now, CFG, coordinator_version="0.1.0",
                                   rounds_by_time=rounds)
     assert "its local baselines" in condition.message
@@ -131,12 +129,12 @@ def test_alerts_close_with_their_end_time_and_survive_a_restart(tmp_path):
     # a restarted coordinator (new monitor, same store) keeps the alert's start
     restarted = Monitor(swarm.ledger, swarm.events, CFG, version="0.1.0", round_interval=ROUND_S,
                         peer_timeout=PEER_TIMEOUT, max_age_s=0.0, now=swarm.now)
-    assert restarted.snapshot(swarm.now).state.alerts == (alert,)
+    assert list(restarted.snapshot(swarm.now).state.alerts) == [alert]
     swarm.monitor = restarted
     swarm.silent.discard(1)
     swarm.peers[1].epoch = swarm.peers[0].epoch  # it downloads the swarm's state as it returns
     swarm.run(1)
-    assert swarm.monitor.snapshot(swarm.now).state.alerts == ()
+    assert list(swarm.monitor.snapshot(swarm.now).state.alerts) == []
     [resolved] = swarm.store.alerts(active=False)
     assert (resolved.key, resolved.started_at, resolved.ended_at) == (alert.key, alert.started_at, swarm.now)
     assert resolved.ended_round == swarm.results[-1].record.round

@@ -7,8 +7,8 @@ import pytest
 from coordinator.events import EventKind, EventLog
 from coordinator.ledger import Ledger
 from coordinator.store import HistoryStore
-from coordinator_fakes import RUN, batch_stats, meta_record, random_batch
-from plumbing.dht_records import PeerStatusRecord
+from coordinator_fakes import RUN, batch_stats, meta_record, peer_status, random_batch
+from protos import records, swarm_pb2
 from shaping import ShapingConfig
 
 
@@ -17,31 +17,33 @@ def _ledger(path, events=None) -> Ledger:
                   shaping=ShapingConfig(), peer_timeout=30.0)
 
 
-def _kinds(events: EventLog) -> list[EventKind]:
+def _kinds(events: EventLog) -> list[int]:
     return [event.kind for event in events.after(0)]
 
 
 @pytest.mark.unit
 def test_ingest_commits_and_never_merges_a_peer_step_twice_even_after_restart(tmp_path):
     rng = random.Random(3)
-    records = [meta_record(p, 0, batch_stats(*random_batch(rng, 5)), published_at=100.0) for p in ("a", "b")]
+    signals = [meta_record(p, 0, batch_stats(*random_batch(rng, 5)), published_at=100.0) for p in ("a", "b")]
     events = EventLog()
     ledger = _ledger(tmp_path / "h.db", events)
-    result = ledger.ingest(records, now=100.5)
+    result = ledger.ingest(signals, now=100.5)
     assert result.record.round == 1 and ledger.store.latest_round() == result.record  # committed already
-    assert ledger.ingest(records, now=101.0) is None
-    assert ledger.ingest(records, now=102.0) is None
+    assert ledger.ingest(signals, now=101.0) is None
+    assert ledger.ingest(signals, now=102.0) is None
     assert _kinds(events) == [EventKind.PEER_JOINED, EventKind.PEER_JOINED, EventKind.ROUND_COMPLETED,
                               EventKind.ROUND_SKIPPED]  # a streak of empty rounds is announced once
     ledger.store.close()
 
     restarted = _ledger(tmp_path / "h.db")
     assert restarted.round == 1 and restarted.latest == result.record
-    assert restarted.ingest(records, now=103.0) is None  # still in the DHT, already merged
+    assert restarted.ingest(signals, now=103.0) is None  # still in the DHT, already merged
     later = meta_record("a", 1, batch_stats(*random_batch(rng, 5)), published_at=103.0)
-    second = restarted.ingest(records + [later], now=104.0)
+    second = restarted.ingest(signals + [later], now=104.0)
     assert second.record.round == 2 and second.contributions == (later,)
-    assert second.record.baselines == result.record.baselines.update(later.stats, ShapingConfig())
+    expected = records.baselines_of(result.record.baselines).update(records.stats_of(later.stats), ShapingConfig())
+    assert records.baselines_of(second.record.baselines) == expected
+    assert second.record.baselines == records.baselines_message(expected)  # the derived m_k too
     restarted.store.close()
 
 
@@ -49,7 +51,7 @@ def test_ingest_commits_and_never_merges_a_peer_step_twice_even_after_restart(tm
 def test_peers_join_leave_and_rejections_are_announced_once(tmp_path):
     events = EventLog()
     ledger = _ledger(tmp_path / "h.db", events)
-    status = PeerStatusRecord(run=RUN, peer_id="a", reachability="direct", step=3, reported_at=100.0)
+    status = peer_status("a", 100.0, reachability=swarm_pb2.REACHABILITY_DIRECT, step=3)
     assert ledger.report_status(status, now=100.0) == 0
     ledger.note_rejected([("x#1", "bad"), ("x#1", "bad")], now=100.0)
     ledger.sweep(now=120.0)
@@ -58,7 +60,7 @@ def test_peers_join_leave_and_rejections_are_announced_once(tmp_path):
     state = ledger.swarm_state(now=131.0)
     assert [(p.peer_id, p.active, p.status) for p in state.peers] == [("a", False, status)]
     with pytest.raises(ValueError, match="serves 'test-run'"):
-        ledger.report_status(status.model_copy(update={"run": "other"}), now=132.0)
+        ledger.report_status(records.replace(status, run_id="other"), now=132.0)
     ledger.store.close()
 
 

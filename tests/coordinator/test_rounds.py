@@ -6,8 +6,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.rounds import Balance, RoundState, merge_round, select_new
+from coordinator.rounds import RoundState, balance_of, merge_round, select_new
 from coordinator_fakes import batch_stats, meta_record, random_batch
+from protos import records, swarm_pb2
 from shaping import INDICATORS, IndicatorStats, ShapingConfig
 
 CFG = ShapingConfig()
@@ -29,29 +30,31 @@ def _assert_stats_close(actual: IndicatorStats, expected: IndicatorStats) -> Non
 def test_merged_round_equals_one_batch_of_all_responses(seed, num_peers, steps):
     rng = random.Random(seed)
     everything = {name: [] for name in INDICATORS}
-    all_gates, records = [], []
+    all_gates, signals = [], []
     for peer in range(num_peers):
         for step in range(steps):
             values, gates = random_batch(rng, rng.randint(1, 12))
             for name in INDICATORS:
                 everything[name] += values[name]
             all_gates += gates
-            records.append(meta_record(f"peer{peer}", step, batch_stats(values, gates)))
-    rng.shuffle(records)  # arrival order must not matter
+            signals.append(meta_record(f"peer{peer}", step, batch_stats(values, gates)))
+    rng.shuffle(signals)  # arrival order must not matter
 
-    result = merge_round(RoundState.initial(CFG), select_new(records, lambda p, s: False), CFG,
+    result = merge_round(RoundState.initial(CFG), select_new(signals, lambda p, s: False), CFG,
                          run="test-run", coordinator_key="k", issued_at=5.0)
 
     one_batch = batch_stats(everything, all_gates)
-    _assert_stats_close(result.record.merged, one_batch)
+    _assert_stats_close(records.stats_of(result.record.merged), one_batch)
     expected_baselines = RoundState.initial(CFG).baselines.update(one_batch, CFG)
     for name in INDICATORS:
         want = expected_baselines.value(name)  # None when no response had the indicator
-        got = result.record.baselines.value(name)
+        got = records.get(result.record.baselines, name)
         assert got is None if want is None else got == pytest.approx(want, rel=1e-9)
     assert result.record.num_peers == num_peers and result.record.num_contributions == num_peers * steps
     if all_gates:
-        assert result.record.mean_gate == pytest.approx(sum(all_gates) / len(all_gates))
+        assert result.record.balance.mean_gate == pytest.approx(sum(all_gates) / len(all_gates))
+    else:
+        assert not result.record.balance.HasField("mean_gate")
 
 
 @pytest.mark.unit
@@ -74,13 +77,14 @@ def test_rounds_advance_from_the_previous_state():
     second = merge_round(first.state, [meta_record("a", 1, stats)], CFG, run="test-run", coordinator_key="k",
                          issued_at=2.0)
     assert second.record.round == 2
-    assert second.record.baselines == first.state.baselines.update(stats, CFG)
+    assert records.baselines_of(second.record.baselines) == first.state.baselines.update(stats, CFG)
+    assert second.state.baselines == first.state.baselines.update(stats, CFG)
     assert merge_round(second.state, [], CFG, run="test-run", coordinator_key="k", issued_at=3.0) is None
 
 
 @pytest.mark.unit
 def test_balance_is_the_mean_gate_split_into_explore_and_exploit():
-    assert Balance.of(batch_stats({"er": [1.0]}, [])) == Balance(None, None, None)
-    balance = Balance.of(batch_stats({"er": [1.0, 2.0]}, [0.2, 0.6]))
+    assert balance_of(batch_stats({"er": [1.0]}, [])) == swarm_pb2.Balance()  # all unset: nothing gated
+    balance = balance_of(batch_stats({"er": [1.0, 2.0]}, [0.2, 0.6]))
     assert balance.mean_gate == pytest.approx(0.4)
     assert balance.explore_share == pytest.approx(0.4) and balance.exploit_share == pytest.approx(0.6)

@@ -10,11 +10,11 @@ import pytest
 from coordinator.client import CoordinatorClient, CoordinatorError, render_status
 from coordinator.events import EventKind, EventLog
 from coordinator.ledger import Ledger
+from coordinator.rounds import RoundState, merge_round
 from coordinator.service import CoordinatorService, add_to_server
 from coordinator.store import HistoryStore
-from coordinator_fakes import RUN, batch_stats, meta_record, random_batch
-from protos import swarm_pb2, swarm_pb2_grpc
-from plumbing.dht_records import PeerStatusRecord
+from coordinator_fakes import RUN, batch_stats, meta_record, peer_status, random_batch
+from protos import records, swarm_pb2, swarm_pb2_grpc
 from shaping import ShapingConfig
 
 
@@ -56,14 +56,15 @@ def test_wrong_schema_versions_are_refused_by_every_method(served, method):
     with grpc.insecure_channel(address) as channel:
         call = getattr(swarm_pb2_grpc.CoordinatorStub(channel), method)
         request_type = REQUESTS.get(method, swarm_pb2.WatchSwarmEventsRequest)
-        refusals = [(2, grpc.StatusCode.FAILED_PRECONDITION, "schema_version 2, newer than this coordinator's 1"),
-                    (0, grpc.StatusCode.INVALID_ARGUMENT, "no schema_version")]
+        refusals = [(2, grpc.StatusCode.FAILED_PRECONDITION, "has schema_version 2, newer than the 1 this rankswarm"),
+                    (0, grpc.StatusCode.INVALID_ARGUMENT, "has no schema_version")]
         for version, code, text in refusals:
             with pytest.raises(grpc.RpcError) as info:
                 reply = call(request_type(schema_version=version), timeout=5)
                 if method == "WatchSwarmEvents":
                     next(iter(reply))
             assert info.value.code() == code and text in info.value.details()
+            assert info.value.details().startswith(f"{request_type.__name__}.schema_version:")
 
 
 @pytest.mark.integration
@@ -75,8 +76,36 @@ def test_a_newer_nested_status_is_refused(served):
             swarm_pb2_grpc.CoordinatorStub(channel).ReportPeerStatus(
                 swarm_pb2.ReportPeerStatusRequest(schema_version=1, status=status), timeout=5)
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "PeerStatus has schema_version 5, newer than this process's 2" in info.value.details()
-    assert ledger.swarm_state(now=2.0).peers == ()
+    assert "status (PeerStatus) has schema_version 5, newer than the 2 this rankswarm reads" in info.value.details()
+    assert list(ledger.swarm_state(now=2.0).peers) == []
+
+
+@pytest.mark.integration
+def test_broken_requests_are_refused_naming_the_field_and_the_server_keeps_serving(served):
+    ledger, _, address = served
+    status = swarm_pb2.PeerStatus(schema_version=2, run_id=RUN, peer_id="a", reported_at=1.0, accuracy=1.5)
+    refusals = [
+        (swarm_pb2.ReportPeerStatusRequest(schema_version=1, status=status), "status.accuracy", "(rule max)"),
+        (swarm_pb2.ReportPeerStatusRequest(schema_version=1), "ReportPeerStatusRequest.status", "(rule required)"),
+        (swarm_pb2.ReportPeerStatusRequest(schema_version=1, status=records.replace(status, accuracy=None,
+                                                                                  kl=float("nan"))),
+         "status.kl", "(rule finite)"),
+    ]
+    with grpc.insecure_channel(address) as channel:
+        stub = swarm_pb2_grpc.CoordinatorStub(channel)
+        for request, path, rule in refusals:
+            with pytest.raises(grpc.RpcError) as info:
+                stub.ReportPeerStatus(request, timeout=5)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert path in info.value.details() and rule in info.value.details()
+        # bytes that are not a request at all: gRPC refuses them before the servicer, the server lives on
+        garbage = channel.unary_unary("/rankswarm.v1.Coordinator/ReportPeerStatus",
+                                      request_serializer=lambda raw: raw, response_deserializer=lambda raw: raw)
+        with pytest.raises(grpc.RpcError) as info:
+            garbage(b"\xff\xff\xff\x01garbage", timeout=5)
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+        assert stub.GetBalanceWeights(swarm_pb2.GetBalanceWeightsRequest(schema_version=1), timeout=5).schema_version == 1
+    assert list(ledger.swarm_state(now=2.0).peers) == []  # nothing of the refused reports was stored
 
 
 @pytest.mark.integration
@@ -88,21 +117,21 @@ def test_typed_client_reads_what_the_ledger_committed(served):
         assert client.balance_weights() == results[-1].record
         history = client.history(include_contributions=True)
         assert [view.weights for view in history] == [r.record for r in results[1:]]  # server cap: 2 rounds
-        assert history[0].contributions == results[1].contributions
+        assert list(history[0].contributions) == list(results[1].contributions)
         assert [v.weights.round for v in client.history(first_round=1, last_round=1)] == [1]
-        assert client.history(first_round=1, last_round=1)[0].contributions == ()
-        status = PeerStatusRecord(run=RUN, peer_id="a", version="0.1.0", reachability="direct", step=2,
-                                  throughput=3.0, bytes_sent=2_000_000, bytes_received=5_000_000, reported_at=103.0)
+        assert list(client.history(first_round=1, last_round=1)[0].contributions) == []
+        status = peer_status("a", 103.0, version="0.1.0", reachability=swarm_pb2.REACHABILITY_DIRECT, step=2,
+                             throughput=3.0, bytes_sent=2_000_000, bytes_received=5_000_000)
         assert client.report_status(status) == 3
         state = client.swarm_state()
         assert state.round == 3 and state.latest == results[-1].record and state.coordinator_key == "k"
-        assert {p.peer_id: p.status for p in state.peers} == {"a": status, "b": None}
+        assert {p.peer_id: records.get(p, "status") for p in state.peers} == {"a": status, "b": None}
         text = render_status(state, now=104.0)
         assert "round 3" in text and "2 live of 2: 2 online" in text and "direct" in text and "2.0/5.0" in text
         with pytest.raises(CoordinatorError, match="INVALID_ARGUMENT.*first_round 3 is after last_round 2"):
             client.history(first_round=3, last_round=2)
         with pytest.raises(CoordinatorError, match="serves 'test-run'"):
-            client.report_status(status.model_copy(update={"run": "other-run"}))
+            client.report_status(records.replace(status, run_id="other-run"))
 
 
 @pytest.mark.integration
@@ -114,7 +143,7 @@ def test_events_stream_and_resume_after_a_sequence_number(served):
         with CoordinatorClient(address) as client:
             for event in client.watch_events(duration=10.0):
                 received.append(event)
-                if event.kind is EventKind.ROUND_COMPLETED:
+                if event.kind == EventKind.ROUND_COMPLETED:
                     done.set()
                     return
 
@@ -130,3 +159,33 @@ def test_events_stream_and_resume_after_a_sequence_number(served):
         assert [e.seq for e in resumed] == [3]
         from_the_future = list(client.watch_events(after_seq=999, duration=0.5))  # coordinator restarted
         assert [e.seq for e in from_the_future] == [1, 2, 3]
+
+
+class _BrokenCoordinator(swarm_pb2_grpc.CoordinatorServicer):
+    """A coordinator that answers with what this client must not accept: a newer schema, a NaN."""
+
+    def GetSwarmState(self, request, context):
+        return swarm_pb2.SwarmState(schema_version=2, run_id=RUN)
+
+    def GetBalanceWeights(self, request, context):
+        signal = meta_record("a", 0, batch_stats(*random_batch(random.Random(1), 4)))
+        weights = merge_round(RoundState.initial(ShapingConfig()), [signal], ShapingConfig(), run=RUN,
+                              coordinator_key="k", issued_at=1.0).record
+        return swarm_pb2.GetBalanceWeightsResponse(schema_version=1, available=True,
+                                                   weights=records.replace(weights, lambda_t=float("nan")))
+
+
+@pytest.mark.integration
+def test_the_client_refuses_replies_that_break_a_rule_with_a_coordinator_error():
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    swarm_pb2_grpc.add_CoordinatorServicer_to_server(_BrokenCoordinator(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        with CoordinatorClient(f"127.0.0.1:{port}") as client:
+            with pytest.raises(CoordinatorError, match="FAILED_PRECONDITION: invalid reply: SwarmState.schema_version"):
+                client.swarm_state()
+            with pytest.raises(CoordinatorError, match=r"DATA_LOSS: .*weights.lambda_t: is nan.*\(rule finite\)"):
+                client.balance_weights()
+    finally:
+        server.stop(grace=None).wait(5)

@@ -2,15 +2,20 @@
 
 import random
 import sqlite3
+from pathlib import Path
 
 import pytest
 
 from coordinator.rounds import RoundState, merge_round
-from coordinator.store import _SCHEMA, STORE_SCHEMA_VERSION, HistoryStore, StoreError, _strip_comments
-from coordinator.views import Alert
-from coordinator_fakes import RUN, batch_stats, meta_record, random_batch
-from plumbing.dht_records import PeerStatusRecord
+from coordinator.store import STORE_SCHEMA_VERSION, HistoryStore, StoreError
+from coordinator_fakes import RUN, batch_stats, meta_record, peer_status, random_batch
+from protos import swarm_pb2
 from shaping import ShapingConfig
+
+
+def Alert(key, kind, severity, peer_id, message, started_at, started_round) -> swarm_pb2.Alert:
+    return swarm_pb2.Alert(key=key, kind=kind, severity=severity, peer_id=peer_id, message=message,
+                           started_at=started_at, started_round=started_round)
 
 
 def _commit_rounds(store: HistoryStore, num_rounds: int, seed: int = 0) -> list:
@@ -29,7 +34,7 @@ def test_reopened_store_serves_the_same_history(tmp_path):
     path = tmp_path / "history.db"
     store = HistoryStore(path, RUN)
     results = _commit_rounds(store, 3)
-    status = PeerStatusRecord(run=RUN, peer_id="a", version="0.1.0", reachability="relayed", reported_at=99.0)
+    status = peer_status("a", 99.0, version="0.1.0", reachability=swarm_pb2.REACHABILITY_RELAYED)
     store.touch_peer("a", 99.0, status=status)
     before = (store.rounds(), [store.contributions(r) for r in (1, 2, 3)], store.peers())
     store.close()
@@ -88,7 +93,7 @@ def test_other_run_newer_schema_and_foreign_files_are_refused(tmp_path):
     conn = sqlite3.connect(tmp_path / "h.db")
     conn.execute("PRAGMA user_version=99")
     conn.close()
-    with pytest.raises(StoreError, match="schema 99, newer than this coordinator's 2"):
+    with pytest.raises(StoreError, match="schema 99, newer than this coordinator's 3"):
         HistoryStore(tmp_path / "h.db", RUN)
     foreign = sqlite3.connect(tmp_path / "foreign.db")
     foreign.execute("CREATE TABLE t (x)")
@@ -97,36 +102,87 @@ def test_other_run_newer_schema_and_foreign_files_are_refused(tmp_path):
         HistoryStore(tmp_path / "foreign.db", RUN)
 
 
-@pytest.mark.unit
-def test_a_version_1_history_is_upgraded_in_place_and_keeps_its_rounds(tmp_path):
-    path = tmp_path / "v1.db"
+LEGACY_V2 = Path(__file__).parent / "data" / "history_v2.sql"  # written by the coordinator of 0.1.0
+
+
+def _legacy_file(path: Path, version: int) -> Path:
+    """A history file as rankswarm 0.1.0 left it: schema 2, or schema 1 (no statuses, alerts or counts)."""
     conn = sqlite3.connect(path)
-    conn.executescript(_strip_comments(_SCHEMA))  # the tables of schema version 1, nothing of version 2
-    conn.execute("INSERT INTO meta VALUES ('run', ?)", (RUN,))
-    conn.execute("INSERT INTO rounds VALUES (1, 1.0, 1, 2, '{}')")  # a version-1 peer with 2 contributions
-    conn.executemany("INSERT INTO contributions VALUES ('old', ?, 1, '{}')", [(0,), (1,)])
-    conn.execute("INSERT INTO peers VALUES ('old', 1.0, 1.0, 1, NULL)")
-    conn.execute("PRAGMA user_version=1")
-    conn.commit()
+    conn.executescript(LEGACY_V2.read_text())
+    if version == 1:
+        conn.executescript("DROP TABLE statuses; DROP TABLE alerts; ALTER TABLE peers DROP COLUMN num_contributions;"
+                           "PRAGMA user_version=1;")
     conn.close()
+    return path
+
+
+def _expected_statuses() -> tuple[swarm_pb2.PeerStatus, swarm_pb2.PeerStatus]:
+    """The two reports in LEGACY_V2, as this version builds them."""
+    full = peer_status("a", 102.5, version="0.1.0", address="/ip4/1.2.3.4/tcp/5",
+                       reachability=swarm_pb2.REACHABILITY_RELAYED, step=9, throughput=1.5, bytes_sent=10,
+                       bytes_received=20, tokens_per_s=812.5, step_seconds=1.25, compression_ratio=19.3, reward=-0.25,
+                       accuracy=0.5, heldout_accuracy=0.39, kl=0.0, er=21.5, erv=-0.5, era=0.0, gate=1.0, aux=-0.01,
+                       epoch=0, num_peers_seen=3, averaging_rounds=4, averaging_failures=1,
+                       last_averaging_error="TimeoutError: x", publish_failures=2, baselines_source="global",
+                       balance_round=2, er_deciles=swarm_pb2.Deciles(count=5, values=[float(i) for i in range(11)]))
+    old = peer_status("b", 102.75, schema_version=1, version="0.0.9", reachability=swarm_pb2.REACHABILITY_DIRECT,
+                      step=2, throughput=0.5, bytes_sent=1, bytes_received=2)
+    return full, old
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_old_history_is_upgraded_in_place_and_resumes_exactly(tmp_path, version):
+    expected = _commit_rounds(HistoryStore(tmp_path / "fresh.db", RUN), 3)  # the same rounds, made by this version
+    path = _legacy_file(tmp_path / "old.db", version)
     store = HistoryStore(path, RUN)
-    assert [(p.peer_id, p.num_contributions) for p in store.peers()] == [("old", 2)]
-    store._conn.execute("DELETE FROM contributions")  # the placeholder round's records are not valid records
-    store._conn.execute("DELETE FROM rounds")
-    results = _commit_rounds(store, 2)
-    status = PeerStatusRecord(run=RUN, peer_id="a", reported_at=100.5, reward=0.25)
-    store.save_statuses([status], now=101.0, round_=3)
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA_VERSION == 3
+    assert store.rounds() == [r.record for r in expected]  # bit for bit: the JSON kept every float exactly
+    assert [store.contributions(r) for r in (1, 2, 3)] == [list(r.contributions) for r in expected]
+    assert RoundState.after(store.latest_round(), ShapingConfig()) == expected[-1].state  # baselines resume exactly
+    assert store.merged_keys([("a", 2), ("b", 0), ("a", 3)]) == {("a", 2), ("b", 0)}
+    full, old = _expected_statuses()
+    peers = store.peers()
+    assert [(p.peer_id, p.first_seen, p.last_seen, p.last_step, p.num_contributions) for p in peers] == [
+        ("a", 100.0, 102.5, 2, 3), ("b", 100.0, 102.75, 2, 3)]
+    assert [p.status for p in peers] == [full, old]
+    if version == 2:
+        assert store.statuses() == [(4, full), (4, old)]
+        assert [(a.key, a.ended_at) for a in store.alerts(active=True)] == [("peer_behind:a", 0.0)]
+        assert [(a.key, a.ended_at) for a in store.alerts(active=False)] == [("no_peers", 101.5)]
+    else:
+        assert store.statuses() == [] and store.alerts(active=True) == []
+    more = merge_round(expected[-1].state, [meta_record("a", 3, batch_stats(*random_batch(random.Random(1), 6)))],
+                       ShapingConfig(), run=RUN, coordinator_key="k", issued_at=104.0)
+    store.commit_round(more.record, more.contributions, seen_at=104.0)  # it goes on as a schema-3 file
     store.close()
-    reopened = HistoryStore(path, RUN)
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == STORE_SCHEMA_VERSION == 2
-    assert reopened.rounds() == [r.record for r in results] and reopened.statuses() == [(3, status)]
+    assert HistoryStore(path, RUN).rounds() == [r.record for r in expected] + [more.record]
+
+
+@pytest.mark.unit
+def test_an_old_history_that_cannot_be_read_is_named_and_left_unchanged(tmp_path):
+    path = _legacy_file(tmp_path / "old.db", 2)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE rounds SET record = replace(record, '\"lambda_t\":', '\"lambda\":') WHERE round = 2")
+    conn.commit()
+    before = conn.execute("SELECT record FROM rounds ORDER BY round").fetchall()
+    conn.close()
+    with pytest.raises(StoreError) as info:
+        HistoryStore(path, RUN)
+    message = str(info.value)
+    assert str(path) in message and "round 2" in message and "lambda" in message and "unchanged" in message
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("SELECT record FROM rounds ORDER BY round").fetchall() == before
+    with pytest.raises(StoreError, match="another db_path"):  # another run's old file: refused before upgrading
+        HistoryStore(path, "other-run")
 
 
 @pytest.mark.unit
 def test_status_history_keeps_each_report_once_and_the_newest_as_the_peers_status(tmp_path):
     store = HistoryStore(tmp_path / "h.db", RUN)
-    newer = PeerStatusRecord(run=RUN, peer_id="a", step=5, reported_at=50.0)
-    older = PeerStatusRecord(run=RUN, peer_id="a", step=4, reported_at=40.0)
+    newer = peer_status("a", 50.0, step=5)
+    older = peer_status("a", 40.0, step=4)
     store.save_statuses([newer], now=51.0, round_=2)
     store.save_statuses([newer, older], now=52.0, round_=3)  # the DHT may still serve an older one
     assert [p.status for p in store.peers()] == [newer]

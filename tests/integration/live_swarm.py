@@ -16,21 +16,21 @@ from hivemind.utils import get_dht_time
 from coordinator.config import CoordinatorConfig
 from coordinator.server import Coordinator
 from plumbing.identity import SigningIdentity, build_record_validators
-from plumbing.dht_records import (Deciles, MetaSignalRecord, PeerStatusRecord, expires_in, fetch_meta_signals,
-                                   fetch_peer_statuses, poll, publish_meta_signal, publish_peer_status)
+from plumbing.dht_records import expires_in, fetch, fetch_meta_signals, poll, publish
 from plumbing.swarm_dht import DHTConfig, start_dht
+from protos import records, swarm_pb2
 from shaping import IndicatorStats, RankIndicators
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 VERSION = "0.1.0"
 
 
-def deciles(values: torch.Tensor) -> Deciles | None:
+def deciles(values: torch.Tensor) -> swarm_pb2.Deciles | None:
     finite = values[torch.isfinite(values)]
     if not finite.numel():
         return None
     quantiles = torch.quantile(finite, torch.linspace(0, 1, 11, dtype=torch.float64))
-    return Deciles(count=int(finite.numel()), values=tuple(float(q) for q in quantiles))
+    return swarm_pb2.Deciles(count=int(finite.numel()), values=[float(q) for q in quantiles])
 
 
 @dataclass
@@ -42,8 +42,8 @@ class LivePeer:
     epoch: int = 0
     failures: int = 0
     version: str = VERSION
-    published: list[MetaSignalRecord] = field(default_factory=list)
-    statuses: list[PeerStatusRecord] = field(default_factory=list)
+    published: list[swarm_pb2.MetaSignal] = field(default_factory=list)
+    statuses: list[swarm_pb2.PeerStatus] = field(default_factory=list)
 
     @property
     def peer_id(self) -> str:
@@ -101,14 +101,17 @@ class LiveSwarm:
         peer.epoch += peer.index not in self.lagging
         peer.failures += peer.index in self.failing
         now = get_dht_time()
-        record = MetaSignalRecord(run=self.run, peer_id=peer.peer_id, step=peer.step, stats=stats,
-                                  num_rollouts=len(scores), num_tokens=700 + 40 * peer.index, published_at=now)
-        assert publish_meta_signal(peer.dht, self.run, record, expires_in(600), identity=peer.identity)
+        record = records.build(swarm_pb2.MetaSignal, run_id=self.run, peer_id=peer.peer_id, step=peer.step,
+                               stats=records.stats_message(stats), mean_gate=stats.gate_mean, num_rollouts=len(scores),
+                               num_tokens=700 + 40 * peer.index, published_at=now)
+        assert publish(peer.dht, record, expires_in(600), identity=peer.identity)
         means = stats.means()
         latest = self.results[-1].record if self.results else None
-        status = PeerStatusRecord(
-            run=self.run, peer_id=peer.peer_id, version=peer.version, address=f"/ip4/127.0.0.1/tcp/{4000 + peer.index}",
-            reachability="relayed" if peer.index == 1 else "direct", step=peer.step, throughput=6.0 + peer.index,
+        status = records.build(
+            swarm_pb2.PeerStatus, run_id=self.run, peer_id=peer.peer_id, version=peer.version,
+            address=f"/ip4/127.0.0.1/tcp/{4000 + peer.index}",
+            reachability=swarm_pb2.REACHABILITY_RELAYED if peer.index == 1 else swarm_pb2.REACHABILITY_DIRECT,
+            step=peer.step, throughput=6.0 + peer.index,
             bytes_sent=250_000 * peer.step, bytes_received=250_000 * peer.step + 1234, reported_at=now,
             tokens_per_s=350.0 + 20 * peer.index, step_seconds=1.2, compression_ratio=19.3, reward=means["score"],
             accuracy=float((scores > 0).double().mean()), heldout_accuracy=0.3 + 0.01 * peer.step + 0.01 * peer.index,
@@ -117,9 +120,8 @@ class LiveSwarm:
             averaging_rounds=peer.step - peer.failures, averaging_failures=peer.failures,
             last_averaging_error="TimeoutError: averaging group did not assemble" if peer.index in self.failing else "",
             baselines_source="global" if latest else "local", balance_round=latest.round if latest else None,
-            deciles={name: d for name, d in (("er", deciles(indicators.er)), ("erv", deciles(indicators.erv)),
-                                             ("era", deciles(indicators.era))) if d is not None})
-        assert publish_peer_status(peer.dht, self.run, status, expires_in(600), identity=peer.identity)
+            er_deciles=deciles(indicators.er), erv_deciles=deciles(indicators.erv), era_deciles=deciles(indicators.era))
+        assert publish(peer.dht, status, expires_in(600), identity=peer.identity)
         peer.published.append(record)
         peer.statuses.append(status)
 
@@ -131,7 +133,7 @@ class LiveSwarm:
         polled = poll(lambda: fetch_meta_signals(dht, self.run),
                       lambda r: wanted <= {(x.peer_id, x.step) for x in r.records}, deadline=time.monotonic() + timeout)
         assert polled.complete, "meta-signals did not reach the coordinator's DHT node"
-        polled = poll(lambda: fetch_peer_statuses(dht, self.run),
+        polled = poll(lambda: fetch(dht, self.run, swarm_pb2.PeerStatus),
                       lambda r: reports <= {(x.peer_id, x.reported_at) for x in r.records},
                       deadline=time.monotonic() + timeout)
         assert polled.complete, "status reports did not reach the coordinator's DHT node"

@@ -32,8 +32,9 @@ from coordinator.server import Coordinator
 from protos import swarm_pb2, swarm_pb2_grpc
 from plumbing.dht_keys import meta_signals_key
 from plumbing.identity import SigningIdentity, build_record_validators
-from plumbing.dht_records import (MetaSignalRecord, expires_in, fetch_balance, fetch_meta_signals, poll,
-                                   poll_balance, publish_meta_signal)
+from plumbing.dht_records import expires_in, fetch_balance, fetch_meta_signals, poll, poll_balance
+from plumbing.dht_records import publish as publish_record
+from protos import records
 from plumbing.processes import wait_for_json
 from plumbing.swarm_dht import DHTConfig, start_dht
 from shaping import INDICATORS, IndicatorStats, RankIndicators
@@ -58,10 +59,15 @@ def make_peer(identity: SigningIdentity, initial_peers: list[str], run: str = RU
                      record_validators=build_record_validators(identity, run))
 
 
-def publish(dht, identity: SigningIdentity, step: int, stats: IndicatorStats, run: str = RUN) -> MetaSignalRecord:
-    record = MetaSignalRecord(run=run, peer_id=identity.fingerprint, step=step, stats=stats, num_rollouts=8,
-                              num_tokens=512, published_at=get_dht_time())
-    assert publish_meta_signal(dht, run, record, expires_in(120), identity=identity)
+def meta_signal(identity: SigningIdentity, step: int, stats: IndicatorStats, run: str = RUN) -> swarm_pb2.MetaSignal:
+    return records.build(swarm_pb2.MetaSignal, run_id=run, peer_id=identity.fingerprint, step=step,
+                         stats=records.stats_message(stats), mean_gate=stats.gate_mean, num_rollouts=8,
+                         num_tokens=512, published_at=get_dht_time())
+
+
+def publish(dht, identity: SigningIdentity, step: int, stats: IndicatorStats, run: str = RUN) -> swarm_pb2.MetaSignal:
+    record = meta_signal(identity, step, stats, run)
+    assert publish_record(dht, record, expires_in(120), identity=identity)
     return record
 
 
@@ -121,8 +127,8 @@ def test_round_merges_what_the_peers_published_and_peers_verify_the_balance(swar
 
     in_order = sorted(published, key=lambda r: (r.peer_id, r.step))
     assert result is not None and list(result.contributions) == in_order
-    expected = IndicatorStats.merge_all([r.stats for r in in_order])
-    assert result.record.merged == expected
+    expected = IndicatorStats.merge_all([records.stats_of(r.stats) for r in in_order])
+    assert records.stats_of(result.record.merged) == expected
     assert (result.record.num_peers, result.record.num_contributions) == (2, 3)
     trusted = swarm.coordinator.identity.fingerprint
     polled = poll_balance(swarm.alice_dht, RUN, trusted, deadline=time.monotonic() + 15,
@@ -145,8 +151,7 @@ def test_forged_and_malformed_records_are_rejected_and_the_coordinator_keeps_ser
     rogue_dht = None
     try:
         key = meta_signals_key(RUN)
-        forged = MetaSignalRecord(run=RUN, peer_id=swarm.alice.fingerprint, step=50, stats=random_stats(rng),
-                                  published_at=get_dht_time()).model_dump(mode="json")
+        forged = records.encode(meta_signal(swarm.alice, 50, random_stats(rng)))
         # under alice's subkey without her key: every node that runs the validators refuses it
         assert not mallory_dht.store(key, forged, expires_in(120), subkey=swarm.alice.owner_subkey(50))
         # a node that runs no validators stores it locally, but honest readers drop what it serves
@@ -154,9 +159,8 @@ def test_forged_and_malformed_records_are_rejected_and_the_coordinator_keeps_ser
         rogue_dht.store(key, forged, expires_in(120), subkey=swarm.alice.owner_subkey(51))
         rogue_dht.store(key, forged, expires_in(120), subkey=b"no-owner")
         # signed by mallory under her own subkey, but not a valid record: rejected with a reason
-        own = MetaSignalRecord(run=RUN, peer_id=mallory.fingerprint, step=1, stats=random_stats(rng),
-                               published_at=get_dht_time()).model_dump(mode="json")
-        assert mallory_dht.store(key, {**own, "schema_version": 2}, expires_in(120), subkey=mallory.owner_subkey(1))
+        newer = records.replace(meta_signal(mallory, 1, random_stats(rng)), schema_version=2).SerializeToString()
+        assert mallory_dht.store(key, newer, expires_in(120), subkey=mallory.owner_subkey(1))
         assert mallory_dht.store(key, forged, expires_in(120), subkey=mallory.owner_subkey(50))  # claims alice
         assert mallory_dht.store(key, "garbage", expires_in(120), subkey=mallory.owner_subkey(2))
         honest = publish(swarm.bob_dht, swarm.bob, 7, random_stats(rng))
@@ -164,16 +168,16 @@ def test_forged_and_malformed_records_are_rejected_and_the_coordinator_keeps_ser
         fetched = poll(lambda: fetch_meta_signals(swarm.coordinator.dht, RUN), lambda r: len(r.rejected) >= 3,
                        deadline=time.monotonic() + 15).result
         reasons = dict(fetched.rejected)
-        assert "newer than this process's 1" in reasons[f"{mallory.fingerprint}#1"]
+        assert "schema_version 2, newer than the 1" in reasons[f"{mallory.fingerprint}#1"]
         assert f"signed by {mallory.fingerprint}" in reasons[f"{mallory.fingerprint}#50"]
-        assert "not a record dict" in reasons[f"{mallory.fingerprint}#2"]
+        assert "value is a str, not MetaSignal protobuf bytes" in reasons[f"{mallory.fingerprint}#2"]
         assert all(r.peer_id != mallory.fingerprint and r.step not in (50, 51) for r in fetched.records)
 
         result = swarm.coordinator.run_round()
         assert result is not None and result.contributions == (honest,)
         with CoordinatorClient(swarm.coordinator.address) as client:
             assert client.balance_weights() == result.record
-            rejected = [e for e in client.watch_events(duration=1.0) if e.kind is EventKind.RECORD_REJECTED]
+            rejected = [e for e in client.watch_events(duration=1.0) if e.kind == EventKind.RECORD_REJECTED]
             assert {e.peer_id for e in rejected} >= {f"{mallory.fingerprint}#{s}" for s in (1, 2, 50)}
     finally:
         mallory_dht.shutdown()
@@ -188,7 +192,7 @@ def test_a_wrong_version_request_is_refused_by_the_running_coordinator(swarm):
         with pytest.raises(grpc.RpcError) as info:
             stub.GetHistory(swarm_pb2.GetHistoryRequest(schema_version=2), timeout=5)
         assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-        assert "schema_version 2, newer than this coordinator's 1" in info.value.details()
+        assert "GetHistoryRequest has schema_version 2, newer than the 1" in info.value.details()
         assert stub.GetHistory(swarm_pb2.GetHistoryRequest(schema_version=1), timeout=5).rounds
 
 
@@ -205,16 +209,16 @@ def test_restarted_coordinator_serves_the_same_history_and_merges_nothing_twice(
             wait_for_round(client, 1, timeout=15)
             before = (client.history(include_contributions=True), client.balance_weights())
             key = coordinator.identity.fingerprint
-        assert before[0][0].contributions == tuple(first)
+        assert list(before[0][0].contributions) == first
 
         with Coordinator(cfg) as restarted, CoordinatorClient(restarted.address) as client:
             assert restarted.identity.fingerprint == key
             assert (client.history(include_contributions=True), client.balance_weights()) == before
-            skipped = [e for e in client.watch_events(duration=1.0) if e.kind is EventKind.ROUND_SKIPPED]
+            skipped = [e for e in client.watch_events(duration=1.0) if e.kind == EventKind.ROUND_SKIPPED]
             assert skipped and client.balance_weights().round == 1  # the records still live were merged before
             later = publish(peer_dht, peer, 2, random_stats(rng), run=run)
             second = wait_for_round(client, 2, timeout=15)
-            assert client.history(first_round=2, include_contributions=True)[0].contributions == (later,)
+            assert list(client.history(first_round=2, include_contributions=True)[0].contributions) == [later]
             polled = poll_balance(peer_dht, run, key, deadline=time.monotonic() + 15, after_round=1)
             assert polled.complete and polled.result.records == [second]
     finally:
@@ -234,7 +238,7 @@ def test_main_prints_how_to_reach_it_and_stops_on_sigterm(tmp_path):
         lines = read_lines(proc.stdout, 5, timeout=60)
         address = next(line.split()[-1] for line in lines if "gRPC:" in line)
         with CoordinatorClient(address) as client:
-            assert client.swarm_state().run == "main-test"
+            assert client.swarm_state().run_id == "main-test"
         dashboard = next(line.split()[-1] for line in lines if "dashboard:" in line)
         with urllib.request.urlopen(dashboard + "healthz", timeout=10) as response:
             assert response.read() == b"ok\n"

@@ -29,7 +29,9 @@ from coordinator.config import HealthConfig
 from coordinator.ledger import Ledger
 from coordinator.monitor import Monitor
 from coordinator.store import HistoryStore
+from coordinator.views import reachability
 from live_swarm import LiveSwarm
+from protos import records
 from shaping import ShapingConfig
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
@@ -146,7 +148,7 @@ def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(
     assert text(page, "#run") == live.run
     assert text(page, "#round-number") == str(round_.round)
     assert text(page, "#kpi-round-value") == f"#{round_.round}"
-    assert text(page, "#kpi-reward-value") == signed(round_.merged.moments["score"].mean)
+    assert text(page, "#kpi-reward-value") == signed(records.stats_of(round_.merged).moments["score"].mean)
     assert text(page, "#peers-live") == "5" and text(page, "#peers-total") == "5"
     tokens = sum(p.statuses[-1].tokens_per_s for p in live.peers)  # integral here: no rounding to argue about
     assert text(page, "#kpi-throughput .kpi-label") == "Step throughput"
@@ -163,7 +165,7 @@ def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(
         cells = row_cells(page, peer.peer_id)
         assert cells[0] == states[peer.peer_id], cells
         assert cells[1] == f"{peer.peer_id[:8]}…{peer.peer_id[-4:]}"
-        assert cells[3] == f"127.0.0.1:{4000 + peer.index}{status.reachability}"
+        assert cells[3] == f"127.0.0.1:{4000 + peer.index}{reachability(status)}"
         assert cells[5] == str(peer.step)
         assert cells[12] == signed(status.reward)
         assert cells[14] == js_percent(status.heldout_accuracy)
@@ -178,9 +180,10 @@ def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(
     path = page.locator("#chart-reward path[data-series='swarm']").get_attribute("d")
     assert len(re.findall(r"[ML]", path)) == round_.round
     tip = hover_last_point(page, "chart-reward")
-    assert f"round {round_.round}" in tip and signed(round_.merged.moments["score"].mean).lstrip("+") in tip
+    reward = records.stats_of(round_.merged).moments["score"].mean
+    assert f"round {round_.round}" in tip and signed(reward).lstrip("+") in tip
     tip = hover_last_point(page, "chart-er")
-    assert js_precision(round_.baselines.value("er")) in tip
+    assert js_precision(live.results[-1].state.baselines.value("er")) in tip
     assert page.locator("#dist-er rect.bar").count() == 24
     # the throughput chart is the merged figure, under its own name (the card is the peers' step rates)
     assert page.locator("figure:has(#chart-throughput) figcaption").inner_text().startswith("Merged throughput")
@@ -199,7 +202,7 @@ def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(
     page.wait_for_function(
         "n => (document.querySelector(\"#chart-reward path[data-series='swarm']\").getAttribute('d')"
         ".match(/[ML]/g) || []).length === n", arg=new.round, timeout=15000)
-    assert text(page, "#kpi-reward-value") == signed(new.merged.moments["score"].mean)
+    assert text(page, "#kpi-reward-value") == signed(records.stats_of(new.merged).moments["score"].mean)
     page.wait_for_function("id => document.querySelector(`tr[data-peer='${id}'] td .pill`).textContent"
                            " === 'unreachable'", arg=live.peers[4].peer_id, timeout=15000)
     assert row_cells(page, live.peers[0].peer_id)[12] == signed(live.peers[0].statuses[-1].reward)

@@ -1,8 +1,9 @@
 """The dashboard of a live coordinator (real DHT, gRPC, HTTP, SQLite) fed by peers' signed DHT records.
 
 What the peers published must come back unchanged through /api/v1/state, /api/v1/history, /metrics
-and `rankswarm status` (gRPC); old (schema-1) status reports still show, newer ones are rejected
-and raise an alert. About 15 s, mostly p2p daemon start-up.
+and `rankswarm status` (gRPC); old (schema-1) status reports still show, newer ones, schema-1
+reports that claim schema-2 fields and records in the pre-protobuf format are rejected and raise
+an alert. About 15 s, mostly p2p daemon start-up.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from hivemind.utils import get_dht_time
 from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.client import CoordinatorClient, render_status
+from coordinator.views import reachability, state_of
 from live_swarm import LiveSwarm
 from plumbing.dht_keys import peer_status_key
-from plumbing.dht_records import PeerStatusRecord, expires_in
+from plumbing.dht_records import expires_in
+from protos import records, swarm_pb2
 
 pytestmark = pytest.mark.integration
 
@@ -47,15 +50,16 @@ def test_state_and_history_show_what_the_peers_published(live):
     assert doc["run"] == live.run and doc["coordinator"]["key"] == live.coordinator.identity.fingerprint
     assert doc["coordinator"]["http_address"] == live.coordinator.http_address
     assert doc["round"]["number"] == latest.round == 3 and doc["round"]["num_peers"] == 3
-    assert doc["round"]["merged"]["score"]["mean"] == latest.merged.moments["score"].mean
+    assert doc["round"]["merged"]["score"]["mean"] == records.stats_of(latest.merged).moments["score"].mean
     peers = {p["peer_id"]: p for p in doc["peers"]["items"]}
     for peer in live.peers:
         row, status = peers[peer.peer_id], peer.statuses[-1]
         assert row["state"] == "online"
         for key in ("reward", "accuracy", "heldout_accuracy", "kl", "er", "erv", "era", "gate", "tokens_per_s",
                     "bytes_sent", "bytes_received", "compression_ratio", "epoch", "averaging_failures",
-                    "last_averaging_error", "reachability", "address", "version", "balance_round"):
-            assert row[key] == getattr(status, key), key
+                    "last_averaging_error", "address", "version", "balance_round"):
+            assert row[key] == records.get(status, key), key
+        assert row["reachability"] == reachability(status)
         assert row["status_reported_at"] == status.reported_at and row["num_contributions"] == 3
     assert peers[live.peers[1].peer_id]["reachability"] == "relayed"
     [alert] = doc["alerts"]["active"]
@@ -64,7 +68,8 @@ def test_state_and_history_show_what_the_peers_published(live):
 
     history = get_json(f"{live.base_url}/api/v1/history?peer={live.peers[0].peer_id}")
     assert history["rounds"]["round"] == [1, 2, 3]
-    assert history["rounds"]["reward"] == [r.record.merged.moments["score"].mean for r in live.results]
+    assert history["rounds"]["reward"] == [records.stats_of(r.record.merged).moments["score"].mean
+                                           for r in live.results]
     assert history["rounds"]["tokens"] == [sum(c.num_tokens for c in r.contributions) for r in live.results]
     series = history["peers"][live.peers[0].peer_id]
     assert series["kl"] == [s.kl for s in live.peers[0].statuses]
@@ -87,7 +92,7 @@ def test_metrics_and_terminal_status_agree_with_the_page(live):
 
     with CoordinatorClient(live.coordinator.address) as client:
         state = client.swarm_state()
-    assert [p.state for p in state.peers] == ["online"] * 3
+    assert [state_of(p) for p in state.peers] == ["online"] * 3
     assert {p.peer_id: p.status for p in state.peers} == {p.peer_id: p.statuses[-1] for p in live.peers}
     assert [a.kind for a in state.alerts] == ["averaging_failures"]
     text = render_status(state)
@@ -100,26 +105,35 @@ def test_metrics_and_terminal_status_agree_with_the_page(live):
 
 
 def test_old_status_reports_show_and_newer_ones_are_rejected(live):
-    old_peer, new_peer = live.peers[0], live.peers[1]
+    old_peer, new_peer, claiming_peer = live.peers
     key = peer_status_key(live.run)
-    old = {"schema_version": 1, "run": live.run, "peer_id": old_peer.peer_id, "version": "0.0.9",
-           "address": "", "reachability": "direct", "step": 9, "throughput": 1.5, "bytes_sent": 10,
-           "bytes_received": 20, "reported_at": get_dht_time()}
-    assert old_peer.dht.store(key, old, expires_in(600), subkey=old_peer.identity.owner_subkey())
-    newer = {**new_peer.statuses[-1].model_dump(mode="json"), "schema_version": 3, "reported_at": get_dht_time()}
-    assert new_peer.dht.store(key, newer, expires_in(600), subkey=new_peer.identity.owner_subkey())
+    old = records.build(swarm_pb2.PeerStatus, schema_version=1, run_id=live.run, peer_id=old_peer.peer_id,
+                        version="0.0.9", reachability=swarm_pb2.REACHABILITY_DIRECT, step=9, throughput=1.5,
+                        bytes_sent=10, bytes_received=20, reported_at=get_dht_time())
+    assert old_peer.dht.store(key, records.encode(old), expires_in(600), subkey=old_peer.identity.owner_subkey())
+    newer = records.replace(new_peer.statuses[-1], schema_version=3, reported_at=get_dht_time())
+    assert new_peer.dht.store(key, newer.SerializeToString(), expires_in(600),
+                              subkey=new_peer.identity.owner_subkey())
+    # a report that says schema 1 but carries a schema-2 field: not honest about what it is
+    claiming = records.replace(claiming_peer.statuses[-1], schema_version=1, reported_at=get_dht_time())
+    assert claiming_peer.dht.store(key, claiming.SerializeToString(), expires_in(600),
+                                   subkey=claiming_peer.identity.owner_subkey())
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         live.coordinator.run_round()
         doc = get_json(f"{live.base_url}/api/v1/state")
         row = {p["peer_id"]: p for p in doc["peers"]["items"]}[old_peer.peer_id]
-        if row["status_schema"] == 1 and doc["coordinator"]["records_rejected"]:
+        if row["status_schema"] == 1 and doc["coordinator"]["records_rejected"] >= 2:
             break
         time.sleep(0.3)
     assert row["version"] == "0.0.9" and row["version_mismatch"] and row["tokens_per_s"] is None
     assert row["step"] == max(9, old_peer.step) and row["status_schema"] == 1
-    assert PeerStatusRecord.model_validate(old).deciles == {}
+    assert row["baselines_source"] == "unknown" and row["averaging_rounds"] == 0  # what schema 1 cannot say
     kinds = {a["kind"] for a in doc["alerts"]["active"]}
     assert {"records_rejected", "version_mismatch"} <= kinds
-    rejected = next(a for a in doc["alerts"]["active"] if a["kind"] == "records_rejected")
-    assert "schema_version 3, newer than this process's 2" in rejected["message"]
+    reasons = [e["detail"] for e in doc["events"] if e["kind"] == "record_rejected"]
+    assert any("PeerStatus has schema_version 3, newer than the 2" in r for r in reasons), reasons
+    assert any("exists since schema 2 and the record says schema 1" in r for r in reasons), reasons
+    rows = {p["peer_id"]: p for p in doc["peers"]["items"]}
+    assert rows[new_peer.peer_id]["status_schema"] == 2  # the refused reports changed nothing
+    assert rows[claiming_peer.peer_id]["status_schema"] == 2

@@ -24,7 +24,8 @@ from node.gossip.consensus import fingerprints_agree
 from node.gossip.fingerprint import parameter_fingerprint
 from node.gossip.hivemind_internals import epoch_group_bits
 from plumbing.identity import SigningIdentity, build_record_validators
-from plumbing.dht_records import fetch_weights_claims
+from plumbing.dht_records import fetch
+from protos import swarm_pb2
 from plumbing.swarm_dht import DHTConfig, start_dht, visible_addresses
 
 pytestmark = pytest.mark.integration
@@ -263,7 +264,7 @@ def split_at_this_epoch(a, b):
     assert not fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
     b.gossip.consensus.claim(epoch, b.fingerprint())
     deadline = time.monotonic() + 20
-    while {r.fingerprint for r in fetch_weights_claims(a.dht, a.gossip.consensus.run_id).records
+    while {tuple(r.fingerprint) for r in fetch(a.dht, a.gossip.consensus.run_id, swarm_pb2.WeightsClaim).records
            if r.epoch == epoch} != {tuple(a.fingerprint()), tuple(b.fingerprint())}:
         assert time.monotonic() < deadline, "b's new claim never reached a"
         time.sleep(0.2)

@@ -21,6 +21,7 @@ from coordinator.client import CoordinatorClient
 from rankswarm.config import DemoConfig
 from rankswarm.demo import DemoSwarm
 from plumbing.identity import SigningIdentity
+from protos import records
 from shaping import IndicatorStats
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -192,7 +193,7 @@ def test_survivors_keep_training_after_a_peer_and_the_coordinator_die(scenario):
 def test_peers_shape_with_the_coordinators_weights_then_fall_back(scenario):
     swarm, facts = scenario
     state = facts["state_before_kill"]
-    assert state.round >= 1 and state.latest is not None
+    assert state.round >= 1 and state.HasField("latest")
     assert max(r.weights.num_peers for r in facts["history_before_kill"]) >= 2
     rows = train_rows(swarm, 0)
     before = [r["baselines"] for r in rows if r["time"] <= facts["killed_at"]]
@@ -211,16 +212,16 @@ def test_coordinator_merged_exactly_what_the_peers_measured(scenario):
     for round_view in facts["history_before_kill"]:
         if not round_view.contributions:
             continue
-        merged = IndicatorStats.merge_all(c.stats for c in round_view.contributions)
+        merged = IndicatorStats.merge_all(records.stats_of(c.stats) for c in round_view.contributions)
         for name, value in merged.means().items():
-            expected = round_view.weights.merged.means()[name]
+            expected = records.stats_of(round_view.weights.merged).means()[name]
             assert (value is None and expected is None) or value == pytest.approx(expected, rel=1e-12)
         for contribution in round_view.contributions:
             index = peer_index[contribution.peer_id]  # a record from an unknown peer would fail here
             row = steps[index][contribution.step]
             for name in ("er", "erv", "era"):
                 if row[name] is not None:
-                    assert contribution.stats.means()[name] == pytest.approx(row[name], rel=1e-9)
+                    assert records.stats_of(contribution.stats).means()[name] == pytest.approx(row[name], rel=1e-9)
             contributors.add(index)
             checked += 1
     assert checked >= 4 and len(contributors) >= 2, (checked, contributors)

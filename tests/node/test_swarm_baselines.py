@@ -15,8 +15,10 @@ from hivemind.utils import get_dht_time
 from node.swarm.baselines import SwarmBaselines
 from node.training.seams import LocalBaselines
 from plumbing.identity import SigningIdentity, build_record_validators
-from plumbing.dht_records import BalanceRecord, expires_in, publish_balance
+from plumbing.dht_keys import balance_key
+from plumbing.dht_records import expires_in, fetch_balance_result, publish
 from plumbing.swarm_dht import DHTConfig, start_dht
+from protos import records, swarm_pb2
 from shaping import Baselines, IndicatorStats, RankIndicators, ShapingConfig
 
 pytestmark = pytest.mark.integration
@@ -47,10 +49,11 @@ def swarm():
     coord_dht.shutdown()
 
 
-def balance(identity: SigningIdentity, round_: int, value: float, issued_at: float) -> BalanceRecord:
-    return BalanceRecord(run=RUN, round=round_, baselines=ready_baselines(value), lambda_t=1.0,
-                         merged=stats(value), num_peers=2, num_contributions=2, issued_at=issued_at,
-                         coordinator_key=identity.fingerprint)
+def balance(identity: SigningIdentity, round_: int, value: float, issued_at: float) -> swarm_pb2.BalanceWeights:
+    return records.build(swarm_pb2.BalanceWeights, run_id=RUN, round=round_,
+                         baselines=records.baselines_message(ready_baselines(value)), lambda_t=1.0,
+                         merged=records.stats_message(stats(value)), num_peers=2, num_contributions=2,
+                         issued_at=issued_at, coordinator_key=identity.fingerprint)
 
 
 def wait_for(condition, timeout: float = 10.0) -> bool:
@@ -69,10 +72,11 @@ def test_local_until_a_signed_fresh_record_arrives_then_global(swarm):
     try:
         assert source.current()[1] == "local"  # nothing published yet: never waits
         record = balance(coordinator, 1, 7.0, get_dht_time())
-        assert publish_balance(coord_dht, RUN, record, expires_in(60), identity=coordinator)
+        assert publish(coord_dht, record, expires_in(60), identity=coordinator)
         assert wait_for(lambda: source.current()[1] == "global"), "the fresh record was never used"
+        assert source.latest == record  # the record crossed the DHT as protobuf bytes, unchanged
         baselines, _ = source.current()
-        assert baselines.value("er") == pytest.approx(record.baselines.value("er"))
+        assert baselines == ready_baselines(7.0)  # the exact EMA state, not just the displayed m_k
     finally:
         source.stop()
 
@@ -80,7 +84,7 @@ def test_local_until_a_signed_fresh_record_arrives_then_global(swarm):
 def test_stale_or_foreign_records_leave_the_peer_on_its_local_ema(swarm):
     coordinator, coord_dht, peer_dht = swarm
     stale = balance(coordinator, 2, 3.0, get_dht_time() - 600)
-    assert publish_balance(coord_dht, RUN, stale, expires_in(60), identity=coordinator)
+    assert publish(coord_dht, stale, expires_in(60), identity=coordinator)
     source = SwarmBaselines(LocalBaselines(ShapingConfig()), peer_dht, RUN, coordinator.fingerprint,
                             max_age_s=30, poll_interval_s=0.2).start()
     impostor = SwarmBaselines(LocalBaselines(ShapingConfig()), peer_dht, RUN, SigningIdentity.generate().fingerprint,
@@ -93,6 +97,28 @@ def test_stale_or_foreign_records_leave_the_peer_on_its_local_ema(swarm):
     finally:
         source.stop()
         impostor.stop()
+
+
+def test_a_corrupt_or_old_format_balance_record_is_rejected_with_a_reason_and_never_used(swarm):
+    coordinator, coord_dht, peer_dht = swarm
+    run = RUN + "-corrupt"
+    for dht in (coord_dht, peer_dht):
+        dht.add_validators(build_record_validators(coordinator, run)[1:])
+    good = records.replace(balance(coordinator, 5, 2.0, get_dht_time()), run_id=run)
+    truncated = records.encode(good)[:-1]
+    # the coordinator's own key signs these, so only rankswarm's validation stands in their way
+    for value in (truncated, {"round": 5, "run": run}):  # cut short, and a dict as rankswarm 0.1 wrote
+        assert coord_dht.store(balance_key(run), value, expires_in(60), subkey=coordinator.owner_subkey())
+        deadline = time.monotonic() + 10
+        while not (fetched := fetch_balance_result(peer_dht, run, coordinator.fingerprint)).rejected:
+            assert time.monotonic() < deadline, "the bad record never arrived"
+            time.sleep(0.1)
+        assert fetched.records == [] and fetched.reachable
+        [(subkey, reason)] = fetched.rejected
+        assert subkey == coordinator.fingerprint and "BalanceWeights" in reason
+    assert "msgpack dict" in reason  # the old format is named as such
+    assert publish(coord_dht, good, expires_in(60), identity=coordinator)
+    assert wait_for(lambda: fetch_balance_result(peer_dht, run, coordinator.fingerprint).records == [good])
 
 
 def test_a_dead_dht_never_blocks_the_training_step(swarm):

@@ -14,8 +14,9 @@ from hivemind.utils import get_dht_time
 from node.gossip.consensus import WeightsConsensus, fingerprints_agree, outvoted
 from plumbing.dht_keys import weights_key
 from plumbing.identity import SigningIdentity, build_record_validators
-from plumbing.dht_records import WeightsClaimRecord, fetch_weights_claims, publish_weights_claim
+from plumbing.dht_records import fetch, publish
 from plumbing.swarm_dht import DHTConfig, start_dht, visible_addresses
+from protos import records, swarm_pb2
 
 RUN = "consensus-test"
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
@@ -64,14 +65,18 @@ def two_dhts():
         first.shutdown()
 
 
+def fetch_claims(dht, run: str = RUN):
+    return fetch(dht, run, swarm_pb2.WeightsClaim)
+
+
 def wait_for_claims(dht, count: int, timeout: float = 20.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        fetched = fetch_weights_claims(dht, RUN)
+        fetched = fetch_claims(dht)
         if len(fetched.records) >= count:
             return fetched
         time.sleep(0.2)
-    raise AssertionError(f"fewer than {count} claims after {timeout}s: {fetch_weights_claims(dht, RUN)}")
+    raise AssertionError(f"fewer than {count} claims after {timeout}s: {fetch_claims(dht)}")
 
 
 @pytest.mark.integration
@@ -85,8 +90,10 @@ def test_claims_travel_through_the_dht_and_only_the_loser_is_told_to_resync(two_
     checks[loser].claim(3, NOISY)
     checks[winner].claim(4, SAME)
     checks[loser].claim(4, MOVED)
-    wait_for_claims(alice_dht, 4)
+    fetched = wait_for_claims(alice_dht, 4)
     wait_for_claims(bob_dht, 4)
+    claimed = {(r.peer_id, r.epoch): list(r.fingerprint) for r in fetched.records}  # exact through the DHT
+    assert claimed == {(winner, 3): SAME, (loser, 3): NOISY, (winner, 4): SAME, (loser, 4): MOVED}
     assert checks[winner].check() is None
     assert checks[loser].check() == 4  # the latest epoch both claimed decides
     assert checks[loser].disagreements == 1
@@ -108,21 +115,28 @@ def test_a_forged_claim_is_rejected_and_cannot_outvote_anyone(two_dhts):
             dht.add_validators([validator])
     honest = WeightsConsensus(alice_dht, run, alice, rtol=1e-5, ttl_s=60)
     honest.claim(7, SAME)
-    # bob signs a claim that names alice as its author, and one that disagrees about its own epoch
-    forged = WeightsClaimRecord(run=run, peer_id=alice.fingerprint, epoch=7, fingerprint=MOVED, published_at=1.0)
-    mislabelled = WeightsClaimRecord(run=run, peer_id=bob.fingerprint, epoch=8, fingerprint=MOVED, published_at=1.0)
+    # bob signs a claim that names alice as its author, one that disagrees about its own epoch,
+    # one whose fingerprint is NaN (encoded without validation, as a broken peer might), and garbage
+    forged = records.build(swarm_pb2.WeightsClaim, run_id=run, peer_id=alice.fingerprint, epoch=7,
+                           fingerprint=MOVED, published_at=1.0)
+    mislabelled = records.replace(forged, peer_id=bob.fingerprint, epoch=8)
+    not_finite = records.replace(forged, peer_id=bob.fingerprint, epoch=5, fingerprint=[float("nan"), 1.0])
     expiration = get_dht_time() + 60
-    bob_dht.store(weights_key(run), forged.model_dump(mode="json"), expiration, subkey=bob.owner_subkey(7))
-    bob_dht.store(weights_key(run), mislabelled.model_dump(mode="json"), expiration, subkey=bob.owner_subkey(9))
-    bob_dht.store(weights_key(run), {"epoch": "seven"}, expiration, subkey=bob.owner_subkey(6))
+    bob_dht.store(weights_key(run), records.encode(forged), expiration, subkey=bob.owner_subkey(7))
+    bob_dht.store(weights_key(run), records.encode(mislabelled), expiration, subkey=bob.owner_subkey(9))
+    bob_dht.store(weights_key(run), not_finite.SerializeToString(), expiration, subkey=bob.owner_subkey(5))
+    bob_dht.store(weights_key(run), b"\x08\x01seven", expiration, subkey=bob.owner_subkey(6))
     deadline = time.monotonic() + 20
-    while len(fetch_weights_claims(alice_dht, run).rejected) < 3:
-        assert time.monotonic() < deadline, fetch_weights_claims(alice_dht, run)
+    while len(fetch_claims(alice_dht, run).rejected) < 4:
+        assert time.monotonic() < deadline, fetch_claims(alice_dht, run)
         time.sleep(0.2)
-    fetched = fetch_weights_claims(alice_dht, run)
+    fetched = fetch_claims(alice_dht, run)
     assert [r.peer_id for r in fetched.records] == [alice.fingerprint]
-    reasons = " ".join(reason for _, reason in fetched.rejected)
-    assert f"claims peer {alice.fingerprint}" in reasons and "subkey says 9" in reasons and "invalid record" in reasons
-    assert honest.check() is None and honest.rejected >= 3
-    with pytest.raises(ValueError, match="publishing for run"):
-        publish_weights_claim(bob_dht, run, forged, expiration, identity=bob)
+    reasons = dict(fetched.rejected)
+    assert f"claims peer {alice.fingerprint}" in reasons[f"{bob.fingerprint}#7"]
+    assert "says epoch 8 but its subkey says 9" in reasons[f"{bob.fingerprint}#9"]
+    assert "WeightsClaim.fingerprint[0]: is nan" in reasons[f"{bob.fingerprint}#5"]
+    assert "WeightsClaim" in reasons[f"{bob.fingerprint}#6"]
+    assert honest.check() is None and honest.rejected >= 4
+    with pytest.raises(ValueError, match="build it with peer_id=identity.fingerprint"):
+        publish(bob_dht, forged, expiration, identity=bob)
