@@ -21,7 +21,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from node.gossip.sizing import compression_ratio_for_shapes, qwen2_shapes
 from rankswarm.config import DemoConfig

@@ -40,14 +40,26 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from shaping import (Baselines, IndicatorStats, ShapingConfig, aux_signal, base_advantages, compute_indicators,
-                     effective_rank, effective_rank_svd, rank_dynamics, rank_dynamics_svd, shaping_bonus,
-                     token_advantages)
+from shaping import (
+    Baselines,
+    IndicatorStats,
+    ShapingConfig,
+    aux_signal,
+    base_advantages,
+    compute_indicators,
+    effective_rank,
+    effective_rank_svd,
+    rank_dynamics,
+    rank_dynamics_svd,
+    shaping_bonus,
+    token_advantages,
+)
 from shaping.rank import checkpoint_sizes, dynamics_from_prefix_ranks, er_from_singular_values
 
 NUM_ROWS, DIM, STRIDE, WINDOW, BATCH = 1024, 896, 40, 512, 16
@@ -265,7 +277,8 @@ def render_markdown(routes: list[dict[str, Any]], budget: dict[str, Any] | None,
                   f"| whole shaping block (indicators, signal, bonus, token advantages) | "
                   f"{b['shaping_block_s'] * 1e3:.1f} ms ({b['shaping_block_wall_s'] * 1e3:.1f} ms) | "
                   f"{b['share_shaping_block'] * 100:.1f} % |",
-                  f"| ER + ERV + ERA, reference route (looped per response) | {b['reference_indicators_s'] * 1e3:.0f} ms "
+                  "| ER + ERV + ERA, reference route (looped per response) | "
+                  f"{b['reference_indicators_s'] * 1e3:.0f} ms "
                   f"({b['reference_indicators_wall_s'] * 1e3:.0f} ms) | {b['share_reference'] * 100:.1f} % |"]
     return "\n".join(lines)
 

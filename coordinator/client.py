@@ -13,7 +13,7 @@ DATA_LOSS otherwise), naming the field and the rule.
 from __future__ import annotations
 
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import grpc
 

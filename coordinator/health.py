@@ -25,8 +25,8 @@ from __future__ import annotations
 import bisect
 import statistics
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from coordinator.config import HealthConfig
 from coordinator.views import PEER_STATES, baselines_source, health, state_of, status_of

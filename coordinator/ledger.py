@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from coordinator.events import EventKind, EventLog
 from coordinator.rounds import RoundResult, RoundState, merge_round, select_new

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from protos import records, swarm_pb2
 from shaping import Baselines, IndicatorStats

@@ -13,13 +13,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
-from coordinator.events import EventKind, EventLog, SwarmEvent
 from coordinator.config import HealthConfig
-from coordinator.health import (Condition, PeerMemory, SwarmSummary, round_at, classify_peers,
-                                peer_conditions, summarize, swarm_conditions)
+from coordinator.events import EventKind, EventLog, SwarmEvent
+from coordinator.health import (
+    Condition,
+    PeerMemory,
+    SwarmSummary,
+    classify_peers,
+    peer_conditions,
+    round_at,
+    summarize,
+    swarm_conditions,
+)
 from coordinator.ledger import Ledger
 from coordinator.store import HistoryStore
 from coordinator.views import status_of

@@ -9,8 +9,8 @@ and persists what it returns.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from protos import records, swarm_pb2
 from shaping import Baselines, IndicatorStats, ShapingConfig, lambda_t

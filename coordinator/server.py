@@ -24,21 +24,19 @@ from concurrent.futures import ThreadPoolExecutor
 import grpc
 from hivemind.utils import get_dht_time
 
+from coordinator.config import CoordinatorConfig
 from coordinator.dashboard.web import DashboardApp, DashboardServer
 from coordinator.events import EventLog
-from coordinator.config import CoordinatorConfig
 from coordinator.ledger import Ledger
 from coordinator.monitor import Monitor
 from coordinator.rounds import RoundResult
 from coordinator.service import CoordinatorService, add_to_server
 from coordinator.store import HistoryStore
 from plumbing import __version__
-from plumbing.dht_keys import MAX_RECORD_TTL, check_run_id
-from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.dht_records import expires_in, fetch, fetch_meta_signals, publish
-from plumbing.swarm_dht import DHTConfig, start_dht, visible_addresses
+from plumbing.identity import SigningIdentity, build_record_validators
+from plumbing.swarm_dht import start_dht, visible_addresses
 from protos import swarm_pb2
-from shaping import ShapingConfig
 
 log = logging.getLogger(__name__)
 

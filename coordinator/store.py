@@ -20,8 +20,8 @@ import contextlib
 import sqlite3
 import threading
 from collections import defaultdict
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 from coordinator import legacy_records
 from protos import records, swarm_pb2

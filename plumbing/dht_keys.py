@@ -35,6 +35,7 @@ import re
 from dataclasses import dataclass
 
 from protos import RUN_ID_PATTERN  # the wire contract's rule for run ids (protos/__init__.py: no imports)
+
 MAX_RECORD_TTL = 6 * 3600.0  # seconds; a longer expiration could pin a key for days
 # hivemind's RSASignatureValidator reads `[owner:<OpenSSH public key>]` in a subkey as "only the holder of
 # this key may write here"; rankswarm appends `#<step>` for per-step keys

@@ -19,14 +19,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from google.protobuf.message import Message
 from hivemind.utils import get_dht_time
 
-from plumbing.dht_keys import (MAX_RECORD_TTL, balance_key, describe_subkey, meta_signals_key, parse_subkey,
-                               peer_status_key, weights_key)
+from plumbing.dht_keys import (
+    MAX_RECORD_TTL,
+    balance_key,
+    describe_subkey,
+    meta_signals_key,
+    parse_subkey,
+    peer_status_key,
+    weights_key,
+)
 from plumbing.identity import SigningIdentity
 from protos import records, swarm_pb2
 

@@ -12,8 +12,9 @@ import json
 import math
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 
 def _clean(value: Any) -> Any:

@@ -8,11 +8,15 @@ responded") and on the p2p daemon not starting in time; both are turned into a
 from __future__ import annotations
 
 import logging
-from typing import Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from plumbing.errors import StartupError
+
+if TYPE_CHECKING:  # hivemind is imported when a DHT starts, so that reading DHTConfig stays light
+    import hivemind
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +47,11 @@ class DHTConfig(BaseModel):
             try:
                 addr = Multiaddr(text)
             except Exception as err:  # the multiaddr package raises several error types
-                raise ValueError(f"{text!r} is not a multiaddr ({err}); expected e.g. /ip4/1.2.3.4/tcp/31337/p2p/12D3Koo...") from None
+                raise ValueError(f"{text!r} is not a multiaddr ({err}); "
+                                 "expected e.g. /ip4/1.2.3.4/tcp/31337/p2p/12D3Koo...") from None
             if info.field_name == "initial_peers" and "/p2p/" not in str(addr):
-                raise ValueError(f"initial peer {text!r} has no /p2p/<peer id> part: copy the full address the peer printed")
+                raise ValueError(f"initial peer {text!r} has no /p2p/<peer id> part: "
+                                 "copy the full address the peer printed")
         return values
 
 
@@ -62,7 +68,7 @@ def _advice(initial_peers: list[str]) -> str:
             "  - you use the same rankswarm/hivemind version as the swarm.")
 
 
-def start_dht(cfg: DHTConfig, *, record_validators: Iterable = ()) -> "hivemind.DHT":
+def start_dht(cfg: DHTConfig, *, record_validators: Iterable = ()) -> hivemind.DHT:
     """Start a DHT process joined to `cfg.initial_peers` (or a new swarm if there are none)."""
     import hivemind
     from hivemind.p2p import P2PDaemonError

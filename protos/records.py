@@ -28,11 +28,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Callable, TypeVar
+from functools import cache
+from typing import Any, TypeVar
 
-from google.protobuf import descriptor, message as pb_message, unknown_fields
+from google.protobuf import descriptor, unknown_fields
+from google.protobuf import message as pb_message
 
 from protos import RUN_ID_PATTERN, swarm_pb2
 from shaping import INDICATORS, Baselines, IndicatorStats
@@ -94,7 +96,7 @@ def _kind(field: descriptor.FieldDescriptor) -> str:
     return _KINDS[field.cpp_type]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _plan(message_descriptor: descriptor.Descriptor) -> _Plan:
     record = message_descriptor.GetOptions().Extensions[swarm_pb2.record]
     fields = []
@@ -179,7 +181,8 @@ def _zero(field: _Field) -> Any:
 
 
 def _too_new(path: str, since: int, version: int) -> RecordError:
-    return RecordError(path, "since", f"is set, but it exists since schema {since} and the record says schema {version}")
+    return RecordError(path, "since",
+                       f"is set, but it exists since schema {since} and the record says schema {version}")
 
 
 def _check_value(field: _Field, value: Any, path: str) -> None:

@@ -29,8 +29,8 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from plumbing.config_loading import load_config
     from node.training.config import TrainConfig
+    from plumbing.config_loading import load_config
 
     cfg = load_config(TrainConfig, args.config, args.overrides)
     from node.training.build import build_trainer
@@ -45,8 +45,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
-    from plumbing.config_loading import load_config
     from node.swarm.config import NodeConfig
+    from plumbing.config_loading import load_config
 
     cfg = load_config(NodeConfig, args.config, args.overrides)
     from node.swarm.peer import main
@@ -55,8 +55,8 @@ def _cmd_node(args: argparse.Namespace) -> int:
 
 
 def _cmd_coordinator(args: argparse.Namespace) -> int:
-    from plumbing.config_loading import load_config
     from coordinator.config import CoordinatorConfig
+    from plumbing.config_loading import load_config
 
     cfg = load_config(CoordinatorConfig, args.config, args.overrides)
     from coordinator.server import main

@@ -21,8 +21,8 @@ from node.gossip.config import GossipConfig
 from node.gossip.consensus import fingerprint_gap
 from plumbing.formatting import fmt
 from plumbing.metrics import read_jsonl
-from rankswarm.config import DemoConfig
 from plumbing.processes import ManagedProcess, rankswarm_argv, stop_all, wait_for_json
+from rankswarm.config import DemoConfig
 
 
 def _last(rows: list[dict[str, Any]], kind: str) -> dict[str, Any] | None:
@@ -199,7 +199,8 @@ class DemoSwarm:
             epoch, gap = agreement
             last = [_last(r, "train") or {} for r in rows]
             lines.append(f"peers' weights at swarm step {epoch}: fingerprints differ by {gap:.1e} of their size "
-                         f"({'the same weights' if gap <= GossipConfig().weights_rtol else 'NOT the same weights'}); failed rounds "
+                         f"({'the same weights' if gap <= GossipConfig().weights_rtol else 'NOT the same weights'}); "
+                         "failed rounds "
                          f"dropped {sum(m.get('rounds_dropped') or 0 for m in last)}, state resyncs "
                          f"{sum(m.get('resyncs') or 0 for m in last)}, downloads while leaving "
                          f"{sum((_last(r, 'settle') or {}).get('settle_downloads') or 0 for r in rows)}")

@@ -41,7 +41,15 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from shaping.advantage import ESTIMATORS, base_advantages, shaping_bonus, token_advantages
     from shaping.baselines import Baselines
     from shaping.config import ReferenceCompatConfig, ShapingConfig
-    from shaping.rank import (RankIndicators, compute_indicators, effective_rank, effective_rank_batch,
-                              effective_rank_svd, rank_dynamics, rank_dynamics_batch, rank_dynamics_svd)
+    from shaping.rank import (
+        RankIndicators,
+        compute_indicators,
+        effective_rank,
+        effective_rank_batch,
+        effective_rank_svd,
+        rank_dynamics,
+        rank_dynamics_batch,
+        rank_dynamics_svd,
+    )
     from shaping.signal import AuxSignal, aux_signal, deviations, lambda_t
     from shaping.stats import INDICATORS, IndicatorStats, Moments

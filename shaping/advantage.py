@@ -10,7 +10,7 @@ Shaping: A = A0 + min(relu(r_aux), |A0| / kappa), detached; added to every respo
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -21,7 +21,8 @@ def _check_rewards(rewards: torch.Tensor) -> torch.Tensor:
     if not isinstance(rewards, torch.Tensor) or rewards.dim() != 2:
         raise ValueError(f"rewards must be [num_prompts, group_size], got shape {tuple(getattr(rewards, 'shape', ()))}")
     if rewards.shape[0] == 0 or rewards.shape[1] < 2:
-        raise ValueError(f"advantage estimators need at least one prompt with >= 2 rollouts, got {tuple(rewards.shape)}")
+        raise ValueError("advantage estimators need at least one prompt with >= 2 rollouts, "
+                         f"got {tuple(rewards.shape)}")
     if not torch.isfinite(rewards).all():
         raise ValueError("rewards contain NaN or Inf; scorers must return finite numbers")
     return rewards.to(torch.float64)

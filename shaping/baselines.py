@@ -36,11 +36,11 @@ class Baselines:
     corrected: bool = True
 
     @classmethod
-    def initial(cls, cfg: ShapingConfig | None = None) -> "Baselines":
+    def initial(cls, cfg: ShapingConfig | None = None) -> Baselines:
         cfg = cfg or ShapingConfig()
         return cls(alpha=cfg.alpha, corrected=not cfg.compat.zero_start_baselines)
 
-    def update(self, stats: IndicatorStats, cfg: ShapingConfig | None = None) -> "Baselines":
+    def update(self, stats: IndicatorStats, cfg: ShapingConfig | None = None) -> Baselines:
         """Fold one (possibly merged) batch in; indicators absent from the batch keep their value."""
         alpha = cfg.alpha if cfg is not None else self.alpha
         raw, updates = dict(self.raw), dict(self.updates)
@@ -81,7 +81,7 @@ class Baselines:
         return {"raw": dict(self.raw), "updates": dict(self.updates), "alpha": self.alpha, "corrected": self.corrected}
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Baselines":
+    def from_dict(cls, data: Any) -> Baselines:
         """Parse `to_dict` output; ValueError on anything malformed."""
         try:
             raw = {k: float(data["raw"][k]) for k in INDICATORS}

@@ -9,8 +9,9 @@ Missing values (NaN) do not count.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -25,11 +26,11 @@ class Moments:
     sum: float = 0.0
     sumsq: float = 0.0
 
-    def __add__(self, other: "Moments") -> "Moments":
+    def __add__(self, other: Moments) -> Moments:
         return Moments(self.count + other.count, self.sum + other.sum, self.sumsq + other.sumsq)
 
     @classmethod
-    def of(cls, values: torch.Tensor) -> "Moments":
+    def of(cls, values: torch.Tensor) -> Moments:
         finite = values.detach().to(torch.float64)
         finite = finite[torch.isfinite(finite)]
         return cls(int(finite.numel()), float(finite.sum()), float((finite * finite).sum()))
@@ -59,7 +60,7 @@ class IndicatorStats:
     gate_count: int = 0
 
     @classmethod
-    def from_batch(cls, ind: RankIndicators, scores: torch.Tensor, gates: torch.Tensor | None = None) -> "IndicatorStats":
+    def from_batch(cls, ind: RankIndicators, scores: torch.Tensor, gates: torch.Tensor | None = None) -> IndicatorStats:
         """Statistics of one batch: indicators [B] each (NaN = missing), scores [B], gates [B] or None."""
         values = {"er": ind.er, "erv": ind.erv, "era": ind.era, "score": scores}
         sizes = {v.shape[0] for v in values.values()}
@@ -68,12 +69,12 @@ class IndicatorStats:
         gate = Moments.of(gates) if gates is not None else Moments()
         return cls({k: Moments.of(v) for k, v in values.items()}, gate.sum, gate.count)
 
-    def merge(self, other: "IndicatorStats") -> "IndicatorStats":
+    def merge(self, other: IndicatorStats) -> IndicatorStats:
         return IndicatorStats({k: self.moments[k] + other.moments[k] for k in INDICATORS},
                               self.gate_sum + other.gate_sum, self.gate_count + other.gate_count)
 
     @staticmethod
-    def merge_all(stats: Iterable["IndicatorStats"]) -> "IndicatorStats":
+    def merge_all(stats: Iterable[IndicatorStats]) -> IndicatorStats:
         merged = IndicatorStats()
         for item in stats:
             merged = merged.merge(item)
@@ -98,7 +99,7 @@ class IndicatorStats:
                 "gate_sum": self.gate_sum, "gate_count": self.gate_count}
 
     @classmethod
-    def from_dict(cls, data: Any) -> "IndicatorStats":
+    def from_dict(cls, data: Any) -> IndicatorStats:
         """Parse `to_dict` output; ValueError on anything malformed (it may come from another peer)."""
         try:
             raw = data["moments"]

@@ -9,8 +9,9 @@ seconds (the Unix epoch on a synchronised clock).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from coordinator.health import LIVE_STATES, STATE_ORDER, SwarmSummary, mean_or_none, reported
 from coordinator.monitor import Snapshot

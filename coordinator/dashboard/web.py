@@ -27,16 +27,16 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from hivemind.utils import get_dht_time
 
-from coordinator.dashboard.documents import (PEER_SORT_KEYS, HistoryQuery, PeerQuery, history_document,
-                                             state_document)
+from coordinator.dashboard.documents import PEER_SORT_KEYS, HistoryQuery, PeerQuery, history_document, state_document
 from coordinator.dashboard.prometheus import CONTENT_TYPE as METRICS_TYPE
 from coordinator.dashboard.prometheus import build_registry, render_metrics
 from coordinator.monitor import Monitor

@@ -10,7 +10,7 @@ moves each projection by about lr * sqrt(samples); float noise moves it orders l
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 

@@ -24,10 +24,10 @@ import torch
 import transformers
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
-from node.model.config import TinyModelConfig, WarmupConfig
+from node.model.config import WarmupConfig
 from node.model.tiny import build_tiny_model, num_parameters
 from node.model.tokenizer import build_char_tokenizer, save_char_tokenizer
-from node.tasks.arithmetic import ArithmeticTask, ArithmeticTaskConfig, worked_solution
+from node.tasks.arithmetic import ArithmeticTask, worked_solution
 from node.tasks.base import Problem
 
 MAX_NEW_TOKENS = 48  # the longest worked solution (3-digit operands) is 42 characters + <eos>

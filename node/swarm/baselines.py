@@ -38,7 +38,7 @@ class SwarmBaselines:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="balance-poller", daemon=True)
 
-    def start(self) -> "SwarmBaselines":
+    def start(self) -> SwarmBaselines:
         self._thread.start()
         return self
 

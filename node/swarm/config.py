@@ -29,4 +29,5 @@ class NodeConfig(TrainConfig):
     dht: DHTConfig = DHTConfig()
     gossip: GossipConfig = Field(default_factory=GossipConfig)
     coordinator: CoordinatorLinkConfig = CoordinatorLinkConfig()
-    meta_signal_ttl_s: float = Field(300.0, gt=0, description="Expiration of this peer's meta-signal records in the DHT.")
+    meta_signal_ttl_s: float = Field(300.0, gt=0, description=(
+        "Expiration of this peer's meta-signal records in the DHT."))

@@ -15,21 +15,22 @@ import math
 import queue
 import threading
 import time
-from pathlib import Path
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any
 
 from hivemind.utils import get_dht_time
 
 from node.swarm.baselines import SwarmBaselines
-from plumbing import __version__
 from node.swarm.config import NodeConfig
 from node.swarm.update import GossipCounters, SettleOutcome, build_gossip_update
 from node.training.build import build_trainer
 from node.training.seams import LocalBaselines
 from node.training.trainer import StepReport, Trainer
-from plumbing.identity import SigningIdentity, build_record_validators
+from plumbing import __version__
 from plumbing.dht_records import fetch, poll, publish
+from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.metrics import MetricsSink
 from plumbing.swarm_dht import start_dht, visible_addresses
 from protos import records, swarm_pb2
@@ -106,7 +107,7 @@ class Node:
         self.started_at = time.monotonic()
         self.rollouts_done = 0
 
-    def start(self) -> "Node":
+    def start(self) -> Node:
         cfg = self.cfg
         Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
         self.identity = SigningIdentity.load_or_create(Path(cfg.run_dir) / "signing.key")

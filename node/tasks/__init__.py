@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 from pydantic import Discriminator, RootModel, Tag
 
@@ -30,9 +30,9 @@ def _task_type(value: Any) -> str | None:
 
 
 TaskVariant = Annotated[
-    Union[Annotated[ArithmeticTaskConfig, Tag("arithmetic")],
-          Annotated[ReasoningGymTaskConfig, Tag("reasoning_gym")],
-          Annotated[JsonlTaskConfig, Tag("jsonl")]],
+    Annotated[ArithmeticTaskConfig, Tag("arithmetic")]
+    | Annotated[ReasoningGymTaskConfig, Tag("reasoning_gym")]
+    | Annotated[JsonlTaskConfig, Tag("jsonl")],
     Discriminator(_task_type),
 ]
 

@@ -45,7 +45,7 @@ class ArithmeticTaskConfig(BaseModel):
     eval_seed: int = Field(1_000_003, description="Seeds the held-out pool (training prompts exclude it).")
 
     @model_validator(mode="after")
-    def _check(self) -> "ArithmeticTaskConfig":
+    def _check(self) -> ArithmeticTaskConfig:
         if self.min_digits > self.digits:
             raise ValueError(f"task.min_digits ({self.min_digits}) must be <= task.digits ({self.digits})")
         if len(set(self.operations)) != len(self.operations):

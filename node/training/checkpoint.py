@@ -127,7 +127,8 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
     return json.loads((path / "state.json").read_text())
 
 
-def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
     """Verify, then restore weights, optimizer and RNG in place; return state.json."""
     path = Path(path)
     state = verify_checkpoint(path)

@@ -14,7 +14,6 @@ from node.rewards import RewardConfig
 from node.tasks import TaskConfig
 from shaping import ShapingConfig
 
-
 # Rank-dynamics checkpoints every 4 tokens: responses of the arithmetic task are 17-43 tokens.
 _SHAPING_DEFAULTS = {"stride": 4, "window": 512}
 
@@ -35,7 +34,8 @@ class LossConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     clip_eps: float = Field(0.2, gt=0.0, lt=1.0, description="PPO ratio clip range epsilon.")
-    kl_coef: float = Field(0.0, ge=0.0, description="Weight of the KL penalty to the frozen reference policy (0 disables it and the reference copy).")
+    kl_coef: float = Field(0.0, ge=0.0, description=(
+        "Weight of the KL penalty to the frozen reference policy (0 disables it and the reference copy)."))
     entropy_coef: float = Field(0.0, ge=0.0, description="Weight of the entropy bonus (subtracted from the loss).")
 
 
@@ -67,7 +67,8 @@ class AlgoConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     estimator: Literal["grpo", "dr_grpo", "rloo"] = Field("grpo", description="Base advantage estimator.")
-    prompts_per_step: int = Field(16, ge=1, le=4096, description="Prompts sampled per step (each gets group_size rollouts).")
+    prompts_per_step: int = Field(16, ge=1, le=4096, description=(
+        "Prompts sampled per step (each gets group_size rollouts)."))
 
 
 class EvalConfig(BaseModel):

@@ -14,8 +14,9 @@ import copy
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -28,8 +29,7 @@ from node.training.rollout import sample_rollouts
 from node.training.seams import BaselineSource, MetricsPart, UpdateReport, UpdateRule
 from node.training.telemetry import Distribution, StepMetrics, nanmean, print_progress
 from plumbing.metrics import MetricsSink
-from shaping import (IndicatorStats, aux_signal, base_advantages, compute_indicators, shaping_bonus,
-                     token_advantages)
+from shaping import IndicatorStats, aux_signal, base_advantages, compute_indicators, shaping_bonus, token_advantages
 
 log = logging.getLogger(__name__)
 _EVAL_SEED_OFFSET = 7_919  # evaluation samples on seed + this, apart from the training stream

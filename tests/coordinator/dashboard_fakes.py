@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from coordinator_fakes import RUN, batch_stats, meta_record, peer_status
 
-from coordinator.events import EventLog
 from coordinator.config import HealthConfig
+from coordinator.events import EventLog
 from coordinator.ledger import Ledger
 from coordinator.monitor import Monitor
 from coordinator.store import HistoryStore
-from coordinator_fakes import RUN, batch_stats, meta_record, peer_status
 from protos import records, swarm_pb2
 from shaping import ShapingConfig
 
@@ -39,7 +39,7 @@ def deciles(values: list[float]) -> swarm_pb2.Deciles | None:
 
 
 def peer_name(index: int) -> str:
-    return f"{index:02d}" + "%030x" % random.Random(index).getrandbits(120)
+    return f"{index:02d}{random.Random(index).getrandbits(120):030x}"
 
 
 @dataclass
@@ -142,7 +142,7 @@ class FakeSwarm:
         self.ledger.sweep(self.now)
         self.monitor.refresh(self.now)
 
-    def run(self, rounds: int) -> "FakeSwarm":
+    def run(self, rounds: int) -> FakeSwarm:
         for _ in range(rounds):
             self.round()
         return self

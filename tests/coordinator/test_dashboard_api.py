@@ -14,13 +14,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from coordinator_fakes import peer_status
+from dashboard_fakes import PEER_TIMEOUT, FakeSwarm
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.dashboard import web
 from coordinator.dashboard.web import DashboardAddressError, DashboardApp, DashboardServer
-from coordinator_fakes import peer_status
-from dashboard_fakes import PEER_TIMEOUT, FakeSwarm
 from protos import records, swarm_pb2
 from shaping import IndicatorStats
 
@@ -154,7 +154,8 @@ def test_history_columns_match_the_rounds_and_grow_incrementally(served):
         assert column == rounds[name][7:], name
     assert part["peers"][peer.peer_id] == {k: v[7:] for k, v in series.items()}
     newest = get_json(f"{base}/api/v1/history?max_rounds=3")["rounds"]
-    assert newest["round"] == rounds["round"][-3:] and newest["merged_tokens_per_s"] == rounds["merged_tokens_per_s"][-3:]
+    assert newest["round"] == rounds["round"][-3:]
+    assert newest["merged_tokens_per_s"] == rounds["merged_tokens_per_s"][-3:]
     assert get_json(f"{base}/api/v1/history?from_round=999")["rounds"]["round"] == []
 
 

@@ -1,14 +1,13 @@
 """Peer states, alert rules, alert start/end times and the swarm summary (coordinator/health.py, monitor.py)."""
 
 import pytest
-
-from coordinator.config import HealthConfig
-from coordinator.health import (PeerMemory, classify_peers, epoch_lags, peer_conditions, summarize,
-                                swarm_conditions)
-from coordinator.monitor import Monitor
-from coordinator.views import state_of
 from coordinator_fakes import peer_status
 from dashboard_fakes import PEER_TIMEOUT, ROUND_S, START, FakeSwarm
+
+from coordinator.config import HealthConfig
+from coordinator.health import PeerMemory, classify_peers, epoch_lags, peer_conditions, summarize, swarm_conditions
+from coordinator.monitor import Monitor
+from coordinator.views import state_of
 from protos import records, swarm_pb2
 
 CFG = HealthConfig()

@@ -3,11 +3,11 @@
 import random
 
 import pytest
+from coordinator_fakes import RUN, batch_stats, meta_record, peer_status, random_batch
 
 from coordinator.events import EventKind, EventLog
 from coordinator.ledger import Ledger
 from coordinator.store import HistoryStore
-from coordinator_fakes import RUN, batch_stats, meta_record, peer_status, random_batch
 from protos import records, swarm_pb2
 from shaping import ShapingConfig
 

@@ -3,11 +3,11 @@
 import random
 
 import pytest
+from coordinator_fakes import batch_stats, meta_record, random_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.rounds import RoundState, balance_of, merge_round, select_new
-from coordinator_fakes import batch_stats, meta_record, random_batch
 from protos import records, swarm_pb2
 from shaping import INDICATORS, IndicatorStats, ShapingConfig
 

@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+from coordinator_fakes import RUN, batch_stats, meta_record, peer_status, random_batch
 
 from coordinator.client import CoordinatorClient, CoordinatorError, render_status
 from coordinator.events import EventKind, EventLog
@@ -13,7 +14,6 @@ from coordinator.ledger import Ledger
 from coordinator.rounds import RoundState, merge_round
 from coordinator.service import CoordinatorService, add_to_server
 from coordinator.store import HistoryStore
-from coordinator_fakes import RUN, batch_stats, meta_record, peer_status, random_batch
 from protos import records, swarm_pb2, swarm_pb2_grpc
 from shaping import ShapingConfig
 
@@ -104,7 +104,8 @@ def test_broken_requests_are_refused_naming_the_field_and_the_server_keeps_servi
         with pytest.raises(grpc.RpcError) as info:
             garbage(b"\xff\xff\xff\x01garbage", timeout=5)
         assert info.value.code() == grpc.StatusCode.INTERNAL
-        assert stub.GetBalanceWeights(swarm_pb2.GetBalanceWeightsRequest(schema_version=1), timeout=5).schema_version == 1
+        reply = stub.GetBalanceWeights(swarm_pb2.GetBalanceWeightsRequest(schema_version=1), timeout=5)
+        assert reply.schema_version == 1
     assert list(ledger.swarm_state(now=2.0).peers) == []  # nothing of the refused reports was stored
 
 

@@ -5,10 +5,10 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from coordinator_fakes import RUN, batch_stats, meta_record, peer_status, random_batch
 
 from coordinator.rounds import RoundState, merge_round
 from coordinator.store import STORE_SCHEMA_VERSION, HistoryStore, StoreError
-from coordinator_fakes import RUN, batch_stats, meta_record, peer_status, random_batch
 from protos import swarm_pb2
 from shaping import ShapingConfig
 

@@ -15,8 +15,8 @@ from hivemind.utils import get_dht_time
 
 from coordinator.config import CoordinatorConfig
 from coordinator.server import Coordinator
-from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.dht_records import expires_in, fetch, fetch_meta_signals, poll, publish
+from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.swarm_dht import DHTConfig, start_dht
 from protos import records, swarm_pb2
 from shaping import IndicatorStats, RankIndicators
@@ -115,7 +115,8 @@ class LiveSwarm:
             bytes_sent=250_000 * peer.step, bytes_received=250_000 * peer.step + 1234, reported_at=now,
             tokens_per_s=350.0 + 20 * peer.index, step_seconds=1.2, compression_ratio=19.3, reward=means["score"],
             accuracy=float((scores > 0).double().mean()), heldout_accuracy=0.3 + 0.01 * peer.step + 0.01 * peer.index,
-            kl=0.002 * peer.step if self.measures_kl else None, er=means["er"], erv=means["erv"], era=means["era"], gate=stats.gate_mean,
+            kl=0.002 * peer.step if self.measures_kl else None, er=means["er"], erv=means["erv"], era=means["era"],
+            gate=stats.gate_mean,
             aux=0.03 + 0.002 * peer.step, epoch=peer.epoch, num_peers_seen=len(self.peers),
             averaging_rounds=peer.step - peer.failures, averaging_failures=peer.failures,
             last_averaging_error="TimeoutError: averaging group did not assemble" if peer.index in self.failing else "",

@@ -26,17 +26,16 @@ import torch
 from hivemind.utils import get_dht_time
 
 from coordinator.client import CoordinatorClient, wait_for_round
-from coordinator.events import EventKind
 from coordinator.config import CoordinatorConfig
+from coordinator.events import EventKind
 from coordinator.server import Coordinator
-from protos import swarm_pb2, swarm_pb2_grpc
 from plumbing.dht_keys import meta_signals_key
-from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.dht_records import expires_in, fetch_balance, fetch_meta_signals, poll, poll_balance
 from plumbing.dht_records import publish as publish_record
-from protos import records
+from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.processes import wait_for_json
 from plumbing.swarm_dht import DHTConfig, start_dht
+from protos import records, swarm_pb2, swarm_pb2_grpc
 from shaping import INDICATORS, IndicatorStats, RankIndicators
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]

@@ -22,15 +22,15 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import pytest
+from live_swarm import LiveSwarm
 
+from coordinator.config import HealthConfig
 from coordinator.dashboard.web import DashboardApp, DashboardServer
 from coordinator.events import EventLog
-from coordinator.config import HealthConfig
 from coordinator.ledger import Ledger
 from coordinator.monitor import Monitor
 from coordinator.store import HistoryStore
 from coordinator.views import reachability
-from live_swarm import LiveSwarm
 from protos import records
 from shaping import ShapingConfig
 

@@ -14,11 +14,11 @@ import urllib.request
 
 import pytest
 from hivemind.utils import get_dht_time
+from live_swarm import LiveSwarm
 from prometheus_client.parser import text_string_to_metric_families
 
 from coordinator.client import CoordinatorClient, render_status
 from coordinator.views import reachability, state_of
-from live_swarm import LiveSwarm
 from plumbing.dht_keys import peer_status_key
 from plumbing.dht_records import expires_in
 from protos import records, swarm_pb2

@@ -23,10 +23,10 @@ from node.gossip.config import GossipConfig
 from node.gossip.consensus import fingerprints_agree
 from node.gossip.fingerprint import parameter_fingerprint
 from node.gossip.hivemind_internals import epoch_group_bits
-from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.dht_records import fetch
-from protos import swarm_pb2
+from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.swarm_dht import DHTConfig, start_dht, visible_addresses
+from protos import swarm_pb2
 
 pytestmark = pytest.mark.integration
 

@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import statistics
 import time
-from pathlib import Path
 
 import pytest
 
 from coordinator.client import CoordinatorClient
-from rankswarm.config import DemoConfig
-from rankswarm.demo import DemoSwarm
 from plumbing.identity import SigningIdentity
 from protos import records
+from rankswarm.config import DemoConfig
+from rankswarm.demo import DemoSwarm
 from shaping import IndicatorStats
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -5,8 +5,13 @@ import json
 import pytest
 import torch
 
-from node.training.checkpoint import (CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint,
-                                      verify_checkpoint)
+from node.training.checkpoint import (
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -9,11 +9,17 @@ from hypothesis import strategies as st
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from node.model.loading import EMBEDDED_DIR, load_policy
 from node.model.config import TinyModelConfig, WarmupConfig
+from node.model.loading import EMBEDDED_DIR, load_policy
 from node.model.tiny import build_tiny_model, num_parameters
-from node.model.tokenizer import (CHARS, SPECIAL_TOKENS, build_char_tokenizer, is_char_tokenizer,
-                                  load_char_tokenizer, save_char_tokenizer)
+from node.model.tokenizer import (
+    CHARS,
+    SPECIAL_TOKENS,
+    build_char_tokenizer,
+    is_char_tokenizer,
+    load_char_tokenizer,
+    save_char_tokenizer,
+)
 from node.model.warmup import encode_sft_batch, greedy_responses, warm_up
 from node.tasks import ArithmeticTaskConfig, build_task
 from node.tasks.arithmetic import worked_solution

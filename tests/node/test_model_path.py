@@ -14,11 +14,11 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from node.model.loading import load_policy
 from node.model.tokenizer import build_char_tokenizer, save_char_tokenizer
-from node.training.policy_forward import policy_forward
 from node.training.config import SamplingConfig
+from node.training.policy_forward import policy_forward
 from node.training.rollout import sample_rollouts
-from rankswarm.cli import main
 from plumbing.metrics import read_jsonl
+from rankswarm.cli import main
 
 pytestmark = pytest.mark.unit
 

@@ -12,8 +12,8 @@ import torch
 from node.model.config import TinyModelConfig
 from node.model.tiny import build_tiny_model
 from node.model.tokenizer import build_char_tokenizer
-from node.training.policy_forward import policy_forward
 from node.training.config import SamplingConfig
+from node.training.policy_forward import policy_forward
 from node.training.rollout import sample_rollouts
 
 pytestmark = pytest.mark.unit

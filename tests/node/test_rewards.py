@@ -6,8 +6,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from node.rewards import (GRADED, Judgement, RewardConfig, answers_match, as_fraction, extract_answer, judge_math,
-                          normalise, reward_for)
+from node.rewards import (
+    GRADED,
+    Judgement,
+    RewardConfig,
+    answers_match,
+    as_fraction,
+    extract_answer,
+    judge_math,
+    normalise,
+    reward_for,
+)
 
 pytestmark = pytest.mark.unit
 

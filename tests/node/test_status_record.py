@@ -10,8 +10,8 @@ from hivemind.utils import ValueWithExpiration, get_dht_time
 from node.swarm.config import NodeConfig
 from node.swarm.peer import Node
 from node.swarm.update import GossipCounters
-from plumbing import __version__
 from node.training.build import build_trainer
+from plumbing import __version__
 from plumbing.dht_keys import peer_status_key
 from plumbing.identity import SigningIdentity
 from protos import records, swarm_pb2
@@ -50,7 +50,8 @@ def test_status_report_carries_the_steps_numbers(tmp_path):
     assert (status.step, status.address, status.reachability) == (1, node.addresses[0], swarm_pb2.REACHABILITY_DIRECT)
     for key in ("reward", "accuracy", "er", "erv", "era", "gate", "aux", "tokens_per_s"):
         assert getattr(status, key) == pytest.approx(metrics[key]), key
-    assert metrics["kl"] is None and records.get(status, "kl") is None  # kl_coef 0: no reference policy, KL not measured
+    # kl_coef 0: no reference policy, KL not measured
+    assert metrics["kl"] is None and records.get(status, "kl") is None
     assert status.step_seconds == metrics["time_step"] and status.heldout_accuracy == 0.375
     assert (status.epoch, status.num_peers_seen, status.averaging_rounds, status.averaging_failures) == (3, 2, 4, 1)
     assert status.compression_ratio == 19.0 and (status.bytes_sent, status.bytes_received) == (1_000, 1_500)

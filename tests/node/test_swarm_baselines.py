@@ -14,9 +14,9 @@ from hivemind.utils import get_dht_time
 
 from node.swarm.baselines import SwarmBaselines
 from node.training.seams import LocalBaselines
-from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.dht_keys import balance_key
 from plumbing.dht_records import expires_in, fetch_balance_result, publish
+from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.swarm_dht import DHTConfig, start_dht
 from protos import records, swarm_pb2
 from shaping import Baselines, IndicatorStats, RankIndicators, ShapingConfig

@@ -6,8 +6,15 @@ import threading
 
 import pytest
 
-from node.tasks import (ArithmeticTaskConfig, JsonlTaskConfig, Problem, ReasoningGymTaskConfig, TaskConfig,
-                        TaskSource, build_task)
+from node.tasks import (
+    ArithmeticTaskConfig,
+    JsonlTaskConfig,
+    Problem,
+    ReasoningGymTaskConfig,
+    TaskConfig,
+    TaskSource,
+    build_task,
+)
 from node.tasks.arithmetic import ArithmeticTask, parse_prompt, worked_solution
 from node.tasks.jsonl_source import reference_answer
 

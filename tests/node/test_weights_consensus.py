@@ -13,8 +13,8 @@ from hivemind.utils import get_dht_time
 
 from node.gossip.consensus import WeightsConsensus, fingerprints_agree, outvoted
 from plumbing.dht_keys import weights_key
-from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.dht_records import fetch, publish
+from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.swarm_dht import DHTConfig, start_dht, visible_addresses
 from protos import records, swarm_pb2
 

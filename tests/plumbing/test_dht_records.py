@@ -1,15 +1,13 @@
 """Record validation on read, publishing preconditions and polling (a small in-memory DHT fake)."""
 
-import time
 from concurrent.futures import Future
 
 import pytest
 from hivemind.utils import ValueWithExpiration, get_dht_time
 
 from plumbing.dht_keys import balance_key, meta_signals_key, peer_status_key
+from plumbing.dht_records import KINDS, FetchResult, expires_in, fetch, fetch_balance, fetch_meta_signals, poll, publish
 from plumbing.identity import SigningIdentity
-from plumbing.dht_records import (KINDS, FetchResult, expires_in, fetch, fetch_balance, fetch_meta_signals, poll,
-                                   publish)
 from protos import records, swarm_pb2
 from shaping import INDICATORS, Baselines, IndicatorStats
 

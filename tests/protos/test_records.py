@@ -38,9 +38,10 @@ def _status(**changes) -> swarm_pb2.PeerStatus:
     return records.replace(full, **changes)
 
 
-def _round(cfg: ShapingConfig = ShapingConfig(), gated: bool = True):
+def _round(cfg: ShapingConfig | None = None, gated: bool = True):
     from coordinator.rounds import RoundState, merge_round
 
+    cfg = cfg or ShapingConfig()
     values, gates = random_batch(random.Random(5), 6)
     signals = [meta_record("a", 3, batch_stats(values, gates if gated else []))]
     return merge_round(RoundState.initial(cfg), signals, cfg, run=RUN, coordinator_key="k", issued_at=7.5)

@@ -20,7 +20,8 @@ FORBIDDEN = ("hivemind", "grpc", "google.protobuf", "transformers", "tokenizers"
              "urllib3", "httpx", "aiohttp", "zmq", "multiaddr", "tensorflow", "jax", "node", "coordinator",
              "rankswarm", "protos", "plumbing")
 ALLOWED_THIRD_PARTY = {"pydantic", "pydantic_core", "annotated_types", "typing_extensions", "typing_inspection"}
-ALLOWED_IMPORTS = {"__future__", "dataclasses", "importlib", "math", "typing", "torch", "pydantic", "shaping"}
+ALLOWED_IMPORTS = {"__future__", "collections", "dataclasses", "importlib", "math", "typing", "torch", "pydantic",
+                   "shaping"}
 
 
 def modules_after(code: str) -> set[str]:

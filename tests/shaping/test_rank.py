@@ -7,13 +7,19 @@ import math
 
 import numpy as np
 import pytest
+import spec_reference as ref
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import spec_reference as ref
-from shaping import (ShapingConfig, compute_indicators, effective_rank, effective_rank_batch, rank_dynamics,
-                     rank_dynamics_batch)
+from shaping import (
+    ShapingConfig,
+    compute_indicators,
+    effective_rank,
+    effective_rank_batch,
+    rank_dynamics,
+    rank_dynamics_batch,
+)
 from shaping.rank import dynamics_from_prefix_ranks, dynamics_from_rank_matrix
 
 pytestmark = pytest.mark.unit

@@ -9,13 +9,20 @@ to 4096. The largest shapes take several seconds of SVDs and are marked slow.
 import math
 
 import pytest
+import spec_reference as ref
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import spec_reference as ref
-from shaping import (ShapingConfig, compute_indicators, effective_rank, effective_rank_batch, effective_rank_svd,
-                     rank_dynamics, rank_dynamics_svd)
+from shaping import (
+    ShapingConfig,
+    compute_indicators,
+    effective_rank,
+    effective_rank_batch,
+    effective_rank_svd,
+    rank_dynamics,
+    rank_dynamics_svd,
+)
 
 pytestmark = pytest.mark.unit
 

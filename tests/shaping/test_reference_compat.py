@@ -8,11 +8,21 @@ placement (ours: every response token; reference: the last one).
 import math
 
 import pytest
+import spec_reference as ref
 import torch
 
-import spec_reference as ref
-from shaping import (Baselines, IndicatorStats, ReferenceCompatConfig, ShapingConfig, aux_signal, compute_indicators,
-                     rank_dynamics, rank_dynamics_batch, shaping_bonus, token_advantages)
+from shaping import (
+    Baselines,
+    IndicatorStats,
+    ReferenceCompatConfig,
+    ShapingConfig,
+    aux_signal,
+    compute_indicators,
+    rank_dynamics,
+    rank_dynamics_batch,
+    shaping_bonus,
+    token_advantages,
+)
 
 pytestmark = pytest.mark.unit
 

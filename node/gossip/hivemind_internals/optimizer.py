@@ -22,8 +22,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import hivemind
 from hivemind.optim import optimizer as hivemind_optimizer
