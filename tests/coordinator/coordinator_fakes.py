@@ -41,6 +41,21 @@ def peer_status(peer: str, reported_at: float, *, run: str = RUN, **fields) -> s
     return records.build(swarm_pb2.PeerStatus, run_id=run, peer_id=peer, reported_at=reported_at, **fields)
 
 
+DECILES = swarm_pb2.Deciles(count=5, values=[float(i) for i in range(11)])
+
+
+def full_peer_status(peer: str, reported_at: float, **changes) -> swarm_pb2.PeerStatus:
+    """A schema-2 report with every field set (zeros included: they must stay zeros, not become unset);
+    `changes` replace fields (None unsets one)."""
+    fields = dict(version="0.1.0", address="/ip4/1.2.3.4/tcp/5", reachability=swarm_pb2.REACHABILITY_RELAYED, step=9,
+                  throughput=1.5, bytes_sent=10, bytes_received=20, tokens_per_s=812.5, step_seconds=1.25,
+                  compression_ratio=19.3, reward=-0.25, accuracy=0.5, heldout_accuracy=0.39, kl=0.0, er=21.5,
+                  erv=-0.5, era=0.0, gate=1.0, aux=-0.01, epoch=0, num_peers_seen=3, averaging_rounds=4,
+                  averaging_failures=1, last_averaging_error="TimeoutError: x", publish_failures=2,
+                  baselines_source="global", balance_round=12, er_deciles=DECILES, era_deciles=DECILES)
+    return peer_status(peer, reported_at, **(fields | changes))
+
+
 def meta_record(peer: str, step: int, stats: IndicatorStats, *, published_at: float = 1000.0,
                 run: str = RUN) -> swarm_pb2.MetaSignal:
     return records.build(swarm_pb2.MetaSignal, run_id=run, peer_id=peer, step=step, stats=records.stats_message(stats),

@@ -5,7 +5,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from coordinator_fakes import RUN, batch_stats, meta_record, peer_status, random_batch
+from coordinator_fakes import RUN, batch_stats, full_peer_status, meta_record, peer_status, random_batch
 
 from coordinator.rounds import RoundState, merge_round
 from coordinator.store import STORE_SCHEMA_VERSION, HistoryStore, StoreError
@@ -118,13 +118,7 @@ def _legacy_file(path: Path, version: int) -> Path:
 
 def _expected_statuses() -> tuple[swarm_pb2.PeerStatus, swarm_pb2.PeerStatus]:
     """The two reports in LEGACY_V2, as this version builds them."""
-    full = peer_status("a", 102.5, version="0.1.0", address="/ip4/1.2.3.4/tcp/5",
-                       reachability=swarm_pb2.REACHABILITY_RELAYED, step=9, throughput=1.5, bytes_sent=10,
-                       bytes_received=20, tokens_per_s=812.5, step_seconds=1.25, compression_ratio=19.3, reward=-0.25,
-                       accuracy=0.5, heldout_accuracy=0.39, kl=0.0, er=21.5, erv=-0.5, era=0.0, gate=1.0, aux=-0.01,
-                       epoch=0, num_peers_seen=3, averaging_rounds=4, averaging_failures=1,
-                       last_averaging_error="TimeoutError: x", publish_failures=2, baselines_source="global",
-                       balance_round=2, er_deciles=swarm_pb2.Deciles(count=5, values=[float(i) for i in range(11)]))
+    full = full_peer_status("a", 102.5, balance_round=2, era_deciles=None)
     old = peer_status("b", 102.75, schema_version=1, version="0.0.9", reachability=swarm_pb2.REACHABILITY_DIRECT,
                       step=2, throughput=0.5, bytes_sent=1, bytes_received=2)
     return full, old

@@ -20,22 +20,19 @@ from shaping import Baselines, IndicatorStats, ShapingConfig
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS / "coordinator"))  # the coordinator tests' fakes: real statistics through shaping
 
-from coordinator_fakes import RUN, batch_stats, meta_record, peer_status, random_batch  # noqa: E402
+from coordinator_fakes import (  # noqa: E402
+    DECILES,
+    RUN,
+    batch_stats,
+    full_peer_status,
+    meta_record,
+    peer_status,
+    random_batch,
+)
 
 pytestmark = pytest.mark.unit
-DECILES = swarm_pb2.Deciles(count=5, values=[float(i) for i in range(11)])
-
-
 def _status(**changes) -> swarm_pb2.PeerStatus:
-    """A schema-2 report with every field set (zeros included: they must stay zeros, not become unset)."""
-    full = peer_status("a", 8.0, version="0.1.0", address="/ip4/1.2.3.4/tcp/5",
-                       reachability=swarm_pb2.REACHABILITY_RELAYED, step=9, throughput=1.5, bytes_sent=10,
-                       bytes_received=20, tokens_per_s=812.5, step_seconds=1.25, compression_ratio=19.3, reward=-0.25,
-                       accuracy=0.5, heldout_accuracy=0.39, kl=0.0, er=21.5, erv=-0.5, era=0.0, gate=1.0, aux=-0.01,
-                       epoch=0, num_peers_seen=3, averaging_rounds=4, averaging_failures=1,
-                       last_averaging_error="TimeoutError: x", publish_failures=2, baselines_source="global",
-                       balance_round=12, er_deciles=DECILES, era_deciles=DECILES)
-    return records.replace(full, **changes)
+    return records.replace(full_peer_status("a", 8.0), **changes)
 
 
 def _round(cfg: ShapingConfig | None = None, gated: bool = True):
