@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from functools import partial
 
 import torch
+from hivemind.utils import get_dht_time
 
 from node.gossip import hivemind_internals
 from node.gossip.config import GossipConfig
@@ -319,4 +320,13 @@ class GradientGossip:
         self.optimizer.zero_grad()
 
     def shutdown(self) -> None:
+        """Stop averaging, and withdraw this peer's progress record before returning: hivemind sends the
+        withdrawal without waiting, and a process that exits right after would leave the others counting
+        it (and dropping their rounds) until the record expires, `gossip.peer_expiration_s` later."""
+        tracker = self.optimizer.tracker
         self.optimizer.shutdown()
+        try:
+            tracker.dht.store(tracker.training_progress_key, None, get_dht_time() + self.cfg.peer_expiration_s,
+                              subkey=self.progress_subkey, return_future=True).result(timeout=5)
+        except Exception as err:  # network boundary: the record then expires on its own
+            log.warning("could not withdraw this peer's progress record: %s", err)
