@@ -28,10 +28,10 @@ import torch
 from hivemind.utils import get_dht_time
 
 from node.gossip import hivemind_internals
-from node.gossip.config import GossipConfig
+from node.gossip.config import GossipConfig, RobustConfig
 from node.gossip.consensus import WeightsConsensus
 from node.gossip.fingerprint import parameter_fingerprint
-from node.gossip.hivemind_internals import AllOrNothingOptimizer, CountedGradientAverager, CountedPowerSGDAverager
+from node.gossip.hivemind_internals import AllOrNothingOptimizer, PeerGradientAverager, PeerPowerSGDAverager
 from node.gossip.traffic import CountingCompression, PeerTraffic
 from plumbing.dht_keys import owner_subkey
 from plumbing.identity import SigningIdentity
@@ -78,10 +78,10 @@ class SettleReport:
     fingerprint: list[float]
 
 
-def _grad_averager_factory(cfg: GossipConfig, traffic: PeerTraffic):
+def _grad_averager_factory(cfg: GossipConfig, traffic: PeerTraffic, robust: RobustConfig):
     if cfg.compression != "powersgd":
-        return partial(CountedGradientAverager, traffic=traffic)  # dense, as hivemind's default
-    return partial(CountedPowerSGDAverager, averager_rank=cfg.rank, traffic=traffic)
+        return partial(PeerGradientAverager, traffic=traffic, robust=robust)  # dense, as hivemind's default
+    return partial(PeerPowerSGDAverager, averager_rank=cfg.rank, traffic=traffic, robust=robust)
 
 
 def _codec(cfg: GossipConfig, traffic: PeerTraffic):
@@ -117,13 +117,13 @@ class GradientGossip:
             matchmaking_time=cfg.matchmaking_time, averaging_timeout=cfg.averaging_timeout,
             next_chunk_timeout=cfg.next_chunk_timeout,
             load_state_timeout=cfg.load_state_timeout, average_state_every=cfg.average_state_every,
-            use_local_updates=False, grad_averager_factory=_grad_averager_factory(cfg, self.traffic),
+            use_local_updates=False, grad_averager_factory=_grad_averager_factory(cfg, self.traffic, cfg.robust),
             grad_compression=_codec(cfg, self.traffic),
             state_averaging_compression=CountingCompression(Float16Compression(), self.traffic.averaging),
             # full precision: fp16 flushes Adam's second moments (often < 6e-8) to zero, and the late
             # joiner's first steps then divide by eps
             load_state_compression=CountingCompression(NoCompression(), self.traffic.state_sync), verbose=cfg.verbose,
-            tracker_opts=tracker_opts, others_alive=self._others_alive, traffic=self.traffic,
+            tracker_opts=tracker_opts, others_alive=self._others_alive, traffic=self.traffic, robust=cfg.robust,
         )
 
     @property

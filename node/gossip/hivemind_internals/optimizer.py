@@ -23,14 +23,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import InvalidStateError
 from functools import partial
 
 import hivemind
+import torch
 from hivemind.optim import optimizer as hivemind_optimizer
 from hivemind.optim.state_averager import TrainingStateAverager
 
+from node.gossip.config import RobustConfig
+from node.gossip.hivemind_internals.averagers import PeerAverager
 from node.gossip.hivemind_internals.touches import Touch
-from node.gossip.hivemind_internals.wire_taps import CountingAverager
 from node.gossip.traffic import PeerTraffic
 
 log = logging.getLogger(__name__)
@@ -72,10 +75,10 @@ TOUCHES = (
 )
 
 
-class ConsistentStateAverager(CountingAverager, TrainingStateAverager):
+class ConsistentStateAverager(PeerAverager, TrainingStateAverager):
     """A `TrainingStateAverager` that serves its state (to late joiners and peers that fell behind)
     only while no update is half done: `update_lock` is held by whoever changes the epoch or the
-    weights, and by `get_current_state`. Its traffic is counted (`CountingAverager`)."""
+    weights, and by `get_current_state`. One peer's (`PeerAverager`)."""
 
     def __init__(self, *args, **kwargs):
         self.update_lock = threading.RLock()  # before the base class starts serving
@@ -108,9 +111,10 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
     state averager's `update_lock`, so the state this peer serves is always one epoch's.
     """
 
-    def __init__(self, *args, others_alive: Callable[[], bool], traffic: PeerTraffic, **kwargs):
+    def __init__(self, *args, others_alive: Callable[[], bool], traffic: PeerTraffic, robust: RobustConfig,
+                 **kwargs):
         self.others_alive = others_alive
-        self.traffic = traffic
+        self.traffic, self.robust = traffic, robust
         self.drop_round = False
         self.rounds_dropped = 0
         self.rounds_partial = 0  # of those, rounds whose all-reduce came back with parts missing
@@ -120,7 +124,8 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         # hivemind builds the averager by its module-level name, with its own settings: have it build
         # ours (peers are built one at a time, so the swap cannot leak into another construction)
         original = hivemind_optimizer.TrainingStateAverager
-        hivemind_optimizer.TrainingStateAverager = partial(ConsistentStateAverager, traffic=self.traffic)
+        hivemind_optimizer.TrainingStateAverager = partial(ConsistentStateAverager, traffic=self.traffic,
+                                                               robust=self.robust)
         try:
             return super()._make_state_averager(**kwargs)
         finally:
@@ -207,6 +212,10 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
                     and partials.count() > partials_before and self.others_alive()):
                 self.drop_round = came_back_partial = True
                 self.rounds_partial += 1
+            if kwargs.get("increment_epoch") and not self.drop_round and not self.averaged_gradients_finite():
+                # reducers never return a non-finite part, and a peer refuses one: a last line of defence
+                log.error("the averaged gradients are not finite: dropping the round")
+                self.drop_round = True
             if not (self.drop_round and kwargs.get("increment_epoch")):
                 with averager.update_lock:  # raises the epoch, then waits for the optimizer step
                     return step(*args, **kwargs)
@@ -224,6 +233,23 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
             self.rounds_dropped += 1
             log.info("averaging round at epoch %d %s: applied nothing", self.local_epoch,
                      "came back with parts missing" if came_back_partial else "failed")
+
+    def shutdown(self):
+        """hivemind's shutdown, except that a scheduled round finishing while it is cancelled does not stop it
+        halfway: hivemind checks the round's stage, then cancels, and a round that finished in between raises
+        InvalidStateError before the averagers (child processes) are shut down."""
+        try:
+            super().shutdown()
+        except InvalidStateError as err:
+            log.info("a scheduled round finished while shutting down (%s): shutting the averagers down", err)
+            self.state_averager.shutdown()
+            if self.use_gradient_averaging:
+                self.grad_averager.shutdown()
+
+    def averaged_gradients_finite(self) -> bool:
+        """The gradients hivemind loaded into the optimizer for this round's step are all finite."""
+        return all(bool(torch.isfinite(param.grad).all()) for group in self.state_averager.optimizer.param_groups
+                   for param in group["params"] if param.grad is not None)
 
     def load_state_from_peers(self, **kwargs):
         """hivemind's download, except that the state keeps the epoch it was downloaded at.

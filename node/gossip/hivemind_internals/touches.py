@@ -9,8 +9,10 @@ of silently bringing back the hivemind behaviour the override exists to prevent.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
+import textwrap
 from dataclasses import dataclass
 from typing import Literal
 
@@ -56,5 +58,14 @@ class Touch:
 
 
 def _sets_attribute(cls: type, name: str) -> bool:
-    source = inspect.getsource(cls)
-    return any(f"self.{name} {op}" in source for op in ("=", "+=", ":"))
+    """Some method of `cls` assigns `self.<name>` (alone or in a tuple)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else [])
+        for target in targets:
+            for element in (target.elts if isinstance(target, ast.Tuple) else [target]):
+                if (isinstance(element, ast.Attribute) and element.attr == name
+                        and isinstance(element.value, ast.Name) and element.value.id == "self"):
+                    return True
+    return False

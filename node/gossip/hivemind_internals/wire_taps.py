@@ -13,9 +13,10 @@ averager forks (`install`):
   results" and reports success, and the peer's averaged tensors then differ from the others'.
 
 The counters are the averager's own (`node.gossip.traffic.PeerTraffic`, shared memory made
-before the fork): an averager built from `CountingAverager` makes its counters the active ones
-in its child process when that process starts (`run`), so two peers in one process (tests)
-never count each other's traffic. In the parent process nothing is active and nothing is counted.
+before the fork): an averager built from `averagers.PeerAverager` makes its counters the active
+ones in its child process when that process starts (`activate`), so two peers in one process
+(tests) never count each other's traffic. In the parent process nothing is active and nothing is
+counted.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import time
 
 from hivemind.averaging.averager import DecentralizedAverager
 from hivemind.averaging.partition import TensorPartContainer
-from hivemind.optim.grad_averager import GradientAverager
 from hivemind.optim.power_sgd_averager import PowerSGDGradientAverager
 
 from node.gossip.hivemind_internals.touches import Touch
@@ -48,8 +48,6 @@ TOUCHES = (
     Touch("hivemind.averaging.partition.TensorPartContainer", "failed_size", "read",
           "how much of this peer's average is missing"),
     Touch("hivemind.averaging.partition.TensorPartContainer", "finished", "read", "finalize runs twice"),
-    Touch("hivemind.averaging.averager.DecentralizedAverager", "run", "override",
-          "runs in the averager's child process: make its counters the active ones", ("self",)),
 )
 
 _active: PeerTraffic | None = None  # the counters of the averager this child process runs
@@ -111,6 +109,12 @@ def _count_partial_results(cls) -> None:
     cls.finalize = finalize
 
 
+def activate(traffic: PeerTraffic) -> None:
+    """Count into `traffic` in this process (an averager's child process, once, at its start)."""
+    global _active
+    _active = traffic
+
+
 def install() -> None:
     """Put the taps in place, once per process; before any averager forks, or its child misses them."""
     global _installed
@@ -123,24 +127,3 @@ def install() -> None:
     _time_aggregation(PowerSGDGradientAverager)
     _count_partial_results(TensorPartContainer)
     _installed = True
-
-
-class CountingAverager:
-    """Mixin for a hivemind averager class: `traffic=PeerTraffic` is counted into by its child process."""
-
-    def __init__(self, *args, traffic: PeerTraffic, **kwargs):
-        self.traffic = traffic  # before the base class forks the child process
-        super().__init__(*args, **kwargs)
-
-    def run(self):
-        global _active
-        _active = self.traffic  # this is the averager's child process: one averager, one set of counters
-        super().run()
-
-
-class CountedGradientAverager(CountingAverager, GradientAverager):
-    """hivemind's dense gradient averager, counted."""
-
-
-class CountedPowerSGDAverager(CountingAverager, PowerSGDGradientAverager):
-    """hivemind's PowerSGD gradient averager (rank-r factors, error feedback), counted."""

@@ -1,0 +1,89 @@
+"""Real `GradientGossip` peers for tests, several in one process (real DHTs, p2p daemons and averagers
+on loopback), on a toy model that keeps every round under a second; and how to step them together."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import torch
+
+from node.gossip.averaging import GradientGossip
+from node.gossip.config import GossipConfig, RobustConfig
+from node.gossip.fingerprint import parameter_fingerprint
+from plumbing.identity import SigningIdentity, build_record_validators
+from plumbing.swarm_dht import DHTConfig, start_dht
+
+LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
+BATCH = 4
+RTOL = 1e-5
+STEP_SECONDS = 0.5
+
+
+class Peer:
+    def __init__(self, run: str, seed: int, initial_peers: list[str], compression: str = "powersgd",
+                 robust: RobustConfig | None = None, batch: int = BATCH):
+        self.identity = SigningIdentity.generate()
+        self.dht = start_dht(DHTConfig(host_maddrs=LOOPBACK, initial_peers=initial_peers),
+                             record_validators=build_record_validators(self.identity, run))
+        torch.manual_seed(0)  # every peer starts from the same weights, as the embedded model does
+        self.model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4))
+        self.data = torch.Generator().manual_seed(seed)  # but sees its own batches
+        # matchmaking_time above hivemind's 3 s request timeout, as its matchmaking asks; shorter ones
+        # kept failing to form groups on a loaded 2-core machine
+        self.batch = batch
+        cfg = GossipConfig(target_batch_size=2 * batch, compression=compression, matchmaking_time=4.0,
+                           averaging_timeout=15,
+                           load_state_timeout=20, peer_expiration_s=6, average_state_every=10_000,
+                           robust=robust or RobustConfig())
+        self.gossip = GradientGossip(self.dht, self.model.parameters(),
+                                     lambda params: torch.optim.AdamW(params, lr=1e-2), cfg, run_id=run,
+                                     batch_size_per_step=batch, identity=self.identity)
+
+    def local_step(self):
+        inputs = torch.randn(self.batch, 16, generator=self.data)
+        loss = (self.model(inputs) - inputs[:, :4]).pow(2).mean()
+        loss.backward()
+        return self.gossip.step(self.batch)
+
+    def loss(self) -> float:
+        """The task loss on a fixed batch no peer trains on."""
+        inputs = torch.randn(256, 16, generator=torch.Generator().manual_seed(12345))
+        with torch.no_grad():
+            return float((self.model(inputs) - inputs[:, :4]).pow(2).mean())
+
+    def fingerprint(self) -> list[float]:
+        return parameter_fingerprint(self.model.parameters())
+
+    def close(self):
+        if self.dht is None:
+            return
+        self.gossip.shutdown()
+        self.dht.shutdown()
+        self.dht = None
+
+
+JITTER = random.Random(0)
+
+
+def step_together(peers, pool):
+    """One local step on every peer at about the same time. Real peers never step in lockstep: each
+    start is shifted by up to STEP_SECONDS, so that a peer downloading state and one applying an
+    update do not meet at the same moment round after round."""
+    def step_later(peer, delay):
+        time.sleep(delay)
+        return peer.local_step()
+    futures = [pool.submit(step_later, p, JITTER.uniform(0, STEP_SECONDS)) for p in peers]
+    return [future.result(timeout=60) for future in futures]
+
+
+def rounds_until(peers, pool, epoch: int, timeout: float = 150.0):
+    """Step all peers together, a local step every STEP_SECONDS or so, until all are at the same epoch,
+    at least `epoch`. (One can be a step behind for a while: its side of an all-reduce failed, it
+    applied nothing, and it downloads the others' state at its next step.)"""
+    reports, deadline = [], time.monotonic() + timeout
+    while min(p.gossip.epoch for p in peers) < epoch or len({p.gossip.epoch for p in peers}) > 1:
+        assert time.monotonic() < deadline, f"epochs {[p.gossip.epoch for p in peers]} after {timeout}s, wanted {epoch}"
+        reports.append(step_together(peers, pool))
+        time.sleep(STEP_SECONDS)  # a real local step takes seconds; the progress tracker reports at its pace
+    return reports

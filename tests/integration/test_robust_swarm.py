@@ -1,0 +1,83 @@
+"""Three real peers, one of them hostile, averaging with robust reducers (PowerSGD, on loopback).
+
+In every attack the two honest peers must end with equal, finite weights that learned: their loss
+on a held-out batch falls as it does without the attacker, instead of exploding (amplified or noisy
+gradients), turning around (a sign flip that claims a thousand times the batch) or becoming NaN.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from gossip_peers import RTOL, Peer, step_together
+
+from node.gossip.consensus import fingerprints_agree
+from plumbing.swarm_dht import visible_addresses
+
+pytestmark = pytest.mark.integration
+
+ROUNDS = 4
+# Large enough that a peer's gradient is mostly signal: with 2 honest peers against 1 liar, no aggregator
+# can tell the liar from gradient noise larger than the signal (its bias is of the order of the noise)
+BATCH = 64
+
+
+class Attacker(Peer):
+    """A peer that trains like the others, then lies about its gradients (or its batch) before averaging."""
+
+    def __init__(self, *args, attack: str, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.attack = attack
+        self.noise = torch.Generator().manual_seed(99)
+
+    def local_step(self):
+        inputs = torch.randn(self.batch, 16, generator=self.data)
+        (self.model(inputs) - inputs[:, :4]).pow(2).mean().backward()
+        claimed = self.batch
+        with torch.no_grad():
+            for param in self.model.parameters():
+                if self.attack == "nan":
+                    param.grad.fill_(float("nan"))
+                elif self.attack == "amplified sign flip":
+                    param.grad.mul_(-1000)
+                elif self.attack == "noise":
+                    param.grad.copy_(100 * torch.randn(param.grad.shape, generator=self.noise))
+                elif self.attack == "inflated weight":
+                    param.grad.neg_()
+                    claimed = 1000 * self.batch
+        return self.gossip.step(claimed)
+
+
+@pytest.fixture
+def swarm(request):
+    run = f"robust-{request.node.name[5:40]}".replace("[", "-").replace("]", "").replace(" ", "-")
+    first = Peer(run, seed=1, initial_peers=[], batch=BATCH)
+    second = Peer(run, seed=2, initial_peers=visible_addresses(first.dht), batch=BATCH)
+    attacker = Attacker(run, seed=3, initial_peers=visible_addresses(first.dht), attack=request.param, batch=BATCH)
+    try:
+        yield first, second, attacker
+    finally:
+        for peer in (attacker, second, first):
+            peer.close()
+
+
+@pytest.mark.parametrize("swarm", ["nan", "amplified sign flip", "noise", "inflated weight"], indirect=True)
+def test_honest_peers_learn_with_equal_finite_weights_despite_an_attacker(swarm):
+    honest, attacker = swarm[:2], swarm[2]
+    start = honest[0].loss()
+    deadline = time.monotonic() + 180
+    with ThreadPoolExecutor(3) as pool:
+        # every peer steps, the attacker too; stop once the honest two share an epoch of at least ROUNDS
+        while min(p.gossip.epoch for p in honest) < ROUNDS or honest[0].gossip.epoch != honest[1].gossip.epoch:
+            assert time.monotonic() < deadline, f"honest epochs {[p.gossip.epoch for p in honest]} after 180 s"
+            step_together(swarm, pool)
+            time.sleep(0.5)
+    weights = [torch.cat([p.detach().flatten() for p in peer.model.parameters()]) for peer in honest]
+    assert all(bool(torch.isfinite(w).all()) for w in weights)
+    assert fingerprints_agree(honest[0].fingerprint(), honest[1].fingerprint(), RTOL)
+    end = honest[0].loss()
+    assert math.isfinite(end) and end < 0.9 * start, f"held-out loss {start:.4f} -> {end:.4f} ({attacker.attack})"
