@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import InvalidStateError
 from functools import partial
 
 import hivemind
@@ -224,6 +225,18 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
             self.rounds_dropped += 1
             log.info("averaging round at epoch %d %s: applied nothing", self.local_epoch,
                      "came back with parts missing" if came_back_partial else "failed")
+
+    def shutdown(self):
+        """hivemind's shutdown, except that a scheduled round finishing while it is cancelled does not stop it
+        halfway: hivemind checks the round's stage, then cancels, and a round that finished in between raises
+        InvalidStateError before the averagers (child processes) are shut down."""
+        try:
+            super().shutdown()
+        except InvalidStateError as err:
+            log.info("a scheduled round finished while shutting down (%s): shutting the averagers down", err)
+            self.state_averager.shutdown()
+            if self.use_gradient_averaging:
+                self.grad_averager.shutdown()
 
     def load_state_from_peers(self, **kwargs):
         """hivemind's download, except that the state keeps the epoch it was downloaded at.
