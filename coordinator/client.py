@@ -84,11 +84,6 @@ class CoordinatorClient:
                                               include_contributions=include_contributions)
         return list(self._call(self._stub.GetHistory, request).rounds)
 
-    def report_status(self, status: swarm_pb2.PeerStatus) -> int:
-        """Push a status report; returns the coordinator's latest round."""
-        request = swarm_pb2.ReportPeerStatusRequest(schema_version=self._version, status=status)
-        return self._call(self._stub.ReportPeerStatus, request).round
-
     def watch_events(self, after_seq: int = 0, *, duration: float | None = None) -> Iterator[swarm_pb2.SwarmEvent]:
         """Stream events with seq > after_seq, for at most `duration` seconds (None = until cancelled)."""
         request = swarm_pb2.WatchSwarmEventsRequest(schema_version=self._version, after_seq=after_seq)

@@ -42,6 +42,26 @@ class HealthConfig(BaseModel):
         "Status reports older than this are deleted from the history (the charts' per-peer KL, accuracy, tokens/s)."))
 
 
+class TrustConfig(BaseModel):
+    """What the coordinator accepts from peers (section `trust`; docs/security.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_rollouts_per_step: int = Field(1024, ge=1, le=10_000_000, description=(
+        "Most rollouts one peer's meta-signal may count: a record claiming more (in num_rollouts or any "
+        "indicator count) is rejected. Set it to the largest per-step batch a peer of this run uses."))
+    max_clock_skew_s: float = Field(60.0, gt=0, le=3600, description=(
+        "A meta-signal or status dated more than this far in the future is rejected (a future date would "
+        "otherwise keep a forged report newer than the peer's real ones)."))
+    max_share: float = Field(4.0, ge=1.0, le=1000.0, description=(
+        "In one round a peer's meta-signals are merged up to this many times the typical peer's number "
+        "(the lower median); the rest wait for later rounds, so publishing many steps buys no weight."))
+    outlier_deviations: float = Field(8.0, gt=0, le=1000.0, description=(
+        "With 3 or more peers in a round, a peer whose mean of any indicator lies more than this many robust "
+        "deviations (1.4826 x median absolute deviation, at least 5 % of the median) from the median of the "
+        "peers' means is held out of the round."))
+
+
 class CoordinatorConfig(BaseModel):
     """Everything a coordinator needs; forbids unknown keys."""
 
@@ -71,6 +91,8 @@ class CoordinatorConfig(BaseModel):
         "Baseline EMA and lambda settings; must match the peers' shaping config."))
     health: HealthConfig = Field(default_factory=HealthConfig, description=(
         "When a peer counts as unreachable or behind, and when the dashboard raises alerts."))
+    trust: TrustConfig = Field(default_factory=TrustConfig, description=(
+        "Bounds on what peers' records may claim, and how a round resists peers that lie."))
 
     @field_validator("run")
     @classmethod

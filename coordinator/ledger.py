@@ -1,7 +1,7 @@
 """The coordinator's state of record: round state, history store, peers and events, behind one lock.
 
 The round loop feeds it what the DHT returned (`ingest`, `note_rejected`, `note_statuses`);
-the gRPC service reads from it and pushes status reports into it. It knows nothing of the
+the gRPC service reads from it. It knows nothing of the
 DHT or gRPC, so a test can drive a coordinator's rounds in one process with plain records
 (messages of swarm.proto, validated where they entered). Every round is committed to the store
 before it is returned (and so before it is published).
@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from coordinator.config import TrustConfig
 from coordinator.events import EventKind, EventLog
-from coordinator.rounds import RoundResult, RoundState, merge_round, select_new
+from coordinator.rounds import RoundResult, RoundState, hold_back, merge_round, select_new, vet
 from coordinator.store import HistoryStore
+from plumbing.dht_records import Rejection
 from protos import records, swarm_pb2
 from shaping import ShapingConfig
 
@@ -28,10 +31,11 @@ class Ledger:
     """Round state + store + events for one run; thread-safe."""
 
     def __init__(self, store: HistoryStore, events: EventLog, *, run: str, coordinator_key: str,
-                 shaping: ShapingConfig, peer_timeout: float):
+                 shaping: ShapingConfig, peer_timeout: float, trust: TrustConfig | None = None):
         self.store, self.events = store, events
         self.run, self.coordinator_key = run, coordinator_key
         self.shaping, self.peer_timeout = shaping, peer_timeout
+        self.trust = trust or TrustConfig()
         self._lock = threading.RLock()
         self._latest = store.latest_round()
         self._state = RoundState.after(self._latest, shaping)
@@ -39,6 +43,7 @@ class Ledger:
         self._announced_rejections: set[tuple[str, str]] = set()
         self._status_at: dict[str, float] = {}  # peer id -> reported_at of its latest stored status
         self.num_rejected = 0  # distinct DHT records rejected since start
+        self.rejected_by_rule: Counter[str] = Counter()  # the same, by the rule they broke
         self._skipping = False
         if self._latest is not None:
             log.info("resuming run %s after round %d", run, self._latest.round)
@@ -58,10 +63,20 @@ class Ledger:
     def ingest(self, signals: Sequence[swarm_pb2.MetaSignal], now: float) -> RoundResult | None:
         """Merge the meta-signals not merged before into a new round, commit it, and return it."""
         with self._lock:
+            vetted = []
             for signal in signals:
+                rejection = vet(signal, now, self.trust)
+                if rejection is not None:
+                    self.note_rejected([rejection], now)
+                    continue
+                vetted.append(signal)
                 self._seen(signal.peer_id, min(now, signal.published_at), now)
-            merged = self.store.merged_keys((s.peer_id, s.step) for s in signals)
-            fresh = select_new(signals, lambda peer, step: (peer, step) in merged)
+            merged = self.store.merged_keys((s.peer_id, s.step) for s in vetted)
+            fresh, outliers, deferred = hold_back(select_new(vetted, lambda peer, step: (peer, step) in merged),
+                                                  self.trust)
+            self.note_rejected(outliers, now)
+            if deferred:
+                log.info("%d meta-signals wait for a later round (trust.max_share)", deferred)
             result = merge_round(self._state, fresh, self.shaping, run=self.run,
                                  coordinator_key=self.coordinator_key, issued_at=now)
             if result is None:
@@ -74,22 +89,32 @@ class Ledger:
                                     f"{result.record.num_peers} peers")
             return result
 
-    def note_rejected(self, rejected: Iterable[tuple[str, str]], now: float) -> None:
-        """Announce each (subkey, reason) rejection once (they repeat every round until the record expires)."""
+    def note_rejected(self, rejected: Iterable[Rejection], now: float) -> None:
+        """Count and announce each record's rejection once per rule (they repeat every round until the record
+        expires)."""
         with self._lock:
-            for subkey, reason in rejected:
-                if (subkey, reason) in self._announced_rejections:
+            for subkey, reason, rule in rejected:
+                if (subkey, rule) in self._announced_rejections:
                     continue
                 if len(self._announced_rejections) >= _MAX_REMEMBERED_REJECTIONS:
                     self._announced_rejections.clear()
-                self._announced_rejections.add((subkey, reason))
+                self._announced_rejections.add((subkey, rule))
                 self.num_rejected += 1
+                self.rejected_by_rule[rule] += 1
                 self.events.emit(EventKind.RECORD_REJECTED, now, round=self._state.round, peer_id=subkey,
                                  detail=reason)
 
     def note_statuses(self, statuses: Iterable[swarm_pb2.PeerStatus], now: float) -> None:
-        """Store status reports read from the DHT (signed by their peers); reports already stored are skipped."""
-        self._save_statuses(list(statuses), now)
+        """Store status reports read from the DHT (signed by their peers); reports already stored are skipped,
+        and a report dated in the future is rejected (it would stay "newest" over the peer's real ones)."""
+        kept = []
+        for status in statuses:
+            if status.reported_at > now + self.trust.max_clock_skew_s:
+                self.note_rejected([Rejection(status.peer_id, f"PeerStatus reported {status.reported_at - now:.0f} s "
+                                              f"in the future (trust.max_clock_skew_s)", "future")], now)
+            else:
+                kept.append(status)
+        self._save_statuses(kept, now)
 
     def sweep(self, now: float) -> None:
         """Announce the peers not seen within the peer timeout as gone."""
@@ -102,13 +127,6 @@ class Ledger:
 
     # ------------------------------------------------------------ used by the gRPC service
 
-    def report_status(self, status: swarm_pb2.PeerStatus, now: float) -> int:
-        """Store a status a peer pushed over gRPC (validated; advisory: not signed, never used for merging)."""
-        if status.run_id != self.run:
-            raise ValueError(f"status is for run {status.run_id!r}; this coordinator serves {self.run!r}")
-        self._save_statuses([status], now)
-        return self.round
-
     def swarm_state(self, now: float, visible_maddrs: Sequence[str] = ()) -> swarm_pb2.SwarmState:
         """The swarm as the history knows it: peers unclassified (the monitor classifies them), no alerts."""
         with self._lock:
@@ -117,7 +135,9 @@ class Ledger:
         peers = [records.replace(peer, active=peer.peer_id in active) for peer in self.store.peers()]
         return swarm_pb2.SwarmState(schema_version=records.latest_schema(swarm_pb2.SwarmState), run_id=self.run,
                                     coordinator_key=self.coordinator_key, round=round_, latest=latest, peers=peers,
-                                    visible_maddrs=list(visible_maddrs), now=now, records_rejected=self.num_rejected)
+                                    visible_maddrs=list(visible_maddrs), now=now, records_rejected=self.num_rejected,
+                                    rejected_by_rule=[swarm_pb2.RejectionCount(rule=rule, count=count)
+                                                      for rule, count in sorted(self.rejected_by_rule.items())])
 
     def history(self, first: int = 0, last: int = 0, limit: int = 1000,
                 include_contributions: bool = False) -> list[swarm_pb2.RoundRecord]:

@@ -72,7 +72,7 @@ class Coordinator:
             self.identity = (SigningIdentity.load_or_create(self.cfg.signing_key_path) if self.cfg.signing_key_path
                              else SigningIdentity.generate())
             self.ledger = Ledger(self.store, self.events, run=self.cfg.run, coordinator_key=self.identity.fingerprint,
-                                 shaping=self.cfg.shaping, peer_timeout=self.cfg.peer_timeout)
+                                 shaping=self.cfg.shaping, peer_timeout=self.cfg.peer_timeout, trust=self.cfg.trust)
             self.monitor = Monitor(self.ledger, self.events, self.cfg.health, version=__version__,
                                    round_interval=self.cfg.round_interval, peer_timeout=self.cfg.peer_timeout,
                                    visible_maddrs=self.visible_maddrs, http_address=lambda: self.http_address or "",

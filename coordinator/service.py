@@ -53,7 +53,8 @@ def _validated_requests(method):
 
 
 class CoordinatorService(swarm_pb2_grpc.CoordinatorServicer):
-    """Serves balance weights, swarm state, history and events; accepts peer status reports."""
+    """Serves balance weights, swarm state, history and events. Read-only: a peer's status reaches the
+    coordinator only as its signed DHT record."""
 
     def __init__(self, ledger: Ledger, events: EventLog, *, visible_maddrs: Callable[[], Sequence[str]] = tuple,
                  max_history_rounds: int = 1000, watch_poll_s: float = 0.5, monitor: Monitor | None = None):
@@ -82,11 +83,6 @@ class CoordinatorService(swarm_pb2_grpc.CoordinatorServicer):
         rounds = self._ledger.history(request.first_round, request.last_round, limit,
                                       request.include_contributions)
         return swarm_pb2.GetHistoryResponse(schema_version=_VERSION, rounds=rounds)
-
-    @_validated_requests
-    def ReportPeerStatus(self, request, context):
-        round_ = self._ledger.report_status(request.status, get_dht_time())
-        return swarm_pb2.ReportPeerStatusResponse(schema_version=_VERSION, round=round_)
 
     def WatchSwarmEvents(self, request, context) -> Iterator[swarm_pb2.SwarmEvent]:
         try:

@@ -21,7 +21,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from google.protobuf.message import Message
 from hivemind.utils import get_dht_time
@@ -37,6 +37,7 @@ from plumbing.dht_keys import (
 )
 from plumbing.identity import SigningIdentity
 from protos import records, swarm_pb2
+from protos.records import RecordError
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +71,20 @@ def _kind(message_type: type[Message]) -> RecordKind:
     return kind
 
 
+class Rejection(NamedTuple):
+    """A record that was not accepted: whose subkey, why (for people), and which rule (for counting)."""
+
+    subkey: str
+    reason: str
+    rule: str  # a swarm.proto rule ("max", "schema_version", ...) or "run", "owner", "number", ...
+
+
 @dataclass
 class FetchResult(Generic[RecordT]):
-    """Valid records, plus (subkey, reason) for each record that was rejected."""
+    """Valid records, plus a `Rejection` for each record that was rejected."""
 
     records: list[RecordT] = field(default_factory=list)
-    rejected: list[tuple[str, str]] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
     reachable: bool = True  # False when the DHT call itself failed or timed out
 
 
@@ -138,18 +147,24 @@ def _get_dict(dht, key: str, timeout: float) -> dict | None:
 
 
 def _read(message_type: type[RecordT], kind: RecordKind, run: str, subkey: object, value: object) -> RecordT:
-    """The record in `value` if valid, of `run` and vouched for by its signed `subkey`; ValueError says why not."""
-    owned = parse_subkey(subkey)
+    """The record in `value` if valid, of `run` and vouched for by its signed `subkey`; RecordError says why not."""
+    try:
+        owned = parse_subkey(subkey)
+    except ValueError as err:
+        raise RecordError("subkey", "owner", str(err)) from None
     record = records.decode(message_type, value)
+    name = type(record).__name__
     if record.run_id != run:
-        raise ValueError(f"record is for run {record.run_id!r}, not {run!r}")
+        raise RecordError(f"{name}.run_id", "run", f"record is for run {record.run_id!r}, not {run!r}")
     claimed = getattr(record, kind.owner_field)
     if claimed != owned.owner:
-        raise ValueError(f"record claims {kind.owner_noun} {claimed} but is signed by {owned.owner}")
+        raise RecordError(f"{name}.{kind.owner_field}", "owner",
+                          f"record claims {kind.owner_noun} {claimed} but is signed by {owned.owner}")
     number = getattr(record, kind.number_field) if kind.number_field else None
     if number != owned.step:
-        raise ValueError(f"record says {kind.number_field} {number} but its subkey says {owned.step}"
-                         if kind.number_field else f"subkeys of {type(record).__name__} carry no #<number>")
+        raise RecordError(f"{name}.{kind.number_field or 'subkey'}", "number",
+                          f"record says {kind.number_field} {number} but its subkey says {owned.step}"
+                          if kind.number_field else f"subkeys of {name} carry no #<number>")
     return record
 
 
@@ -170,10 +185,10 @@ def fetch(dht, run: str, message_type: type[RecordT], *, owner: str | None = Non
             continue
         try:
             result.records.append(_read(message_type, kind, run, subkey, value))
-        except ValueError as err:  # RecordError and SchemaVersionError included: they name field and rule
+        except RecordError as err:  # SchemaVersionError included: they name field and rule
             name = describe_subkey(subkey)
             log.warning("rejected DHT record %s[%s]: %s", key, name, err)
-            result.rejected.append((name, str(err)))
+            result.rejected.append(Rejection(name, str(err), err.rule))
     return result
 
 

@@ -396,7 +396,7 @@ class GetSwarmStateRequest(_message.Message):
     def __init__(self, schema_version: _Optional[int] = ...) -> None: ...
 
 class SwarmState(_message.Message):
-    __slots__ = ("schema_version", "run_id", "coordinator_key", "round", "latest", "peers", "visible_maddrs", "now", "alerts", "coordinator_version", "http_address", "records_rejected")
+    __slots__ = ("schema_version", "run_id", "coordinator_key", "round", "latest", "peers", "visible_maddrs", "now", "alerts", "coordinator_version", "http_address", "records_rejected", "rejected_by_rule")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -409,6 +409,7 @@ class SwarmState(_message.Message):
     COORDINATOR_VERSION_FIELD_NUMBER: _ClassVar[int]
     HTTP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_REJECTED_FIELD_NUMBER: _ClassVar[int]
+    REJECTED_BY_RULE_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     run_id: str
     coordinator_key: str
@@ -421,7 +422,16 @@ class SwarmState(_message.Message):
     coordinator_version: str
     http_address: str
     records_rejected: int
-    def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., coordinator_key: _Optional[str] = ..., round: _Optional[int] = ..., latest: _Optional[_Union[BalanceWeights, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[PeerState, _Mapping]]] = ..., visible_maddrs: _Optional[_Iterable[str]] = ..., now: _Optional[float] = ..., alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ..., coordinator_version: _Optional[str] = ..., http_address: _Optional[str] = ..., records_rejected: _Optional[int] = ...) -> None: ...
+    rejected_by_rule: _containers.RepeatedCompositeFieldContainer[RejectionCount]
+    def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., coordinator_key: _Optional[str] = ..., round: _Optional[int] = ..., latest: _Optional[_Union[BalanceWeights, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[PeerState, _Mapping]]] = ..., visible_maddrs: _Optional[_Iterable[str]] = ..., now: _Optional[float] = ..., alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ..., coordinator_version: _Optional[str] = ..., http_address: _Optional[str] = ..., records_rejected: _Optional[int] = ..., rejected_by_rule: _Optional[_Iterable[_Union[RejectionCount, _Mapping]]] = ...) -> None: ...
+
+class RejectionCount(_message.Message):
+    __slots__ = ("rule", "count")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    count: int
+    def __init__(self, rule: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class WatchSwarmEventsRequest(_message.Message):
     __slots__ = ("schema_version", "after_seq")
@@ -452,19 +462,3 @@ class GetHistoryResponse(_message.Message):
     schema_version: int
     rounds: _containers.RepeatedCompositeFieldContainer[RoundRecord]
     def __init__(self, schema_version: _Optional[int] = ..., rounds: _Optional[_Iterable[_Union[RoundRecord, _Mapping]]] = ...) -> None: ...
-
-class ReportPeerStatusRequest(_message.Message):
-    __slots__ = ("schema_version", "status")
-    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
-    STATUS_FIELD_NUMBER: _ClassVar[int]
-    schema_version: int
-    status: PeerStatus
-    def __init__(self, schema_version: _Optional[int] = ..., status: _Optional[_Union[PeerStatus, _Mapping]] = ...) -> None: ...
-
-class ReportPeerStatusResponse(_message.Message):
-    __slots__ = ("schema_version", "round")
-    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
-    ROUND_FIELD_NUMBER: _ClassVar[int]
-    schema_version: int
-    round: int
-    def __init__(self, schema_version: _Optional[int] = ..., round: _Optional[int] = ...) -> None: ...

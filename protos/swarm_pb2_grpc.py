@@ -57,11 +57,6 @@ class CoordinatorStub:
                 request_serializer=protos_dot_swarm__pb2.GetHistoryRequest.SerializeToString,
                 response_deserializer=protos_dot_swarm__pb2.GetHistoryResponse.FromString,
                 _registered_method=True)
-        self.ReportPeerStatus = channel.unary_unary(
-                '/rankswarm.v1.Coordinator/ReportPeerStatus',
-                request_serializer=protos_dot_swarm__pb2.ReportPeerStatusRequest.SerializeToString,
-                response_deserializer=protos_dot_swarm__pb2.ReportPeerStatusResponse.FromString,
-                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -93,13 +88,8 @@ class CoordinatorServicer:
 
     def GetHistory(self, request, context):
         """[OBSERVE] committed rounds in a range (the dashboard's charts).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ReportPeerStatus(self, request, context):
-        """[STATUS] a peer pushes its status report.
+        ReportPeerStatus (an unsigned status for any peer id) was removed: a peer's status reaches the
+        coordinator only as its signed DHT record (docs/security.md).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -127,11 +117,6 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.GetHistory,
                     request_deserializer=protos_dot_swarm__pb2.GetHistoryRequest.FromString,
                     response_serializer=protos_dot_swarm__pb2.GetHistoryResponse.SerializeToString,
-            ),
-            'ReportPeerStatus': grpc.unary_unary_rpc_method_handler(
-                    servicer.ReportPeerStatus,
-                    request_deserializer=protos_dot_swarm__pb2.ReportPeerStatusRequest.FromString,
-                    response_serializer=protos_dot_swarm__pb2.ReportPeerStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -245,33 +230,6 @@ class Coordinator:
             '/rankswarm.v1.Coordinator/GetHistory',
             protos_dot_swarm__pb2.GetHistoryRequest.SerializeToString,
             protos_dot_swarm__pb2.GetHistoryResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ReportPeerStatus(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/rankswarm.v1.Coordinator/ReportPeerStatus',
-            protos_dot_swarm__pb2.ReportPeerStatusRequest.SerializeToString,
-            protos_dot_swarm__pb2.ReportPeerStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -8,6 +8,7 @@ from coordinator_fakes import RUN, batch_stats, meta_record, peer_status, random
 from coordinator.events import EventKind, EventLog
 from coordinator.ledger import Ledger
 from coordinator.store import HistoryStore
+from plumbing.dht_records import Rejection
 from protos import records, swarm_pb2
 from shaping import ShapingConfig
 
@@ -52,15 +53,13 @@ def test_peers_join_leave_and_rejections_are_announced_once(tmp_path):
     events = EventLog()
     ledger = _ledger(tmp_path / "h.db", events)
     status = peer_status("a", 100.0, reachability=swarm_pb2.REACHABILITY_DIRECT, step=3)
-    assert ledger.report_status(status, now=100.0) == 0
-    ledger.note_rejected([("x#1", "bad"), ("x#1", "bad")], now=100.0)
+    ledger.note_statuses([status], now=100.0)
+    ledger.note_rejected([Rejection("x#1", "bad", "max"), Rejection("x#1", "bad again", "max")], now=100.0)
     ledger.sweep(now=120.0)
     ledger.sweep(now=131.0)
     assert _kinds(events) == [EventKind.PEER_JOINED, EventKind.RECORD_REJECTED, EventKind.PEER_LEFT]
     state = ledger.swarm_state(now=131.0)
     assert [(p.peer_id, p.active, p.status) for p in state.peers] == [("a", False, status)]
-    with pytest.raises(ValueError, match="serves 'test-run'"):
-        ledger.report_status(records.replace(status, run_id="other"), now=132.0)
     ledger.store.close()
 
 

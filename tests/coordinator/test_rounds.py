@@ -7,7 +7,8 @@ from coordinator_fakes import batch_stats, meta_record, random_batch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from coordinator.rounds import RoundState, balance_of, merge_round, select_new
+from coordinator.config import TrustConfig
+from coordinator.rounds import RoundState, balance_of, hold_back, merge_round, select_new, vet
 from protos import records, swarm_pb2
 from shaping import INDICATORS, IndicatorStats, ShapingConfig
 
@@ -88,3 +89,58 @@ def test_balance_is_the_mean_gate_split_into_explore_and_exploit():
     balance = balance_of(batch_stats({"er": [1.0, 2.0]}, [0.2, 0.6]))
     assert balance.mean_gate == pytest.approx(0.4)
     assert balance.explore_share == pytest.approx(0.4) and balance.exploit_share == pytest.approx(0.6)
+
+
+# ---------------------------------------------------------------- peers that lie (docs/security.md)
+
+TRUST = TrustConfig(max_rollouts_per_step=64)
+
+
+def _honest(peer: str, step: int, rng: random.Random, size: int = 16) -> swarm_pb2.MetaSignal:
+    return meta_record(peer, step, batch_stats(*random_batch(rng, size)), published_at=1000.0)
+
+
+@pytest.mark.unit
+def test_counts_above_the_bound_and_future_dates_are_rejected_by_rule():
+    rng = random.Random(0)
+    assert vet(_honest("a", 1, rng), 1000.0, TRUST) is None
+    inflated = records.replace(_honest("a", 2, rng), num_rollouts=10**12)
+    assert vet(inflated, 1000.0, TRUST).rule == "bounds"
+    huge = _honest("a", 3, rng, size=65)  # statistics of more responses than one step may hold
+    rejection = vet(huge, 1000.0, TRUST)
+    assert rejection.rule == "bounds" and "er.count" in rejection.reason and rejection.subkey == "a#3"
+    assert vet(records.replace(_honest("a", 4, rng), published_at=1000.0 + 61), 1000.0, TRUST).rule == "future"
+
+
+@pytest.mark.unit
+def test_an_outsider_with_wild_means_is_held_out_and_the_baseline_stays_honest():
+    rng = random.Random(1)
+    honest = [_honest(peer, step, rng) for peer in ("a", "b") for step in range(3)]
+    values, gates = random_batch(rng, 16)
+    values["er"] = [1e6] * 16  # the outsider's claimed effective rank
+    outsider = meta_record("mallory", 1, batch_stats(values, gates), published_at=1000.0)
+    kept, rejected, deferred = hold_back([*honest, outsider], TRUST)
+    assert kept == sorted(honest, key=lambda s: (s.peer_id, s.step)) and deferred == 0
+    assert [(r.subkey, r.rule) for r in rejected] == [("mallory#1", "outlier")] and "mean er" in rejected[0].reason
+    result = merge_round(RoundState.initial(CFG), kept, CFG, run="r", coordinator_key="k", issued_at=1.0)
+    assert records.baselines_of(result.record.baselines).value("er") < 50
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("seed", range(20))
+def test_honest_peers_are_never_held_out(seed):
+    rng = random.Random(seed)
+    signals = [_honest(f"peer{p}", step, rng, size=rng.randint(4, 64)) for p in range(rng.randint(3, 8))
+               for step in range(rng.randint(1, 3))]
+    kept, rejected, deferred = hold_back(signals, TRUST)
+    assert rejected == [] and deferred == 0 and len(kept) == len(signals)
+
+
+@pytest.mark.unit
+def test_no_peer_gets_more_than_its_share_of_a_round():
+    rng = random.Random(2)
+    honest = [_honest(peer, 1, rng) for peer in ("a", "b", "c")]
+    spam = [_honest("mallory", step, rng) for step in range(100)]  # a hundred steps in one round
+    kept, rejected, deferred = hold_back(honest + spam, TRUST)
+    mine = [s.step for s in kept if s.peer_id == "mallory"]
+    assert rejected == [] and deferred == 96 and mine == [96, 97, 98, 99]  # 4 x the typical 1, newest first

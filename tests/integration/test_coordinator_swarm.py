@@ -166,7 +166,7 @@ def test_forged_and_malformed_records_are_rejected_and_the_coordinator_keeps_ser
 
         fetched = poll(lambda: fetch_meta_signals(swarm.coordinator.dht, RUN), lambda r: len(r.rejected) >= 3,
                        deadline=time.monotonic() + 15).result
-        reasons = dict(fetched.rejected)
+        reasons = {r.subkey: r.reason for r in fetched.rejected}
         assert "schema_version 2, newer than the 1" in reasons[f"{mallory.fingerprint}#1"]
         assert f"signed by {mallory.fingerprint}" in reasons[f"{mallory.fingerprint}#50"]
         assert "value is a str, not MetaSignal protobuf bytes" in reasons[f"{mallory.fingerprint}#2"]

@@ -114,7 +114,7 @@ def test_a_corrupt_or_old_format_balance_record_is_rejected_with_a_reason_and_ne
             assert time.monotonic() < deadline, "the bad record never arrived"
             time.sleep(0.1)
         assert fetched.records == [] and fetched.reachable
-        [(subkey, reason)] = fetched.rejected
+        [(subkey, reason, _)] = fetched.rejected
         assert subkey == coordinator.fingerprint and "BalanceWeights" in reason
     assert "msgpack dict" in reason  # the old format is named as such
     assert publish(coord_dht, good, expires_in(60), identity=coordinator)

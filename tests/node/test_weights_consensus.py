@@ -132,7 +132,7 @@ def test_a_forged_claim_is_rejected_and_cannot_outvote_anyone(two_dhts):
         time.sleep(0.2)
     fetched = fetch_claims(alice_dht, run)
     assert [r.peer_id for r in fetched.records] == [alice.fingerprint]
-    reasons = dict(fetched.rejected)
+    reasons = {r.subkey: r.reason for r in fetched.rejected}
     assert f"claims peer {alice.fingerprint}" in reasons[f"{bob.fingerprint}#7"]
     assert "says epoch 8 but its subkey says 9" in reasons[f"{bob.fingerprint}#9"]
     assert "WeightsClaim.fingerprint[0]: is nan" in reasons[f"{bob.fingerprint}#5"]

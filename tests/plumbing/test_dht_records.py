@@ -77,8 +77,13 @@ def test_valid_records_pass_and_every_kind_of_bad_record_is_rejected_with_a_reas
     }
     result = fetch_meta_signals(dht, RUN)
     assert result.records == [good] and result.reachable
-    reasons = dict(result.rejected)
+    reasons = {r.subkey: r.reason for r in result.rejected}
     assert len(reasons) == 11
+    bob = {r.subkey.split("#")[-1]: r.rule for r in result.rejected if r.subkey.startswith(BOB.fingerprint)}
+    assert bob == {"1": "owner", "2": "schema_version", "3": "run", "4": "signal_stats", "5": "bytes",
+                   "6": "known_fields", "7": "finite", "8": "bytes", "9": "wire_format"}  # what the dashboard counts
+    assert {r.subkey: r.rule for r in result.rejected if not r.subkey.startswith(BOB.fingerprint)} == {
+        f"{ALICE.fingerprint}#2": "number", "b'unsigned'": "owner"}
     assert "subkey says 2" in reasons[f"{ALICE.fingerprint}#2"]
     assert f"claims peer {ALICE.fingerprint} but is signed by {BOB.fingerprint}" in reasons[f"{BOB.fingerprint}#1"]
     assert "schema_version 99, newer than the 1" in reasons[f"{BOB.fingerprint}#2"]

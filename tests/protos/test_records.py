@@ -177,7 +177,6 @@ def test_no_double_anywhere_may_be_nan_or_infinite(value):
 def test_required_fields_and_repeated_message_items_are_checked():
     weights = records.replace(_round().record, merged=None)
     _refused(weights, "BalanceWeights.merged", "required")
-    _refused(swarm_pb2.ReportPeerStatusRequest(schema_version=1), "ReportPeerStatusRequest.status", "required")
     _refused(swarm_pb2.RoundRecord(), "RoundRecord.weights", "required")
     history = swarm_pb2.GetHistoryResponse(schema_version=1, rounds=[
         swarm_pb2.RoundRecord(weights=_round().record, contributions=[records.replace(
@@ -221,7 +220,7 @@ def test_a_peer_state_may_carry_a_health_value_of_a_newer_coordinator_but_not_an
 
 @pytest.mark.parametrize("message_type", [swarm_pb2.MetaSignal, swarm_pb2.BalanceWeights, swarm_pb2.PeerStatus,
                                           swarm_pb2.WeightsClaim, swarm_pb2.SwarmState, swarm_pb2.SwarmEvent,
-                                          swarm_pb2.GetHistoryRequest, swarm_pb2.ReportPeerStatusResponse])
+                                          swarm_pb2.GetHistoryRequest, swarm_pb2.GetHistoryResponse])
 def test_a_missing_or_newer_schema_version_is_refused_naming_both_versions(message_type):
     latest = records.latest_schema(message_type)
     name = message_type.DESCRIPTOR.name
