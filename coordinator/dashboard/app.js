@@ -411,8 +411,10 @@ function renderKpis() {
   const worst = alerts.some((a) => a.severity === "critical") ? "critical" : alerts.some((a) => a.severity === "warning") ? "warning" : alerts.length ? "info" : "ok";
   $("kpi-health-value").textContent = alerts.length ? `${alerts.length} alert${alerts.length > 1 ? "s" : ""}` : "healthy";
   $("kpi-health").dataset.level = worst;
+  const byRule = Object.entries(state.coordinator.records_rejected_by_rule || {}).sort((a, b) => b[1] - a[1]);
+  const rules = byRule.length ? ` (${byRule.slice(0, 3).map(([rule, n]) => `${rule} ${n}`).join(", ")})` : "";
   $("kpi-health-foot").textContent = `${swarm.averaging_failures ?? "–"} averaging failures · ` +
-    `${state.coordinator.records_rejected} records rejected`;
+    `${state.coordinator.records_rejected} records rejected${rules}`;
 }
 
 function renderLegend() {

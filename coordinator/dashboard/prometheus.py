@@ -42,6 +42,8 @@ _FAMILIES: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "rankswarm_meta_signals_merged_total": ("counter", "Meta-signals merged since the run began.", ()),
     "rankswarm_records_rejected_total": ("counter", "Distinct DHT records rejected since the coordinator started.",
                                          ()),
+    "rankswarm_records_rejected_by_rule_total": ("counter", "DHT records rejected since the coordinator started, "
+                                                            "by the rule they broke.", ("rule",)),
     "rankswarm_baseline": ("gauge", "Global EMA baseline m_k after the latest round.", ("indicator",)),
     "rankswarm_round_mean": ("gauge", "Mean of each indicator over the latest round's responses.", ("indicator",)),
     "rankswarm_lambda": ("gauge", "Auxiliary-signal scale lambda_t after the latest round.", ()),
@@ -130,6 +132,7 @@ def _coordinator_samples(snapshot: Snapshot) -> Iterator[tuple[str, Samples]]:
     yield "rankswarm_round_meta_signals", [((), latest.num_contributions if latest else None)]
     yield "rankswarm_meta_signals_merged_total", [((), sum(p.num_contributions for p in state.peers))]
     yield "rankswarm_records_rejected_total", [((), state.records_rejected)]
+    yield "rankswarm_records_rejected_by_rule_total", [((r.rule,), r.count) for r in state.rejected_by_rule]
     baselines = {name: records.get(latest.baselines, name) for name in INDICATORS} if latest else {}
     yield "rankswarm_baseline", [((name,), baselines.get(name)) for name in INDICATORS]
     merged = records.stats_of(latest.merged).means() if latest else {}

@@ -137,3 +137,29 @@ def test_old_status_reports_show_and_newer_ones_are_rejected(live):
     rows = {p["peer_id"]: p for p in doc["peers"]["items"]}
     assert rows[new_peer.peer_id]["status_schema"] == 2  # the refused reports changed nothing
     assert rows[claiming_peer.peer_id]["status_schema"] == 2
+
+
+def test_a_status_for_another_peer_or_from_the_future_is_rejected_and_counted_by_rule(live):
+    """The attack on ReportPeerStatus, tried through the DHT: a report claiming another peer's id (step 999999)
+    and a report dated far in the future. Neither reaches the peer table; both are counted by rule."""
+    honest, forger, _ = live.peers
+    key = peer_status_key(live.run)
+    before = get_json(f"{live.base_url}/api/v1/state")["coordinator"]["records_rejected_by_rule"]
+    forged = records.replace(forger.statuses[-1], peer_id=honest.peer_id, step=999_999, reported_at=get_dht_time())
+    assert forger.dht.store(key, records.encode(forged), expires_in(600), subkey=forger.identity.owner_subkey())
+    future = records.replace(honest.statuses[-1], step=999_999, reported_at=get_dht_time() + 86_400)
+    assert honest.dht.store(key, records.encode(future), expires_in(600), subkey=honest.identity.owner_subkey())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        live.coordinator.run_round()
+        doc = get_json(f"{live.base_url}/api/v1/state")
+        by_rule = doc["coordinator"]["records_rejected_by_rule"]
+        if by_rule.get("owner", 0) > before.get("owner", 0) and by_rule.get("future", 0) > before.get("future", 0):
+            break
+        time.sleep(0.3)
+    assert by_rule["owner"] == before.get("owner", 0) + 1 and by_rule["future"] == before.get("future", 0) + 1
+    rows = {p["peer_id"]: p for p in doc["peers"]["items"]}
+    assert rows[honest.peer_id]["step"] < 999_999
+    with urllib.request.urlopen(f"{live.base_url}/metrics", timeout=10) as reply:
+        metrics = reply.read().decode()
+    assert 'rankswarm_records_rejected_by_rule_total{rule="future"}' in metrics
