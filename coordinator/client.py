@@ -37,10 +37,15 @@ class CoordinatorError(RuntimeError):
 class CoordinatorClient:
     """Typed calls to one coordinator; returns the same objects the coordinator works with."""
 
-    def __init__(self, address: str, *, timeout: float = 5.0, schema_version: int = _VERSION):
+    def __init__(self, address: str, *, timeout: float = 5.0, schema_version: int = _VERSION,
+                 tls_cert: bytes | None = None, token: str | None = None):
+        """`tls_cert`: the coordinator's certificate (PEM) to trust, for a coordinator with `tls = true`;
+        `token`: the operator token, for the write calls."""
         self.address, self.timeout = address, timeout
         self._version = schema_version  # only tests set another one
-        self._channel = grpc.insecure_channel(address)
+        self._token = token
+        self._channel = (grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=tls_cert))
+                         if tls_cert is not None else grpc.insecure_channel(address))
         self._stub = swarm_pb2_grpc.CoordinatorStub(self._channel)
 
     def __enter__(self) -> CoordinatorClient:
@@ -52,9 +57,10 @@ class CoordinatorClient:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method, request):
+    def _call(self, method, request, *, authorized: bool = False):
+        metadata = [("authorization", f"Bearer {self._token}")] if authorized and self._token else None
         try:
-            reply = method(request, timeout=self.timeout)
+            reply = method(request, timeout=self.timeout, metadata=metadata)
         except grpc.RpcError as err:
             raise CoordinatorError(self.address, err.code(), err.details()) from None
         return self._validated(reply)
@@ -83,6 +89,11 @@ class CoordinatorClient:
                                               last_round=last_round, max_rounds=max_rounds,
                                               include_contributions=include_contributions)
         return list(self._call(self._stub.GetHistory, request).rounds)
+
+    def set_admission(self, peer_id: str, action: int) -> swarm_pb2.Admission:
+        """Admit, ban or forget one identity (needs the operator token); the admission list now in force."""
+        request = swarm_pb2.SetAdmissionRequest(schema_version=self._version, peer_id=peer_id, action=action)
+        return self._call(self._stub.SetAdmission, request, authorized=True)
 
     def watch_events(self, after_seq: int = 0, *, duration: float | None = None) -> Iterator[swarm_pb2.SwarmEvent]:
         """Stream events with seq > after_seq, for at most `duration` seconds (None = until cancelled)."""

@@ -6,6 +6,8 @@ imports torch, grpc or hivemind (tests/test_light_configs.py).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from plumbing.dht_keys import MAX_RECORD_TTL, check_run_id
@@ -47,6 +49,10 @@ class TrustConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    closed: bool = Field(False, description=(
+        "A closed swarm: only identities the operator admitted (`rankswarm admit KEY`) take part; everyone "
+        "else's records, votes and averaging parts are ignored. Open (false): anyone not banned takes part, "
+        "and robust aggregation carries the load (docs/security.md)."))
     max_rollouts_per_step: int = Field(1024, ge=1, le=10_000_000, description=(
         "Most rollouts one peer's meta-signal may count: a record claiming more (in num_rollouts or any "
         "indicator count) is rejected. Set it to the largest per-step batch a peer of this run uses."))
@@ -93,6 +99,27 @@ class CoordinatorConfig(BaseModel):
         "When a peer counts as unreachable or behind, and when the dashboard raises alerts."))
     trust: TrustConfig = Field(default_factory=TrustConfig, description=(
         "Bounds on what peers' records may claim, and how a round resists peers that lie."))
+    tls: bool = Field(False, description=(
+        "Serve gRPC and the dashboard over TLS (a self-signed certificate is made on first start and kept; "
+        "clients pass it: `rankswarm status --tls-cert FILE`). Use it whenever the coordinator is reached "
+        "over a network you do not control."))
+    tls_cert_path: str | None = Field(None, description=(
+        "TLS certificate (PEM); None = tls/coordinator.crt next to db_path."))
+    tls_key_path: str | None = Field(None, description=(
+        "TLS private key (PEM); None = tls/coordinator.key next to db_path."))
+    operator_token_path: str | None = Field(None, description=(
+        "The operator's token (made on first start, mode 0600): needed to admit and ban peers "
+        "(`rankswarm admit/ban --token-file`) and, with dashboard_token, to read the dashboard. "
+        "None = operator.token next to db_path."))
+    dashboard_token: bool = Field(False, description=(
+        "The dashboard, JSON API and /metrics need the operator token (`Authorization: Bearer <token>`, or "
+        "`?token=` once in a browser). /healthz stays open for probes."))
+    max_message_bytes: int = Field(4 * 1024 * 1024, ge=64 * 1024, le=256 * 1024 * 1024, description=(
+        "Largest gRPC message the coordinator accepts or sends."))
+
+    def beside_history(self, path: str | None, default: str) -> str:
+        """`path`, or `default` in the folder of db_path."""
+        return path or str(Path(self.db_path).parent / default)
 
     @field_validator("run")
     @classmethod

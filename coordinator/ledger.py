@@ -18,6 +18,7 @@ from coordinator.config import TrustConfig
 from coordinator.events import EventKind, EventLog
 from coordinator.rounds import RoundResult, RoundState, hold_back, merge_round, select_new, vet
 from coordinator.store import HistoryStore
+from plumbing.dht_keys import FINGERPRINT_PATTERN
 from plumbing.dht_records import Rejection
 from protos import records, swarm_pb2
 from shaping import ShapingConfig
@@ -42,11 +43,60 @@ class Ledger:
         self._active: dict[str, float] = {}  # peer id -> last seen (DHT time); empty after a restart
         self._announced_rejections: set[tuple[str, str]] = set()
         self._status_at: dict[str, float] = {}  # peer id -> reported_at of its latest stored status
+        self._admission = self._load_admission()
         self.num_rejected = 0  # distinct DHT records rejected since start
         self.rejected_by_rule: Counter[str] = Counter()  # the same, by the rule they broke
         self._skipping = False
         if self._latest is not None:
             log.info("resuming run %s after round %d", run, self._latest.round)
+
+    def _load_admission(self) -> swarm_pb2.Admission:
+        """The stored admission list, made to say what `trust.closed` says now (a new version if it changed)."""
+        stored = self.store.admission()
+        if stored is not None and stored.closed == self.trust.closed and stored.coordinator_key == self.coordinator_key:
+            return stored
+        version = stored.version + 1 if stored is not None else 1
+        admission = records.build(swarm_pb2.Admission, run_id=self.run, closed=self.trust.closed,
+                                  admitted=list(stored.admitted) if stored else [],
+                                  banned=list(stored.banned) if stored else [], version=version, issued_at=0.0,
+                                  coordinator_key=self.coordinator_key)
+        self.store.save_admission(admission)
+        return admission
+
+    @property
+    def admission(self) -> swarm_pb2.Admission:
+        with self._lock:
+            return self._admission
+
+    def refused(self, peer_id: str) -> str | None:
+        """"banned", "not_admitted" (closed swarm) or None: whether `peer_id` may take part."""
+        admission = self.admission
+        if peer_id in admission.banned:
+            return "banned"
+        if admission.closed and peer_id not in admission.admitted:
+            return "not_admitted"
+        return None
+
+    def set_admission(self, peer_id: str, action: int, now: float) -> swarm_pb2.Admission:
+        """Admit, ban or forget `peer_id` (a key fingerprint); the new list is stored, then returned."""
+        if not FINGERPRINT_PATTERN.match(peer_id):
+            raise ValueError(f"peer_id {peer_id!r} is not a key fingerprint (32 hex digits, as `rankswarm status` "
+                             f"and the dashboard show them)")
+        if action not in (swarm_pb2.ADMIT, swarm_pb2.BAN, swarm_pb2.FORGET):
+            raise ValueError("action must be ADMIT, BAN or FORGET")
+        with self._lock:
+            admitted = set(self._admission.admitted) - {peer_id}
+            banned = set(self._admission.banned) - {peer_id}
+            if action == swarm_pb2.ADMIT:
+                admitted.add(peer_id)
+            elif action == swarm_pb2.BAN:
+                banned.add(peer_id)
+            self._admission = records.replace(self._admission, admitted=sorted(admitted), banned=sorted(banned),
+                                              version=self._admission.version + 1, issued_at=now)
+            self.store.save_admission(self._admission)
+            log.warning("admission of %s: %s (list version %d)", peer_id,
+                        swarm_pb2.AdmissionAction.Name(action).lower(), self._admission.version)
+            return self._admission
 
     @property
     def latest(self) -> swarm_pb2.BalanceWeights | None:
@@ -65,7 +115,7 @@ class Ledger:
         with self._lock:
             vetted = []
             for signal in signals:
-                rejection = vet(signal, now, self.trust)
+                rejection = vet(signal, now, self.trust, self.refused)
                 if rejection is not None:
                     self.note_rejected([rejection], now)
                     continue
@@ -109,7 +159,10 @@ class Ledger:
         and a report dated in the future is rejected (it would stay "newest" over the peer's real ones)."""
         kept = []
         for status in statuses:
-            if status.reported_at > now + self.trust.max_clock_skew_s:
+            if (rule := self.refused(status.peer_id)) is not None:
+                self.note_rejected([Rejection(status.peer_id, f"PeerStatus from {status.peer_id}, which is "
+                                              f"{rule.replace('_', ' ')}", rule)], now)
+            elif status.reported_at > now + self.trust.max_clock_skew_s:
                 self.note_rejected([Rejection(status.peer_id, f"PeerStatus reported {status.reported_at - now:.0f} s "
                                               f"in the future (trust.max_clock_skew_s)", "future")], now)
             else:
@@ -137,7 +190,8 @@ class Ledger:
                                     coordinator_key=self.coordinator_key, round=round_, latest=latest, peers=peers,
                                     visible_maddrs=list(visible_maddrs), now=now, records_rejected=self.num_rejected,
                                     rejected_by_rule=[swarm_pb2.RejectionCount(rule=rule, count=count)
-                                                      for rule, count in sorted(self.rejected_by_rule.items())])
+                                                      for rule, count in sorted(self.rejected_by_rule.items())],
+                                    admission=self.admission)
 
     def history(self, first: int = 0, last: int = 0, limit: int = 1000,
                 include_contributions: bool = False) -> list[swarm_pb2.RoundRecord]:

@@ -81,9 +81,14 @@ def select_new(signals: Iterable[swarm_pb2.MetaSignal],
     return [latest[key] for key in sorted(latest) if not already_merged(*key)]
 
 
-def vet(signal: swarm_pb2.MetaSignal, now: float, trust: TrustConfig) -> Rejection | None:
-    """Why no honest peer would have sent `signal` (a Rejection), or None if it may be merged."""
+def vet(signal: swarm_pb2.MetaSignal, now: float, trust: TrustConfig,
+        refused: Callable[[str], str | None] = lambda peer: None) -> Rejection | None:
+    """Why no honest peer would have sent `signal` (a Rejection), or None if it may be merged. `refused(peer)`
+    names the admission rule a peer breaks ("banned", "not_admitted"), None if it may take part."""
     name = f"{signal.peer_id}#{signal.step}"
+    rule = refused(signal.peer_id)
+    if rule is not None:
+        return Rejection(name, f"MetaSignal from {signal.peer_id}, which is {rule.replace('_', ' ')}", rule)
     cap = trust.max_rollouts_per_step
     counts = {"num_rollouts": signal.num_rollouts, "gate_count": signal.stats.gate_count,
               **{f"{k}.count": getattr(signal.stats, k).count for k in INDICATORS}}

@@ -30,6 +30,7 @@ from coordinator.events import EventLog
 from coordinator.ledger import Ledger
 from coordinator.monitor import Monitor
 from coordinator.rounds import RoundResult
+from coordinator.security import load_or_create_certificate, load_or_create_token, ssl_context
 from coordinator.service import CoordinatorService, add_to_server
 from coordinator.store import HistoryStore
 from plumbing import __version__
@@ -60,6 +61,8 @@ class Coordinator:
         self._stop = threading.Event()
         self._round_lock = threading.Lock()  # the loop and a test's run_round() never overlap
         self._published_at = float("-inf")  # monotonic time of the last balance publication
+        self._admission_published: tuple[int, float] = (-1, float("-inf"))  # (version, monotonic time)
+        self.operator_token = ""
 
     # ------------------------------------------------------------ lifecycle
 
@@ -69,6 +72,8 @@ class Coordinator:
             raise RuntimeError("Coordinator.start() called twice; build a new Coordinator to restart")
         try:
             self.store = HistoryStore(self.cfg.db_path, self.cfg.run)
+            self.operator_token = load_or_create_token(
+                self.cfg.beside_history(self.cfg.operator_token_path, "operator.token"))
             self.identity = (SigningIdentity.load_or_create(self.cfg.signing_key_path) if self.cfg.signing_key_path
                              else SigningIdentity.generate())
             self.ledger = Ledger(self.store, self.events, run=self.cfg.run, coordinator_key=self.identity.fingerprint,
@@ -82,8 +87,10 @@ class Coordinator:
             self._start_grpc()
             if self.cfg.http_listen:
                 app = DashboardApp(self.monitor, self.store, peer_timeout=self.cfg.peer_timeout,
-                                   max_history_rounds=self.cfg.max_history_rounds)
-                self.http = DashboardServer(self.cfg.http_listen, app).start()
+                                   max_history_rounds=self.cfg.max_history_rounds,
+                                   token=self.operator_token if self.cfg.dashboard_token else None)
+                tls = ssl_context(*self._tls_paths()) if self.cfg.tls else None
+                self.http = DashboardServer(self.cfg.http_listen, app, tls=tls).start()
             self._thread = threading.Thread(target=self._loop, name="coordinator-rounds", daemon=True)
             self._thread.start()
         except BaseException:
@@ -132,13 +139,26 @@ class Coordinator:
         """Multiaddrs peers join the swarm's DHT with (as seen at start)."""
         return list(self._maddrs)
 
+    def _tls_paths(self) -> tuple[str, str]:
+        return (self.cfg.beside_history(self.cfg.tls_cert_path, "tls/coordinator.crt"),
+                self.cfg.beside_history(self.cfg.tls_key_path, "tls/coordinator.key"))
+
     def _start_grpc(self) -> None:
         service = CoordinatorService(self.ledger, self.events, visible_maddrs=self.visible_maddrs,
-                                     max_history_rounds=self.cfg.max_history_rounds, monitor=self.monitor)
+                                     max_history_rounds=self.cfg.max_history_rounds, monitor=self.monitor,
+                                     operator_token=self.operator_token)
+        limit = self.cfg.max_message_bytes
         server = grpc.server(ThreadPoolExecutor(max_workers=self.cfg.grpc_workers,
-                                                thread_name_prefix="coordinator-grpc"))
+                                                thread_name_prefix="coordinator-grpc"),
+                             options=[("grpc.max_receive_message_length", limit),
+                                      ("grpc.max_send_message_length", limit)])
         add_to_server(service, server)
-        port = server.add_insecure_port(self.cfg.listen)
+        if self.cfg.tls:
+            host = self.cfg.listen.rpartition(":")[0]
+            cert, key = load_or_create_certificate(*self._tls_paths(), hosts=[host])
+            port = server.add_secure_port(self.cfg.listen, grpc.ssl_server_credentials([(key, cert)]))
+        else:
+            port = server.add_insecure_port(self.cfg.listen)
         if port == 0:
             raise OSError(f"cannot listen on {self.cfg.listen} (in use or not a local address); "
                           f"change coordinator.listen")
@@ -174,6 +194,7 @@ class Coordinator:
             self.ledger.note_statuses(statuses.records, now)
             result = self.ledger.ingest(fetched.records, now)  # committed to the store before publishing
             self._publish(refresh=result is None)
+            self._publish_admission()
             self.ledger.sweep(now)
             return result
 
@@ -186,6 +207,19 @@ class Coordinator:
             self._published_at = time.monotonic()
         else:
             log.warning("publishing round %d's balance record failed; retrying next round", latest.round)
+
+
+    def _publish_admission(self) -> None:
+        """Keep the admission list in the DHT: at once after a change, then refreshed like the balance record."""
+        admission = self.ledger.admission
+        version, at = self._admission_published
+        if admission.version == version and time.monotonic() - at < self.cfg.balance_ttl / 3:
+            return
+        if publish(self.dht, admission, expires_in(self.cfg.balance_ttl), identity=self.identity,
+                   timeout=self.cfg.fetch_timeout):
+            self._admission_published = (admission.version, time.monotonic())
+        else:
+            log.warning("publishing admission list version %d failed; retrying next round", admission.version)
 
 
 def main(cfg: CoordinatorConfig, ready_file: str | None = None) -> int:

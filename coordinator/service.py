@@ -21,6 +21,7 @@ from hivemind.utils import get_dht_time
 from coordinator.events import EventLog
 from coordinator.ledger import Ledger
 from coordinator.monitor import Monitor
+from coordinator.security import token_matches
 from coordinator.store import StoreError
 from protos import records, swarm_pb2, swarm_pb2_grpc
 from protos.records import SchemaVersionError
@@ -57,8 +58,10 @@ class CoordinatorService(swarm_pb2_grpc.CoordinatorServicer):
     coordinator only as its signed DHT record."""
 
     def __init__(self, ledger: Ledger, events: EventLog, *, visible_maddrs: Callable[[], Sequence[str]] = tuple,
-                 max_history_rounds: int = 1000, watch_poll_s: float = 0.5, monitor: Monitor | None = None):
+                 max_history_rounds: int = 1000, watch_poll_s: float = 0.5, monitor: Monitor | None = None,
+                 operator_token: str | None = None):
         self._ledger, self._events, self._monitor = ledger, events, monitor
+        self._operator_token = operator_token  # None: the write methods are refused
         self._visible_maddrs = visible_maddrs
         self._max_history_rounds = max_history_rounds
         self._watch_poll_s = watch_poll_s
@@ -83,6 +86,15 @@ class CoordinatorService(swarm_pb2_grpc.CoordinatorServicer):
         rounds = self._ledger.history(request.first_round, request.last_round, limit,
                                       request.include_contributions)
         return swarm_pb2.GetHistoryResponse(schema_version=_VERSION, rounds=rounds)
+
+    @_validated_requests
+    def SetAdmission(self, request, context):
+        authorization = dict(context.invocation_metadata()).get("authorization")
+        if self._operator_token is None or not token_matches(authorization, self._operator_token):
+            log.warning("refused SetAdmission from %s: no or wrong operator token", context.peer())
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "SetAdmission needs the operator token: send "
+                          "'authorization: Bearer <token>' (rankswarm admit/ban --token-file)")
+        return self._ledger.set_admission(request.peer_id, request.action, get_dht_time())
 
     def WatchSwarmEvents(self, request, context) -> Iterator[swarm_pb2.SwarmEvent]:
         try:

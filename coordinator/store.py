@@ -393,6 +393,19 @@ class HistoryStore:
 
     # ------------------------------------------------------------ helpers
 
+    # ------------------------------------------------------------ admission
+
+    def admission(self) -> swarm_pb2.Admission | None:
+        """Who may take part, as the operator last decided (None before any decision)."""
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE name='admission'").fetchone()
+        return None if row is None else self._decode(swarm_pb2.Admission, bytes.fromhex(row[0]), "admission list")
+
+    def save_admission(self, record: swarm_pb2.Admission) -> None:
+        with self._lock:
+            self._conn.execute("INSERT INTO meta VALUES ('admission', ?) ON CONFLICT(name) DO UPDATE SET "
+                               "value=excluded.value", (records.encode(record).hex(),))
+
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
         """All statements inside commit together or not at all (the caller holds the lock)."""

@@ -8,6 +8,7 @@ Keys (one set per run id; `run` matches RUN_ID_PATTERN):
 | `<run>.balance`       | the coordinator   | `[owner:<coordinator key>]`            | BalanceWeights               |
 | `<run>.peer_status`   | every peer        | `[owner:<peer key>]`                   | PeerStatus                   |
 | `<run>.weights`       | every peer        | `[owner:<peer key>]#<epoch>`           | WeightsClaim                 |
+| `<run>.admission`     | the coordinator   | `[owner:<coordinator key>]`            | Admission                    |
 
 Each value is one record of `protos/swarm.proto` as serialized protobuf bytes
 (`protos.records.encode`); `plumbing.dht_records` writes and reads them.
@@ -70,8 +71,16 @@ def weights_key(run: str) -> str:
     return f"{check_run_id(run)}.weights"
 
 
+def admission_key(run: str) -> str:
+    """Who may take part; subkey `[owner:<coordinator key>]`, trusted only under the pinned coordinator key."""
+    return f"{check_run_id(run)}.admission"
+
+
 def all_keys(run: str) -> tuple[str, ...]:
-    return meta_signals_key(run), balance_key(run), peer_status_key(run), weights_key(run)
+    return meta_signals_key(run), balance_key(run), peer_status_key(run), weights_key(run), admission_key(run)
+
+
+FINGERPRINT_PATTERN = re.compile(r"^[0-9a-f]{32}$")  # what `fingerprint` returns
 
 
 def fingerprint(public_key: bytes) -> str:

@@ -28,6 +28,7 @@ from hivemind.utils import get_dht_time
 
 from plumbing.dht_keys import (
     MAX_RECORD_TTL,
+    admission_key,
     balance_key,
     describe_subkey,
     meta_signals_key,
@@ -59,6 +60,7 @@ class RecordKind:
 KINDS: dict[type[Message], RecordKind] = {
     swarm_pb2.MetaSignal: RecordKind(meta_signals_key, "peer_id", "peer", "step"),
     swarm_pb2.BalanceWeights: RecordKind(balance_key, "coordinator_key", "coordinator", None),
+    swarm_pb2.Admission: RecordKind(admission_key, "coordinator_key", "coordinator", None),
     swarm_pb2.PeerStatus: RecordKind(peer_status_key, "peer_id", "peer", None),
     swarm_pb2.WeightsClaim: RecordKind(weights_key, "peer_id", "peer", "epoch"),
 }

@@ -14,6 +14,13 @@ class Reachability(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REACHABILITY_DIRECT: _ClassVar[Reachability]
     REACHABILITY_RELAYED: _ClassVar[Reachability]
 
+class AdmissionAction(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ADMISSION_ACTION_UNSPECIFIED: _ClassVar[AdmissionAction]
+    ADMIT: _ClassVar[AdmissionAction]
+    BAN: _ClassVar[AdmissionAction]
+    FORGET: _ClassVar[AdmissionAction]
+
 class PeerHealth(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     PEER_HEALTH_UNSPECIFIED: _ClassVar[PeerHealth]
@@ -34,6 +41,10 @@ class SwarmEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
 REACHABILITY_UNSPECIFIED: Reachability
 REACHABILITY_DIRECT: Reachability
 REACHABILITY_RELAYED: Reachability
+ADMISSION_ACTION_UNSPECIFIED: AdmissionAction
+ADMIT: AdmissionAction
+BAN: AdmissionAction
+FORGET: AdmissionAction
 PEER_HEALTH_UNSPECIFIED: PeerHealth
 PEER_HEALTH_ONLINE: PeerHealth
 PEER_HEALTH_JOINING: PeerHealth
@@ -299,6 +310,36 @@ class WeightsClaim(_message.Message):
     published_at: float
     def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., epoch: _Optional[int] = ..., fingerprint: _Optional[_Iterable[float]] = ..., published_at: _Optional[float] = ...) -> None: ...
 
+class Admission(_message.Message):
+    __slots__ = ("schema_version", "run_id", "closed", "admitted", "banned", "version", "issued_at", "coordinator_key")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_FIELD_NUMBER: _ClassVar[int]
+    ADMITTED_FIELD_NUMBER: _ClassVar[int]
+    BANNED_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ISSUED_AT_FIELD_NUMBER: _ClassVar[int]
+    COORDINATOR_KEY_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    run_id: str
+    closed: bool
+    admitted: _containers.RepeatedScalarFieldContainer[str]
+    banned: _containers.RepeatedScalarFieldContainer[str]
+    version: int
+    issued_at: float
+    coordinator_key: str
+    def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., closed: _Optional[bool] = ..., admitted: _Optional[_Iterable[str]] = ..., banned: _Optional[_Iterable[str]] = ..., version: _Optional[int] = ..., issued_at: _Optional[float] = ..., coordinator_key: _Optional[str] = ...) -> None: ...
+
+class SetAdmissionRequest(_message.Message):
+    __slots__ = ("schema_version", "peer_id", "action")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PEER_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    peer_id: str
+    action: AdmissionAction
+    def __init__(self, schema_version: _Optional[int] = ..., peer_id: _Optional[str] = ..., action: _Optional[_Union[AdmissionAction, str]] = ...) -> None: ...
+
 class PeerState(_message.Message):
     __slots__ = ("peer_id", "first_seen", "last_seen", "last_step", "num_contributions", "active", "status", "health", "version_mismatch", "epoch_lag")
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -396,7 +437,7 @@ class GetSwarmStateRequest(_message.Message):
     def __init__(self, schema_version: _Optional[int] = ...) -> None: ...
 
 class SwarmState(_message.Message):
-    __slots__ = ("schema_version", "run_id", "coordinator_key", "round", "latest", "peers", "visible_maddrs", "now", "alerts", "coordinator_version", "http_address", "records_rejected", "rejected_by_rule")
+    __slots__ = ("schema_version", "run_id", "coordinator_key", "round", "latest", "peers", "visible_maddrs", "now", "alerts", "coordinator_version", "http_address", "records_rejected", "rejected_by_rule", "admission")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     COORDINATOR_KEY_FIELD_NUMBER: _ClassVar[int]
@@ -410,6 +451,7 @@ class SwarmState(_message.Message):
     HTTP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     RECORDS_REJECTED_FIELD_NUMBER: _ClassVar[int]
     REJECTED_BY_RULE_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     run_id: str
     coordinator_key: str
@@ -423,7 +465,8 @@ class SwarmState(_message.Message):
     http_address: str
     records_rejected: int
     rejected_by_rule: _containers.RepeatedCompositeFieldContainer[RejectionCount]
-    def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., coordinator_key: _Optional[str] = ..., round: _Optional[int] = ..., latest: _Optional[_Union[BalanceWeights, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[PeerState, _Mapping]]] = ..., visible_maddrs: _Optional[_Iterable[str]] = ..., now: _Optional[float] = ..., alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ..., coordinator_version: _Optional[str] = ..., http_address: _Optional[str] = ..., records_rejected: _Optional[int] = ..., rejected_by_rule: _Optional[_Iterable[_Union[RejectionCount, _Mapping]]] = ...) -> None: ...
+    admission: Admission
+    def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., coordinator_key: _Optional[str] = ..., round: _Optional[int] = ..., latest: _Optional[_Union[BalanceWeights, _Mapping]] = ..., peers: _Optional[_Iterable[_Union[PeerState, _Mapping]]] = ..., visible_maddrs: _Optional[_Iterable[str]] = ..., now: _Optional[float] = ..., alerts: _Optional[_Iterable[_Union[Alert, _Mapping]]] = ..., coordinator_version: _Optional[str] = ..., http_address: _Optional[str] = ..., records_rejected: _Optional[int] = ..., rejected_by_rule: _Optional[_Iterable[_Union[RejectionCount, _Mapping]]] = ..., admission: _Optional[_Union[Admission, _Mapping]] = ...) -> None: ...
 
 class RejectionCount(_message.Message):
     __slots__ = ("rule", "count")

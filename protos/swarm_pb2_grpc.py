@@ -57,6 +57,11 @@ class CoordinatorStub:
                 request_serializer=protos_dot_swarm__pb2.GetHistoryRequest.SerializeToString,
                 response_deserializer=protos_dot_swarm__pb2.GetHistoryResponse.FromString,
                 _registered_method=True)
+        self.SetAdmission = channel.unary_unary(
+                '/rankswarm.v1.Coordinator/SetAdmission',
+                request_serializer=protos_dot_swarm__pb2.SetAdmissionRequest.SerializeToString,
+                response_deserializer=protos_dot_swarm__pb2.Admission.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -88,6 +93,14 @@ class CoordinatorServicer:
 
     def GetHistory(self, request, context):
         """[OBSERVE] committed rounds in a range (the dashboard's charts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAdmission(self, request, context):
+        """[ADMIT] admit, ban or forget one identity; returns the list now in force. Needs the operator token
+        (UNAUTHENTICATED without it).
         ReportPeerStatus (an unsigned status for any peer id) was removed: a peer's status reaches the
         coordinator only as its signed DHT record (docs/security.md).
         """
@@ -117,6 +130,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.GetHistory,
                     request_deserializer=protos_dot_swarm__pb2.GetHistoryRequest.FromString,
                     response_serializer=protos_dot_swarm__pb2.GetHistoryResponse.SerializeToString,
+            ),
+            'SetAdmission': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAdmission,
+                    request_deserializer=protos_dot_swarm__pb2.SetAdmissionRequest.FromString,
+                    response_serializer=protos_dot_swarm__pb2.Admission.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -230,6 +248,33 @@ class Coordinator:
             '/rankswarm.v1.Coordinator/GetHistory',
             protos_dot_swarm__pb2.GetHistoryRequest.SerializeToString,
             protos_dot_swarm__pb2.GetHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAdmission(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/rankswarm.v1.Coordinator/SetAdmission',
+            protos_dot_swarm__pb2.SetAdmissionRequest.SerializeToString,
+            protos_dot_swarm__pb2.Admission.FromString,
             options,
             channel_credentials,
             insecure,

@@ -6,6 +6,7 @@ libraries (torch, transformers, hivemind) only inside the chosen subcommand.
   rankswarm node        [-c FILE ...] [--set k=v ...] one swarm peer
   rankswarm coordinator [-c FILE ...] [--set k=v ...] the swarm's coordinator (gRPC + DHT)
   rankswarm status      [--coordinator HOST:PORT]     the swarm at a glance (as the dashboard shows it)
+  rankswarm admit|ban|forget KEY --token-file FILE    who may take part (docs/security.md)
   rankswarm config show [train|node|coordinator|demo] every key with its default
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 
@@ -26,6 +28,13 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
                         help="TOML config file (repeatable; later files override earlier ones)")
     parser.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                         help="override one key, e.g. --set optim.lr=2e-5 (repeatable; wins over files)")
+
+
+def _add_coordinator_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--coordinator", default="127.0.0.1:50051", help="coordinator gRPC address host:port")
+    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the coordinator")
+    parser.add_argument("--tls-cert", default=None, metavar="FILE", help=(
+        "the coordinator's TLS certificate (PEM; tls/coordinator.crt next to its db_path) when it runs with tls"))
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -72,15 +81,57 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(load_config(DemoConfig, args.config, args.overrides))
 
 
+def _client(args: argparse.Namespace, *, with_token: bool = False):
+    """A CoordinatorClient for --coordinator, trusting --tls-cert and carrying the operator token if asked."""
+    from pathlib import Path
+
+    from coordinator.client import CoordinatorClient
+    from plumbing.config_loading import ConfigError
+
+    def read(path: str, what: str) -> bytes:
+        try:
+            return Path(path).read_bytes()
+        except OSError as err:
+            raise ConfigError(f"cannot read the {what} {path}: {err.strerror or err}") from None
+
+    cert = read(args.tls_cert, "coordinator certificate (--tls-cert)") if args.tls_cert else None
+    token = None
+    if with_token:
+        token = os.environ.get("RANKSWARM_OPERATOR_TOKEN") or (
+            read(args.token_file, "operator token (--token-file)").decode().strip() if args.token_file else None)
+        if not token:
+            raise ConfigError("admitting and banning needs the operator token: pass --token-file (the "
+                              "coordinator's operator.token, next to its db_path) or set RANKSWARM_OPERATOR_TOKEN")
+    return CoordinatorClient(args.coordinator, timeout=args.timeout, tls_cert=cert, token=token)
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
-    from coordinator.client import CoordinatorClient, CoordinatorError, render_status
+    from coordinator.client import CoordinatorError, render_status
 
     try:
-        with CoordinatorClient(args.coordinator, timeout=args.timeout) as client:
+        with _client(args) as client:
             print(render_status(client.swarm_state(), max_peers=args.peers))
     except CoordinatorError as err:
         print(f"rankswarm status: {err}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _cmd_admission(args: argparse.Namespace) -> int:
+    from coordinator.client import CoordinatorError
+    from protos import swarm_pb2
+
+    action = {"admit": swarm_pb2.ADMIT, "ban": swarm_pb2.BAN, "forget": swarm_pb2.FORGET}[args.command]
+    try:
+        with _client(args, with_token=True) as client:
+            admission = client.set_admission(args.key, action)
+    except CoordinatorError as err:
+        print(f"rankswarm {args.command}: {err}", file=sys.stderr)
+        return 1
+    done = {"admit": "admitted", "ban": "banned", "forget": "forgotten"}[args.command]
+    mode = "closed" if admission.closed else "open"
+    print(f"{args.key}: {done} (admission list version {admission.version}: {mode} swarm, "
+          f"{len(admission.admitted)} admitted, {len(admission.banned)} banned)")
     return 0
 
 
@@ -117,10 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(demo)
     demo.set_defaults(func=_cmd_demo)
     status = sub.add_parser("status", help="print the swarm's state from a coordinator")
-    status.add_argument("--coordinator", default="127.0.0.1:50051", help="coordinator gRPC address host:port")
-    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the coordinator")
+    _add_coordinator_args(status)
     status.add_argument("--peers", type=int, default=30, metavar="N", help="list at most N peers (problems first)")
     status.set_defaults(func=_cmd_status)
+    for name, what in (("admit", "let an identity take part (a closed swarm needs this); lifts a ban"),
+                       ("ban", "make every honest peer and the coordinator ignore an identity"),
+                       ("forget", "neither admitted nor banned")):
+        command = sub.add_parser(name, help=what)
+        command.add_argument("key", help="the identity's key fingerprint (32 hex digits, as `rankswarm status` shows)")
+        _add_coordinator_args(command)
+        command.add_argument("--token-file", default=None, metavar="FILE", help=(
+            "the coordinator's operator token (operator.token next to its db_path; or RANKSWARM_OPERATOR_TOKEN)"))
+        command.set_defaults(func=_cmd_admission)
     config = sub.add_parser("config", help="print the default config of a role as JSON")
     config.add_argument("action", choices=["show"])
     config.add_argument("role", nargs="?", default="train", choices=["train", "node", "coordinator", "demo"])

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from hivemind.utils import get_dht_time
 
@@ -40,6 +40,7 @@ from coordinator.dashboard.documents import PEER_SORT_KEYS, HistoryQuery, PeerQu
 from coordinator.dashboard.prometheus import CONTENT_TYPE as METRICS_TYPE
 from coordinator.dashboard.prometheus import build_registry, render_metrics
 from coordinator.monitor import Monitor
+from coordinator.security import token_matches
 from coordinator.store import HistoryStore
 from coordinator.views import PEER_STATES
 from plumbing.errors import StartupError
@@ -75,6 +76,9 @@ class Response:
     content_type: str
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
+
+
+_TOKEN_COOKIE = "rankswarm_token"
 
 
 def json_response(document: Any, status: int = 200) -> Response:
@@ -180,8 +184,9 @@ class DashboardApp:
     """Maps (method, path, query) to a Response; kept apart from the socket server so it is easy to test."""
 
     def __init__(self, monitor: Monitor, store: HistoryStore, *, peer_timeout: float, max_history_rounds: int = 1000,
-                 clock: Callable[[], float] = get_dht_time):
+                 clock: Callable[[], float] = get_dht_time, token: str | None = None):
         self.monitor, self.store, self.clock = monitor, store, clock
+        self.token = token  # None: open; else every path but /healthz needs it (header, cookie or ?token=)
         self.peer_timeout, self.max_history_rounds = peer_timeout, max_history_rounds
         package = importlib.resources.files("coordinator.dashboard")
         self.assets = {path: (package.joinpath(name).read_bytes(), kind) for path, (name, kind) in ASSETS.items()}
@@ -190,9 +195,34 @@ class DashboardApp:
             "/api/v1/state": self._state, "/api/v1/history": self._history, "/metrics": self._metrics,
             "/healthz": lambda query: Response(200, "text/plain; charset=utf-8", b"ok\n")}
 
-    def handle(self, method: str, target: str) -> Response:
+    def handle(self, method: str, target: str, headers: Any = None) -> Response:
         parts = urlsplit(target)
         path = parts.path
+        cookie = None
+        if self.token is not None and path != "/healthz":
+            pairs = parse_qsl(parts.query, keep_blank_values=True)
+            offered = [value for key, value in pairs if key == "token"]
+            if offered and token_matches(offered[-1], self.token):
+                cookie = f"{_TOKEN_COOKIE}={self.token}; HttpOnly; SameSite=Strict; Path=/"
+            elif not self._authorized(headers):
+                return error_response(401, "this dashboard needs the operator's token: send 'Authorization: "
+                                           "Bearer <token>' or open it once with ?token=<token>",
+                                      **{"WWW-Authenticate": "Bearer"})
+            parts = parts._replace(query=urlencode([(k, v) for k, v in pairs if k != "token"]))
+        response = self._route(method, path, parts)
+        if cookie is not None:
+            response.headers["Set-Cookie"] = cookie
+        return response
+
+    def _authorized(self, headers: Any) -> bool:
+        if headers is None:
+            return False
+        if token_matches(headers.get("Authorization"), self.token):
+            return True
+        cookies = dict(item.strip().split("=", 1) for item in (headers.get("Cookie") or "").split(";") if "=" in item)
+        return token_matches(cookies.get(_TOKEN_COOKIE), self.token)
+
+    def _route(self, method: str, path: str, parts) -> Response:
         if path not in self.routes and path not in self.assets:
             if path.startswith("/api/"):
                 return error_response(404, f"no API endpoint {path}; see docs/api.md (/api/v1/state, /api/v1/history)")
@@ -279,7 +309,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _respond(self) -> None:
         try:
-            response = self.app.handle(self.command, self.path)
+            response = self.app.handle(self.command, self.path, self.headers)
         except Exception:  # deliberate: one broken request must not stop the dashboard
             log.exception("dashboard request %s %s failed", self.command, self.path)
             response = error_response(500, _INTERNAL_ERROR)
@@ -336,6 +366,13 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a slow client never holds up stop()
     request_queue_size = 64
+    tls = None  # an ssl.SSLContext: connections are wrapped, their handshake runs in the connection's thread
+
+    def get_request(self):
+        connection, address = super().get_request()
+        if self.tls is not None:
+            connection = self.tls.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        return connection, address
 
     def handle_error(self, request, client_address) -> None:
         log.exception("dashboard connection from %s failed", client_address)  # not the base class's stderr dump
@@ -373,8 +410,8 @@ def split_listen(listen: str) -> tuple[str, int]:
 class DashboardServer:
     """Serves a DashboardApp on `listen` (host:port, port 0 = any free one) from a background thread."""
 
-    def __init__(self, listen: str, app: DashboardApp):
-        self.listen, self.app = listen, app
+    def __init__(self, listen: str, app: DashboardApp, *, tls=None):
+        self.listen, self.app, self.tls = listen, app, tls  # tls: an ssl.SSLContext to serve HTTPS
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -382,7 +419,7 @@ class DashboardServer:
         host, port = split_listen(self.listen)
         handler = type("DashboardHandler", (_Handler,), {"app": self.app})
         server_class = type("DashboardHTTPServer", (_Server,),
-                            {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET})
+                            {"address_family": socket.AF_INET6 if ":" in host else socket.AF_INET, "tls": self.tls})
         try:
             self._server = server_class((host, port), handler)
         except OSError as err:
@@ -404,7 +441,7 @@ class DashboardServer:
     def url(self) -> str:
         host, port = self.address.rsplit(":", 1)
         shown = "127.0.0.1" if host == "0.0.0.0" else ("[::1]" if host == "[::]" else host)
-        return f"http://{shown}:{port}/"
+        return f"{'https' if self.tls is not None else 'http'}://{shown}:{port}/"
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop serving and end open connections (idempotent)."""

@@ -18,7 +18,7 @@ IDENTITY = SigningIdentity.generate()
 @pytest.mark.unit
 def test_run_ids_name_keys_or_say_the_rule():
     assert meta_signals_key("gsm8k-01") == "gsm8k-01.meta_signals"
-    assert len(set(all_keys("r"))) == 4
+    assert len(set(all_keys("r"))) == 5
     for bad in ("", "a.b", "with space", "x" * 65):
         with pytest.raises(ValueError, match="1-64 characters"):
             check_run_id(bad)

@@ -148,6 +148,8 @@ def test_every_record_kind_is_stored_as_protobuf_bytes_under_its_owner_subkey_an
                                             reported_at=3.0, kl=0.0, epoch=0),
         swarm_pb2.WeightsClaim: records.build(swarm_pb2.WeightsClaim, run_id=RUN, peer_id=ALICE.fingerprint,
                                               epoch=5, fingerprint=[1.0, -2.5], published_at=2.0),
+        swarm_pb2.Admission: records.build(swarm_pb2.Admission, run_id=RUN, closed=True, admitted=[BOB.fingerprint],
+                                           version=3, issued_at=4.0, coordinator_key=ALICE.fingerprint),
     }
     assert set(written) == set(KINDS)
     for message_type, record in written.items():
