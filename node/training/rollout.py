@@ -23,9 +23,12 @@ from node.training.config import SamplingConfig
 
 # every logits processor a generation_config could add, switched off (None/neutral values are explicit:
 # transformers fills values left unset from the model's own generation_config)
-NEUTRAL_PROCESSORS = {
+NEUTRAL_WARPERS = {  # applied only when sampling (greedy decoding rejects them)
     "top_k": 0, "top_p": 1.0, "min_p": None, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
-    "top_h": None, "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+    "top_h": None,
+}
+NEUTRAL_PROCESSORS = {
+    "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
     "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None, "min_length": 0, "min_new_tokens": None,
     "suppress_tokens": None, "begin_suppress_tokens": None, "sequence_bias": None, "forced_bos_token_id": None,
     "forced_eos_token_id": None, "exponential_decay_length_penalty": None, "renormalize_logits": False,
@@ -153,7 +156,8 @@ def sample_rollouts(model, tokenizer, prompts: list[str], cfg: SamplingConfig, *
     eos_id = tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
     temperature = 1.0 if greedy else cfg.temperature
-    sampling = {**NEUTRAL_PROCESSORS, "do_sample": not greedy, "temperature": temperature}
+    sampling = {**NEUTRAL_PROCESSORS, "do_sample": False} if greedy else {
+        **NEUTRAL_PROCESSORS, **NEUTRAL_WARPERS, "do_sample": True, "temperature": temperature}
     recorder = SampledLogprobs(temperature)
     was_training = model.training
     model.eval()
