@@ -152,28 +152,32 @@ def available_bytes(device: torch.device) -> int:
 
 
 def _advice(shape: ModelShape, cfg: TrainConfig, estimate: MemoryEstimate, budget: float) -> list[str]:
-    """What to lower, with the figure each change reaches, most effective first."""
+    """What to change, with the figure each change reaches; one entry per part that does not fit."""
     advice = []
-    room = budget - estimate.static - estimate.logits
-    per_rollout = activation_bytes(shape, estimate.tokens, cfg.memory.gradient_checkpointing)
-    fitting = int(room // per_rollout) if room > 0 else 0
-    if estimate.activations + estimate.logits >= estimate.generation and fitting < estimate.micro_batch:
-        if fitting >= 1:
-            advice.append(f"memory.micro_batch_size={fitting} (activations "
-                          f"{activation_bytes(shape, fitting * estimate.tokens, cfg.memory.gradient_checkpointing) / GB:.2f} GB)")
+    if estimate.static > budget:
+        advice.append(f"use a smaller model (model.path): weights, gradients and optimizer state alone need "
+                      f"{estimate.static / GB:.2f} GB")
+        return advice
+    room = budget - estimate.static
+    if estimate.activations + estimate.logits > room:
+        options = []
+        per_rollout = activation_bytes(shape, estimate.tokens, cfg.memory.gradient_checkpointing)
+        fitting = int((room - estimate.logits) // per_rollout) if room > estimate.logits else 0
+        if 1 <= fitting < estimate.micro_batch:
+            options.append(f"set memory.micro_batch_size={fitting} (activations "
+                           f"{fitting * per_rollout / GB:.2f} GB)")
         if not cfg.memory.gradient_checkpointing:
             ckpt = activation_bytes(shape, estimate.micro_batch * estimate.tokens, True)
-            advice.append(f"memory.gradient_checkpointing=true (activations {ckpt / GB:.2f} GB)")
-    if estimate.logits > 0.1 * budget and cfg.memory.logit_chunk_tokens > 64:
-        advice.append(f"memory.logit_chunk_tokens={cfg.memory.logit_chunk_tokens // 4} "
-                      f"(logits {estimate.logits / 4 / GB:.2f} GB)")
-    if estimate.generation > estimate.activations + estimate.logits:
-        advice.append("algo.prompts_per_step or sampling.group_size (rollouts generated at once) or "
-                      "sampling.max_new_tokens (generation)")
-    if estimate.static > _MARGIN * budget:
-        advice.append("a smaller model (model.path): weights, gradients and optimizer state alone need "
-                      f"{estimate.static / GB:.2f} GB")
-    return advice or ["algo.prompts_per_step, sampling.group_size or sampling.max_new_tokens"]
+            options.append(f"set memory.gradient_checkpointing=true (activations {ckpt / GB:.2f} GB)")
+        if estimate.logits > room / 4 and cfg.memory.logit_chunk_tokens > 16:
+            options.append(f"set memory.logit_chunk_tokens={cfg.memory.logit_chunk_tokens // 4} "
+                           f"(logits {estimate.logits / 4 / GB:.2f} GB)")
+        advice.append(" or ".join(options) or "lower sampling.max_new_tokens (activations per rollout)")
+    if estimate.generation > room:
+        rollouts = cfg.algo.prompts_per_step * cfg.sampling.group_size
+        advice.append(f"lower algo.prompts_per_step x sampling.group_size ({rollouts} rollouts are generated at "
+                      f"once: {estimate.generation / GB:.2f} GB) or sampling.max_new_tokens")
+    return advice
 
 
 def check_memory(model: torch.nn.Module, cfg: TrainConfig, device: torch.device, *, prompt_tokens: int,
@@ -184,11 +188,11 @@ def check_memory(model: torch.nn.Module, cfg: TrainConfig, device: torch.device,
     budget = cfg.memory.limit_gb * GB if cfg.memory.limit_gb is not None else available_bytes(device)
     log.info("memory: a step needs about %s; %.2f GB available on %s", estimate.describe(), budget / GB, device)
     if budget and estimate.total > _MARGIN * budget:
-        fixes = "; or ".join(_advice(shape, cfg, estimate, _MARGIN * budget))
+        fixes = "; and ".join(_advice(shape, cfg, estimate, _MARGIN * budget))
         source = "memory.limit_gb" if cfg.memory.limit_gb is not None else "available"
         raise MemoryPlanError(
             f"a training step needs about {estimate.describe()}, more than {_MARGIN:.0%} of the "
-            f"{budget / GB:.2f} GB {source} on {device}. Lower {fixes}. (memory.check=false skips this check.)")
+            f"{budget / GB:.2f} GB {source} on {device}. To fit: {fixes}. (memory.check=false skips this check.)")
     return estimate
 
 
