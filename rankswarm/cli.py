@@ -173,12 +173,15 @@ def one_line(err: BaseException) -> str:
 _HIVEMIND_COMMANDS = ("node", "coordinator")  # run hivemind: threads and processes that outlive a failure
 
 
-def _exit_now(code: int) -> None:
-    """End the processes this one started (DHT, averagers, p2p daemon) and exit without waiting for
-    hivemind's threads, which are not daemons and would keep a failed process alive."""
+def _exit_now(code: int, last_line: str | None) -> None:
+    """End the processes this one started (DHT, averagers, p2p daemon), print `last_line` after
+    whatever they wrote while stopping, and exit without waiting for hivemind's threads, which are
+    not daemons and would keep a failed process alive."""
     from plumbing.processes import end_descendants
 
     end_descendants(grace_s=2.0)
+    if last_line is not None:
+        print(last_line, file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
     logging.shutdown()
@@ -196,17 +199,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rankswarm: config error: {err}", file=sys.stderr)
         return 2
     except StartupError as err:  # expected failures with advice: no traceback, just what to do
-        print(f"rankswarm {args.command}: {err}", file=sys.stderr, flush=True)
-        code = 3
+        code, line = 3, f"rankswarm {args.command}: {err}"
     except KeyboardInterrupt:
-        print("\nrankswarm: interrupted", file=sys.stderr, flush=True)
-        code = 130
+        code, line = 130, "\nrankswarm: interrupted"
     except Exception as err:  # a bug or a failure nobody foresaw: the traceback, then the error on one line
         traceback.print_exc()
-        print(f"rankswarm {args.command}: failed: {one_line(err)}", file=sys.stderr, flush=True)
-        code = 1
+        code, line = 1, f"rankswarm {args.command}: failed: {one_line(err)}"
     if args.command in _HIVEMIND_COMMANDS:
-        _exit_now(code)
+        _exit_now(code, line)
+    print(line, file=sys.stderr, flush=True)
     return code
 
 
