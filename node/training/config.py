@@ -75,7 +75,7 @@ class MemoryConfig(BaseModel):
     micro_batch_size: int | None = Field(None, ge=1, le=65536, description=(
         "Rollouts per forward/backward; gradients accumulate over the micro-batches of an update and equal "
         "the one-batch gradient up to float rounding. None: a whole mini-batch at once."))
-    logit_chunk_tokens: int = Field(512, ge=1, le=1_048_576, description=(
+    logit_chunk_tokens: int = Field(256, ge=1, le=1_048_576, description=(
         "Response tokens whose full-vocabulary logits exist at once when log-probs and entropies are "
         "computed (recomputed in the backward): memory is this x vocabulary x 4 bytes x about 3."))
     gradient_checkpointing: bool = Field(False, description=(

@@ -3,11 +3,12 @@
 `estimate_memory` adds up, for the configured model, batch and device:
   weights       the model's weights in their dtype (a KL reference copy doubles them)
   master        float32 master weights of a low-precision model (node/training/precision.py)
-  gradients     float32 gradients, plus the model's own low-precision ones during the backward
+  gradients     float32 gradients (of the masters, from the first micro-batch to the update)
   optimizer     AdamW's two float32 moments
   swarm         hivemind's gradient accumulators (on the device); on a CPU peer also its host
                 copies: averaged gradients, PowerSGD error feedback, averaged parameters
-  activations   what one micro-batch's forward keeps for the backward: per token and layer about
+  activations   what one micro-batch's forward keeps for the backward (and a low-precision model's
+                own gradients, until they are added into the masters): per token and layer about
                 (6 d + 2 kv + 4 I) values in the model's dtype plus the float32 copies RMSNorm
                 makes (4 d x 4 bytes); with gradient checkpointing the layer inputs, plus one
                 layer's worth
@@ -15,7 +16,10 @@
                 log-softmax, its exponent and their gradients in the recomputing backward)
   generation    the KV cache of all rollouts at full length, plus a step's [rows, V] logits,
                 log-softmax and probabilities
-Peak = weights + master + gradients + optimizer + swarm + max(activations + logits, generation).
+  update        AdamW's step: torch's multi-tensor (foreach) AdamW, the default off CUDA, holds one
+                float32 temporary as large as all parameters (sqrt of the second moments); the
+                fused AdamW used on CUDA holds none
+Peak = weights + master + gradients + optimizer + swarm + max(activations + logits, generation, update).
 It is an estimate (allocator slack, fragmentation and framework buffers come on top: the check
 keeps a 10 % margin); docs/benchmarks.md compares it with measured peaks.
 
@@ -87,6 +91,7 @@ class MemoryEstimate:
     activations: int
     logits: int
     generation: int
+    update: int
     micro_batch: int  # rollouts per forward/backward
     tokens: int  # prompt + response tokens per rollout assumed
 
@@ -96,7 +101,7 @@ class MemoryEstimate:
 
     @property
     def total(self) -> int:
-        return self.static + max(self.activations + self.logits, self.generation)
+        return self.static + max(self.activations + self.logits, self.generation, self.update)
 
     def describe(self) -> str:
         parts = ", ".join(f"{f.name} {getattr(self, f.name) / GB:.2f}" for f in fields(self)
@@ -130,11 +135,11 @@ def estimate_memory(shape: ModelShape, cfg: TrainConfig, device: torch.device, *
     return MemoryEstimate(
         weights=shape.weight_bytes * (2 if cfg.loss.kl_coef > 0 else 1),
         master=4 * n if mixed else 0,
-        gradients=4 * n + (shape.dtype_bytes * n if mixed else 0),
-        optimizer=8 * n, swarm=swarm_bytes,
-        activations=activation_bytes(shape, micro * tokens, cfg.memory.gradient_checkpointing),
+        gradients=4 * n, optimizer=8 * n, swarm=swarm_bytes,
+        activations=activation_bytes(shape, micro * tokens, cfg.memory.gradient_checkpointing)
+        + (shape.dtype_bytes * n if mixed else 0),
         logits=min(cfg.memory.logit_chunk_tokens, micro * cfg.sampling.max_new_tokens) * shape.vocab * _LOGIT_BYTES,
-        generation=generation, micro_batch=micro, tokens=tokens)
+        generation=generation, update=0 if device.type == "cuda" else 4 * n, micro_batch=micro, tokens=tokens)
 
 
 def available_bytes(device: torch.device) -> int:
@@ -162,17 +167,22 @@ def _advice(shape: ModelShape, cfg: TrainConfig, estimate: MemoryEstimate, budge
     if estimate.activations + estimate.logits > room:
         options = []
         per_rollout = activation_bytes(shape, estimate.tokens, cfg.memory.gradient_checkpointing)
-        fitting = int((room - estimate.logits) // per_rollout) if room > estimate.logits else 0
+        model_grads = shape.dtype_bytes * shape.num_params if shape.dtype_bytes < 4 else 0
+        fixed = estimate.logits + model_grads
+        fitting = int((room - fixed) // per_rollout) if room > fixed else 0
         if 1 <= fitting < estimate.micro_batch:
             options.append(f"set memory.micro_batch_size={fitting} (activations "
                            f"{fitting * per_rollout / GB:.2f} GB)")
         if not cfg.memory.gradient_checkpointing:
-            ckpt = activation_bytes(shape, estimate.micro_batch * estimate.tokens, True)
+            ckpt = activation_bytes(shape, estimate.micro_batch * estimate.tokens, True) + model_grads
             options.append(f"set memory.gradient_checkpointing=true (activations {ckpt / GB:.2f} GB)")
         if estimate.logits > room / 4 and cfg.memory.logit_chunk_tokens > 16:
             options.append(f"set memory.logit_chunk_tokens={cfg.memory.logit_chunk_tokens // 4} "
                            f"(logits {estimate.logits / 4 / GB:.2f} GB)")
         advice.append(" or ".join(options) or "lower sampling.max_new_tokens (activations per rollout)")
+    if estimate.update > room:
+        advice.append(f"use a smaller model or a CUDA device: AdamW's step holds a float32 temporary as large as "
+                      f"the parameters ({estimate.update / GB:.2f} GB; fused AdamW on CUDA does not)")
     if estimate.generation > room:
         rollouts = cfg.algo.prompts_per_step * cfg.sampling.group_size
         advice.append(f"lower algo.prompts_per_step x sampling.group_size ({rollouts} rollouts are generated at "

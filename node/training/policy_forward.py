@@ -60,7 +60,7 @@ def _chunk_logprobs(model, hidden: torch.Tensor, targets: torch.Tensor, temperat
 
 
 def token_logprobs(model, hidden: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, *,
-                   temperature: float = 1.0, chunk_tokens: int = 512, entropy: str = "value"
+                   temperature: float = 1.0, chunk_tokens: int = 256, entropy: str = "value"
                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-probs of `targets` [B, R] and entropies from the emitting states `hidden` [B, R, d], in chunks.
 
@@ -96,7 +96,7 @@ def decoder_states(model, batch: RolloutBatch) -> torch.Tensor:
 
 
 def policy_forward(model, batch: RolloutBatch, *, temperature: float = 1.0, with_hidden: bool = True,
-                   entropy: str = "value", chunk_tokens: int = 512) -> PolicyOutputs:
+                   entropy: str = "value", chunk_tokens: int = 256) -> PolicyOutputs:
     """Run the model on prompt+response and gather what the loss and the shaping need.
 
     `entropy`: "grad", "value" or "none" (see `token_logprobs`)."""

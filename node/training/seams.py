@@ -99,7 +99,11 @@ class UpdateRule(Protocol):
 
 
 def build_adamw(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    """AdamW; fused on CUDA (one kernel, and no temporary as large as the parameters: the default
+    multi-tensor step holds one, node/training/memory.py). The CPU keeps torch's default."""
+    fused = bool(params) and all(p.device.type == "cuda" for p in params)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                             **({"fused": True} if fused else {}))
 
 
 def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> tuple[float, bool]:
