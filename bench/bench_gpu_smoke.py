@@ -52,7 +52,7 @@ def run_one(args: argparse.Namespace, dtype: str) -> dict:
     from node.model.tiny import default_generation_config
     from node.model.tokenizer import build_char_tokenizer
     from node.tasks import build_task
-    from node.training.build import build_local_update, longest_prompt, resolve_device
+    from node.training.build import build_local_update, enable_checkpointing, longest_prompt, resolve_device
     from node.training.config import TrainConfig
     from node.training.memory import ModelShape, PeakMemory, available_bytes, estimate_memory
     from node.training.precision import MasterWeights
@@ -80,7 +80,7 @@ def run_one(args: argparse.Namespace, dtype: str) -> dict:
         "memory": {"micro_batch_size": args.micro_batch, "logit_chunk_tokens": args.chunk,
                    "gradient_checkpointing": args.checkpointing}})
     if args.checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     task = build_task(cfg.task)
     estimate = estimate_memory(ModelShape.of(model), cfg, device,
                                prompt_tokens=longest_prompt(tokenizer, task, PromptFormat(), 4))

@@ -35,6 +35,14 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def enable_checkpointing(model) -> None:
+    """Recompute each decoder layer in the backward (transformers 5 renamed the switch)."""
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def longest_prompt(tokenizer, task, prompt_format: PromptFormat, sample: int = 32) -> int:
     """Tokens of the longest of `sample` held-out prompts, as the model will see them."""
     prompts = [p.prompt for p in task.eval_set(sample)]
@@ -58,7 +66,7 @@ def build_trainer(cfg: TrainConfig, *, baselines: BaselineSource | None = None,
     device = resolve_device(cfg.model.device)
     model, tokenizer = load_policy(cfg.model.path, device, cfg.model.dtype)
     if cfg.memory.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     task = build_task(cfg.task)
     prompt_format = resolve_prompt_format(cfg.model.chat_template, tokenizer, cfg.model.system_prompt)
     if cfg.memory.check:  # before the optimizer state or hivemind's buffers exist

@@ -98,10 +98,13 @@ class UpdateRule(Protocol):
         """Release what the rule holds (background processes, connections)."""
 
 
-def build_adamw(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    """AdamW; fused on CUDA (one kernel, and no temporary as large as the parameters: the default
-    multi-tensor step holds one, node/training/memory.py). The CPU keeps torch's default."""
-    fused = bool(params) and all(p.device.type == "cuda" for p in params)
+def build_adamw(params: list[torch.nn.Parameter] | list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW over parameters or parameter groups (hivemind hands groups); fused on CUDA (one kernel,
+    and no temporary as large as the parameters: the default multi-tensor step holds one,
+    node/training/memory.py). The CPU keeps torch's default."""
+    params = list(params)
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    fused = bool(tensors) and all(t.device.type == "cuda" for t in tensors)
     return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
                              **({"fused": True} if fused else {}))
 

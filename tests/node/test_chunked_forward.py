@@ -115,12 +115,13 @@ class CapturedGradients:
         pass
 
 
-def _trainer_grads(tmp_path, micro):
+def _trainer_grads(tmp_path, micro, checkpointing=False):
     cfg = TrainConfig.model_validate({
         "run_dir": str(tmp_path), "seed": 3, "steps": 1, "progress": False, "torch_threads": 1,
         "algo": {"prompts_per_step": 3}, "sampling": {"group_size": 4, "max_new_tokens": 24},
         "eval": {"every": 0, "num_problems": 4}, "loss": {"entropy_coef": 0.01},
-        "memory": {"micro_batch_size": micro, "logit_chunk_tokens": 16}, "task": {"type": "arithmetic", "digits": 2}})
+        "memory": {"micro_batch_size": micro, "logit_chunk_tokens": 16, "gradient_checkpointing": checkpointing},
+        "task": {"type": "arithmetic", "digits": 2}})
     trainer = build_trainer(cfg, update_factory=CapturedGradients)
     report = trainer.train_step()
     return trainer.update.grads, report.metrics
@@ -134,4 +135,11 @@ def test_the_trainer_gives_the_same_gradient_in_micro_batches(tmp_path):
     assert micro.entropy == pytest.approx(one.entropy, rel=1e-5)
     assert one.logprob_gap < 1e-4  # float32: the training forward and the sampler agree
     for a, b in zip(whole, pieces):
+        assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_gradient_checkpointing_gives_the_same_gradient(tmp_path):
+    plain, _ = _trainer_grads(tmp_path / "a", 6)
+    recomputed, _ = _trainer_grads(tmp_path / "b", 6, checkpointing=True)
+    for a, b in zip(plain, recomputed):
         assert torch.allclose(a, b, atol=1e-6, rtol=1e-4)
