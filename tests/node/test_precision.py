@@ -117,3 +117,14 @@ def test_checkpoints_hold_the_masters_under_the_model_names(tmp_path):
     for name, value in other.state_dict().items():
         assert torch.equal(value, saved[name]), name
     assert torch.equal(other.model.head.weight, model.head.weight)  # the model holds their rounding
+
+
+def test_the_swarm_averages_only_float32_parameters():
+    """hivemind's PowerSGD and fp16 codec fail on bfloat16 gradients: the swarm is handed the masters."""
+    from node.gossip.averaging import GradientGossip
+    from node.gossip.config import GossipConfig
+
+    low = [torch.nn.Parameter(torch.zeros(4, 4, dtype=torch.bfloat16))]
+    with pytest.raises(ValueError, match="float32 masters"):
+        GradientGossip(None, low, torch.optim.AdamW, GossipConfig(), run_id="x", batch_size_per_step=1,
+                       identity=None)
