@@ -39,9 +39,9 @@ QWEN25_05B = dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
 
 
 def _resident(field: str = "VmRSS") -> int:
-    from node.training.memory import _resident_bytes
+    from node.training.memory import resident_bytes
 
-    return _resident_bytes(field)
+    return resident_bytes(field)
 
 
 def run_one(args: argparse.Namespace, dtype: str) -> dict:

@@ -153,7 +153,7 @@ def available_bytes(device: torch.device) -> int:
         return 0  # unknown: not checked
     available = next(int(line.split()[1]) * 1024 for line in meminfo.read_text().splitlines()
                      if line.startswith("MemAvailable:"))
-    return available + _resident_bytes("VmRSS")
+    return available + resident_bytes("VmRSS")
 
 
 def _advice(shape: ModelShape, cfg: TrainConfig, estimate: MemoryEstimate, budget: float) -> list[str]:
@@ -206,7 +206,7 @@ def check_memory(model: torch.nn.Module, cfg: TrainConfig, device: torch.device,
     return estimate
 
 
-def _resident_bytes(field: str) -> int:
+def resident_bytes(field: str) -> int:
     status = Path("/proc/self/status")
     if not status.is_file():
         return 0
@@ -235,5 +235,5 @@ class PeakMemory:
     def peak(self) -> int | None:
         if self.device.type == "cuda":
             return int(torch.cuda.max_memory_allocated(self.device))
-        return _resident_bytes("VmHWM") or None
+        return resident_bytes("VmHWM") or None
 

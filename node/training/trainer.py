@@ -101,8 +101,8 @@ class Trainer:
         first = first_pass(self.model, self.ref_model, batch, cfg, keep_graph=self.plan.single)
         t_forward = timer()
 
-        # shaping: detached data computed from the hidden states the loss forward produced, on the CPU in
-        # float64 whatever the policy's device (the statistics are tiny next to the forward)
+        # shaping: detached data, on the CPU in float64 whatever the policy's device: the first pass's
+        # ER/ERV/ERA against the current baselines (the statistics are tiny next to the forward)
         response_mask = batch.response_mask.cpu()
         indicators = first.indicators
         baselines, baseline_source = self.baselines.current()

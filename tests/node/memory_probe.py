@@ -22,7 +22,7 @@ from node.model.tokenizer import build_char_tokenizer
 from node.tasks import build_task
 from node.training.build import build_local_update
 from node.training.config import TrainConfig
-from node.training.memory import PeakMemory, _resident_bytes
+from node.training.memory import PeakMemory, resident_bytes
 from node.training.precision import MasterWeights
 from node.training.seams import LocalBaselines
 from node.training.trainer import Trainer
@@ -57,7 +57,7 @@ def main(argv: list[str]) -> None:
         trainer = build(prompts, group, max_new, chunk, micro, run_dir)
         trainer.train_step()  # the first step allocates the optimizer state and warms every code path up
         peak = PeakMemory(torch.device("cpu"))
-        before = _resident_bytes("VmRSS")
+        before = resident_bytes("VmRSS")
         peak.reset()
         report = trainer.train_step()
         print(json.dumps({"peak_above_start": peak.peak() - before, "tokens": report.metrics.response_tokens,
