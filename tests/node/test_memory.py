@@ -38,6 +38,7 @@ def step_peak(prompts: int, group: int, max_new_tokens: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # two fresh processes, about 20 s on 2 cores
 def test_step_peak_does_not_grow_with_batch_times_length_beyond_one_chunk():
     small = step_peak(prompts=2, group=2, max_new_tokens=8)  # 4 rollouts, 32 response tokens
     large = step_peak(prompts=4, group=4, max_new_tokens=32)  # 16 rollouts, 512 response tokens
