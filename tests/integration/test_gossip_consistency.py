@@ -59,7 +59,7 @@ class Peer:
     def local_step(self):
         inputs = torch.randn(BATCH, 16, generator=self.data).to(self.master.model_dtype)
         loss = (self.model(inputs) - inputs[:, :4]).float().pow(2).mean()
-        loss.backward()
+        self.master.scale(loss).backward()  # float16 models back-propagate a scaled loss
         self.master.accumulate_grads()
         report = self.gossip.step(BATCH)
         if report.applied or report.fingerprint is not None:
@@ -170,12 +170,12 @@ def test_averaged_rounds_keep_the_peers_weights_equal(pair):
 
 
 @pytest.fixture
-def bf16_pair(request, reducer_faults):
-    compression = request.param
-    run = f"consistency-bf16-{compression}"
-    first = Peer(run, seed=1, initial_peers=[], compression=compression, dtype=torch.bfloat16)
+def low_precision_pair(request, reducer_faults):
+    dtype, compression = request.param
+    run = f"consistency-{dtype}-{compression}"
+    first = Peer(run, seed=1, initial_peers=[], compression=compression, dtype=getattr(torch, dtype))
     second = Peer(run, seed=2, initial_peers=visible_addresses(first.dht), compression=compression,
-                  dtype=torch.bfloat16)
+                  dtype=getattr(torch, dtype))
     try:
         yield first, second
     finally:
@@ -183,21 +183,25 @@ def bf16_pair(request, reducer_faults):
         first.close()
 
 
-@pytest.mark.parametrize("bf16_pair", ["none", "fp16", "powersgd"], indirect=True)
-def test_bfloat16_models_average_through_float32_masters(bf16_pair):
-    """Every compression mode with a bfloat16 model: hivemind averages and steps the float32 masters
-    (it used to fail on bf16 gradients: PowerSGD's error feedback against fp32 factors, the fp16 codec)."""
-    a, b = bf16_pair
+@pytest.mark.parametrize("low_precision_pair", [("bfloat16", "none"), ("bfloat16", "fp16"),
+                                                ("bfloat16", "powersgd"), ("float16", "powersgd")], indirect=True,
+                         ids=["bf16-none", "bf16-fp16", "bf16-powersgd", "fp16-powersgd"])
+def test_low_precision_models_average_through_float32_masters(low_precision_pair):
+    """Every compression mode with a bfloat16 model (and float16, loss-scaled): hivemind averages and
+    steps the float32 masters (it used to fail on bf16 gradients: PowerSGD's error feedback against
+    fp32 factors, the fp16 codec)."""
+    a, b = low_precision_pair
+    dtype = a.master.model_dtype
     with ThreadPoolExecutor(2) as pool:
-        reports = rounds_until(bf16_pair, pool, 2)
+        reports = rounds_until(low_precision_pair, pool, 1)
     applied = [r for step in reports for r in step if r.applied]
     assert applied and all(r.bytes_sent > 0 and r.error is None for r in applied)
     assert a.gossip.epoch == b.gossip.epoch
     assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
-    for peer in bf16_pair:
+    for peer in low_precision_pair:
         assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in peer.master.params)
         for master, weight in zip(peer.master.params, peer.model.parameters()):
-            assert weight.dtype == torch.bfloat16 and torch.equal(weight, master.detach().to(torch.bfloat16))
+            assert weight.dtype == dtype and torch.equal(weight, master.detach().to(dtype))
 
 
 def test_a_round_that_cannot_average_applies_nothing(pair):
