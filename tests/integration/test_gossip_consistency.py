@@ -23,6 +23,7 @@ from node.gossip.config import GossipConfig
 from node.gossip.consensus import fingerprints_agree
 from node.gossip.fingerprint import parameter_fingerprint
 from node.gossip.hivemind_internals import epoch_group_bits
+from node.training.precision import MasterWeights
 from plumbing.dht_records import fetch
 from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.swarm_dht import DHTConfig, start_dht, visible_addresses
@@ -37,30 +38,37 @@ STEP_SECONDS = 0.5
 
 
 class Peer:
-    def __init__(self, run: str, seed: int, initial_peers: list[str], compression: str = "powersgd"):
+    def __init__(self, run: str, seed: int, initial_peers: list[str], compression: str = "powersgd",
+                 dtype: torch.dtype = torch.float32):
         self.identity = SigningIdentity.generate()
         self.dht = start_dht(DHTConfig(host_maddrs=LOOPBACK, initial_peers=initial_peers),
                              record_validators=build_record_validators(self.identity, run))
         torch.manual_seed(0)  # every peer starts from the same weights, as the embedded model does
-        self.model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4))
+        self.model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4)).to(dtype)
+        # a low-precision model trains through float32 masters, as the trainer's does (node.training.precision)
+        self.master = MasterWeights(self.model)
         self.data = torch.Generator().manual_seed(seed)  # but sees its own batches
         # matchmaking_time above hivemind's 3 s request timeout, as its matchmaking asks; shorter ones
         # kept failing to form groups on a loaded 2-core machine
         cfg = GossipConfig(target_batch_size=2 * BATCH, compression=compression, matchmaking_time=4.0,
                            averaging_timeout=15,
                            load_state_timeout=20, peer_expiration_s=6, average_state_every=10_000)
-        self.gossip = GradientGossip(self.dht, self.model.parameters(),
+        self.gossip = GradientGossip(self.dht, self.master.params,
                                      lambda params: torch.optim.AdamW(params, lr=1e-2), cfg, run_id=run,
                                      batch_size_per_step=BATCH, identity=self.identity)
 
     def local_step(self):
-        inputs = torch.randn(BATCH, 16, generator=self.data)
-        loss = (self.model(inputs) - inputs[:, :4]).pow(2).mean()
-        loss.backward()
-        return self.gossip.step(BATCH)
+        inputs = torch.randn(BATCH, 16, generator=self.data).to(self.master.model_dtype)
+        loss = (self.model(inputs) - inputs[:, :4]).float().pow(2).mean()
+        self.master.scale(loss).backward()  # float16 models back-propagate a scaled loss
+        self.master.accumulate_grads()
+        report = self.gossip.step(BATCH)
+        if report.applied or report.fingerprint is not None:
+            self.master.push_to_model()
+        return report
 
     def fingerprint(self) -> list[float]:
-        return parameter_fingerprint(self.model.parameters())
+        return parameter_fingerprint(self.master.params)
 
     def close(self):
         if self.dht is None:
@@ -160,6 +168,41 @@ def test_averaged_rounds_keep_the_peers_weights_equal(pair):
     assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
     assert a.fingerprint() != parameter_fingerprint(torch.nn.Sequential(  # they did train
         torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4)).parameters())
+
+
+@pytest.fixture
+def low_precision_pair(request, reducer_faults):
+    dtype, compression = request.param
+    run = f"consistency-{dtype}-{compression}"
+    first = Peer(run, seed=1, initial_peers=[], compression=compression, dtype=getattr(torch, dtype))
+    second = Peer(run, seed=2, initial_peers=visible_addresses(first.dht), compression=compression,
+                  dtype=getattr(torch, dtype))
+    try:
+        yield first, second
+    finally:
+        second.close()
+        first.close()
+
+
+@pytest.mark.parametrize("low_precision_pair", [("bfloat16", "none"), ("bfloat16", "fp16"),
+                                                ("bfloat16", "powersgd"), ("float16", "powersgd")], indirect=True,
+                         ids=["bf16-none", "bf16-fp16", "bf16-powersgd", "fp16-powersgd"])
+def test_low_precision_models_average_through_float32_masters(low_precision_pair):
+    """Every compression mode with a bfloat16 model (and float16, loss-scaled): hivemind averages and
+    steps the float32 masters (it used to fail on bf16 gradients: PowerSGD's error feedback against
+    fp32 factors, the fp16 codec)."""
+    a, b = low_precision_pair
+    dtype = a.master.model_dtype
+    with ThreadPoolExecutor(2) as pool:
+        reports = rounds_until(low_precision_pair, pool, 1)
+    applied = [r for step in reports for r in step if r.applied]
+    assert applied and all(r.bytes_sent > 0 and r.error is None for r in applied)
+    assert a.gossip.epoch == b.gossip.epoch
+    assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+    for peer in low_precision_pair:
+        assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in peer.master.params)
+        for master, weight in zip(peer.master.params, peer.model.parameters()):
+            assert weight.dtype == dtype and torch.equal(weight, master.detach().to(dtype))
 
 
 def test_a_round_that_cannot_average_applies_nothing(pair):
