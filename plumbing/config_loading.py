@@ -93,7 +93,10 @@ def load_config(
         raise ConfigError(_describe(err, model)) from None
 
 
-def write_resolved(config: BaseModel, run_dir: str | Path, name: str = "config.resolved.json") -> Path:
+RESOLVED_NAME = "config.resolved.json"
+
+
+def write_resolved(config: BaseModel, run_dir: str | Path, name: str = RESOLVED_NAME) -> Path:
     """Write the fully resolved config beside a run's outputs, so a run can be reproduced."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)

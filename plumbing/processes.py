@@ -3,6 +3,9 @@
 Each child runs in its own session so that stopping it also stops what it spawned (a
 hivemind DHT forks a p2p daemon); stopping is SIGINT, then SIGTERM, then SIGKILL, each
 with a deadline, so Ctrl-C never leaves a daemon behind.
+
+`end_descendants` is the other direction: a failed process ends every process it started
+(hivemind's DHT and averager processes, the p2p daemon the DHT started) before it exits.
 """
 
 from __future__ import annotations
@@ -126,3 +129,63 @@ def write_json_atomic(path: str | Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
     os.replace(tmp, path)
+
+
+def descendant_pids(root: int | None = None) -> list[int]:
+    """Every live process below `root` (default: this one), children before grandchildren (Linux /proc)."""
+    root = os.getpid() if root is None else root
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            # the command name is in parentheses and may hold spaces: the parent pid follows the last ")"
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not readable
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, queue = [], list(children.get(root, []))
+    while queue:
+        pid = queue.pop(0)
+        found.append(pid)
+        queue += children.get(pid, [])
+    return found
+
+
+def end_descendants(grace_s: float = 2.0) -> list[int]:
+    """SIGTERM every process this one started (listed all at once first, so that a daemon whose parent
+    dies first is not lost), wait up to `grace_s`, then SIGKILL what is left; returns the pids."""
+    pids = descendant_pids()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [pid for pid in pids if _signal(pid, sig)]
+        deadline = time.monotonic() + grace_s
+        while alive and time.monotonic() < deadline:
+            _reap()
+            alive = [pid for pid in alive if _exists(pid)]
+            time.sleep(0.05)
+        if not alive:
+            break
+    return pids
+
+
+def _signal(pid: int, sig: int) -> bool:
+    try:
+        os.kill(pid, sig)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+def _exists(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has exited
+
+
+def _reap() -> None:
+    """Collect exited children, so that they do not linger as zombies."""
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0] > 0:
+            pass
+    except ChildProcessError:
+        pass

@@ -7,7 +7,13 @@ libraries (torch, transformers, hivemind) only inside the chosen subcommand.
   rankswarm coordinator [-c FILE ...] [--set k=v ...] the swarm's coordinator (gRPC + DHT)
   rankswarm status      [--coordinator HOST:PORT]     the swarm at a glance (as the dashboard shows it)
   rankswarm admit|ban|forget KEY --token-file FILE    who may take part (docs/security.md)
+  rankswarm export      RUN_DIR OUT [--dtype D]      a trained run as a save_pretrained folder
   rankswarm config show [train|node|coordinator|demo] every key with its default
+
+A command that fails ends with its error on one line (stderr); an unexpected one prints its
+traceback first. A failed `node` or `coordinator` also ends every process it started (hivemind's
+averagers and DHT, its p2p daemon) and exits at once: hivemind's threads would otherwise keep a
+dead peer looking alive.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 
 from plumbing.config_loading import ConfigError
 from plumbing.errors import StartupError
@@ -132,6 +139,12 @@ def _cmd_admission(args: argparse.Namespace) -> int:
     mode = "closed" if admission.closed else "open"
     print(f"{args.key}: {done} (admission list version {admission.version}: {mode} swarm, "
           f"{len(admission.admitted)} admitted, {len(admission.banned)} banned)")
+def _cmd_export(args: argparse.Namespace) -> int:
+    from node.training.export import export_run
+
+    out = export_run(args.run_dir, args.out, dtype=args.dtype, checkpoint=args.checkpoint)
+    print(f"exported {out.checkpoint} to {out.folder} ({out.dtype}); load it with "
+          f"AutoModelForCausalLM.from_pretrained({str(out.folder)!r})")
     return 0
 
 
@@ -180,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--token-file", default=None, metavar="FILE", help=(
             "the coordinator's operator token (operator.token next to its db_path; or RANKSWARM_OPERATOR_TOKEN)"))
         command.set_defaults(func=_cmd_admission)
+    export = sub.add_parser("export", help="write a run's newest checkpoint as a save_pretrained folder")
+    export.add_argument("run_dir", help="the run's run_dir (holds config.resolved.json and checkpoints/)")
+    export.add_argument("out", help="folder to write (config, weights, tokenizer, generation config)")
+    export.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="dtype of the exported weights (default float32: the checkpoint's master weights)")
+    export.add_argument("--checkpoint", default=None, help="a checkpoint folder of the run (default: the newest)")
+    export.set_defaults(func=_cmd_export)
     config = sub.add_parser("config", help="print the default config of a role as JSON")
     config.add_argument("action", choices=["show"])
     config.add_argument("role", nargs="?", default="train", choices=["train", "node", "coordinator", "demo"])
@@ -199,6 +219,30 @@ def _interrupt_on_signals() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def one_line(err: BaseException) -> str:
+    """`Type: message` on one line (a multi-line message is joined with " | ")."""
+    text = " | ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+_HIVEMIND_COMMANDS = ("node", "coordinator")  # run hivemind: threads and processes that outlive a failure
+
+
+def _exit_now(code: int, last_line: str | None) -> None:
+    """End the processes this one started (DHT, averagers, p2p daemon), print `last_line` after
+    whatever they wrote while stopping, and exit without waiting for hivemind's threads, which are
+    not daemons and would keep a failed process alive."""
+    from plumbing.processes import end_descendants
+
+    end_descendants(grace_s=2.0)
+    if last_line is not None:
+        print(last_line, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -210,11 +254,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rankswarm: config error: {err}", file=sys.stderr)
         return 2
     except StartupError as err:  # expected failures with advice: no traceback, just what to do
-        print(f"rankswarm {args.command}: {err}", file=sys.stderr)
-        return 3
+        code, line = 3, f"rankswarm {args.command}: {err}"
     except KeyboardInterrupt:
-        print("\nrankswarm: interrupted", file=sys.stderr)
-        return 130
+        code, line = 130, "\nrankswarm: interrupted"
+    except Exception as err:  # a bug or a failure nobody foresaw: the traceback, then the error on one line
+        traceback.print_exc()
+        code, line = 1, f"rankswarm {args.command}: failed: {one_line(err)}"
+    if args.command in _HIVEMIND_COMMANDS:
+        _exit_now(code, line)
+    print(line, file=sys.stderr, flush=True)
+    return code
 
 
 if __name__ == "__main__":

@@ -136,6 +136,8 @@ class DemoSwarm:
             m = _last(rows, "train") or {}
             proc = self.peers[i]
             state = "running" if proc.alive else f"exited {proc.proc.returncode}"
+            if not proc.alive and proc.proc.returncode:
+                state += f": {proc.tail(1)[:160]}"  # a failed peer's last line is its error
             sent, dense = m.get("bytes_sent_total"), m.get("dense_bytes_total")
             ratio = dense / sent if sent and dense else None  # so far, over all rounds
             lines.append(
@@ -232,8 +234,11 @@ def run_demo(cfg: DemoConfig) -> int:
         print(swarm.summary(), flush=True)
     finally:
         swarm.stop()
-    failed = [p.name for p in swarm.peers.values() if p.proc.returncode not in (0, None)]
+    failed = [p for p in swarm.peers.values() if p.proc.returncode not in (0, None)]
     if failed:
-        print(f"processes that failed: {', '.join(failed)}; their logs are in {cfg.run_dir}/<name>/log.txt")
+        for process in failed:
+            print(f"{process.name} exited {process.proc.returncode}: {process.tail(1)}")
+        print(f"processes that failed: {', '.join(p.name for p in failed)}; their logs are in "
+              f"{cfg.run_dir}/<name>/log.txt")
         return 1
     return 0

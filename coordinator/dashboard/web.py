@@ -208,7 +208,7 @@ class DashboardApp:
                 return error_response(401, "this dashboard needs the operator's token: send 'Authorization: "
                                            "Bearer <token>' or open it once with ?token=<token>",
                                       **{"WWW-Authenticate": "Bearer"})
-            parts = parts._replace(query=urlencode([(k, v) for k, v in pairs if k != "token"]))
+            parts = urlsplit(f"{path}?{urlencode([(k, v) for k, v in pairs if k != 'token'])}")
         response = self._route(method, path, parts)
         if cookie is not None:
             response.headers["Set-Cookie"] = cookie

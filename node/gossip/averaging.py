@@ -103,6 +103,12 @@ class GradientGossip:
         hivemind_internals.install()  # before the averagers below fork their processes
         self.traffic = PeerTraffic()
         self.params = [p for p in params if p.requires_grad]
+        low = sorted({str(p.dtype) for p in self.params if p.dtype != torch.float32})
+        if low:
+            # hivemind keeps PowerSGD's error feedback in the parameters' dtype against float32 factors, and
+            # its fp16 codec refuses bfloat16: it averages float32 master weights (node.training.precision)
+            raise ValueError(f"GradientGossip averages float32 parameters, got {', '.join(low)}: hand it the "
+                             f"float32 masters of a low-precision model (node.training.precision.MasterWeights)")
         self.numel = sum(p.numel() for p in self.params)
         # the progress tracker must sign with the key our DHT's RSASignatureValidator holds: the DHT keeps
         # only the first such validator, and records signed by another key are dropped. Its records are

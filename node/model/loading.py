@@ -20,9 +20,11 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    """"auto" is bfloat16 on a GPU and float32 on the CPU."""
+    """"auto" is bfloat16 on a GPU that has it (Ampere and later), float16 on an older GPU, float32 on the CPU."""
     if dtype == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
     if dtype not in _DTYPES:
         raise ValueError(f"dtype {dtype!r} is not one of auto, {', '.join(_DTYPES)}")
     return _DTYPES[dtype]
@@ -56,7 +58,9 @@ def load_policy(path: str | None, device: str | torch.device, dtype: str = "auto
                 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """(model, tokenizer) from `path` (None = the embedded model) on `device`, in eval mode.
 
-    dtype "auto" gives bfloat16 on CUDA and float32 on CPU; "float32" / "bfloat16" / "float16" force one.
+    dtype "auto" gives bfloat16 (float16 without bf16 support) on CUDA and float32 on CPU; "float32" /
+    "bfloat16" / "float16" force one. Training keeps float32 master weights of a low-precision model
+    (node/training/precision.py).
     """
     folder = _model_dir(path)
     device = torch.device(device)

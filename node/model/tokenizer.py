@@ -32,16 +32,25 @@ MARKER_KEY = "rankswarm_tokenizer"
 MARKER_VALUE = "char-v1"
 
 
-def _vocab() -> dict[str, int]:
+def _vocab(vocab_size: int | None = None) -> dict[str, int]:
     vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS)}
     for ch in CHARS:
         vocab[ch] = len(vocab)
+    if vocab_size is not None:
+        if vocab_size < len(vocab):
+            raise ValueError(f"vocab_size {vocab_size} is below the {len(vocab)} tokens the char tokenizer needs")
+        # tokens no text encodes to (every character is its own token), decoded as <|id|>
+        vocab.update({f"<|{i}|>": i for i in range(len(vocab), vocab_size)})
     return vocab
 
 
-def build_char_tokenizer() -> PreTrainedTokenizerFast:
-    """Build the tokenizer in memory (deterministic: the vocabulary is fixed above)."""
-    vocab = _vocab()
+def build_char_tokenizer(vocab_size: int | None = None) -> PreTrainedTokenizerFast:
+    """Build the tokenizer in memory (deterministic: the vocabulary is fixed above).
+
+    `vocab_size` pads the vocabulary with tokens that no text encodes to, so that a model with a
+    real model's vocabulary (151,936 for Qwen2.5) can be built and run without its tokenizer
+    (benchmarks, memory tests); encoding and decoding text are unchanged."""
+    vocab = _vocab(vocab_size)
     core = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
     # every character is its own pre-token; `isolated` keeps them all, whitespace included
     core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")

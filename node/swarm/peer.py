@@ -125,12 +125,12 @@ class Node:
             source = self.baselines
         metrics = MetricsSink(f"{cfg.run_dir}/metrics.jsonl")
         factory = self.update_factory or self._default_update_factory()
-        self.trainer = build_trainer(cfg, baselines=source, update_factory=factory, metrics=metrics)
+        self.trainer = build_trainer(cfg, baselines=source, update_factory=factory, metrics=metrics, swarm=True)
         self.publisher = Publisher(self.dht_lock)
         return self
 
     def _default_update_factory(self):
-        return lambda model, cfg: build_gossip_update(self.dht, model, cfg, self.identity)
+        return lambda master, cfg: build_gossip_update(self.dht, master, cfg, self.identity)
 
     # -- per-step hooks ------------------------------------------------------------------------
     def _announce_and_wait(self) -> int:
@@ -241,6 +241,21 @@ class Node:
         return self.trainer.run(on_step=self._on_step, before_first_step=self._before_first_step,
                                 after_last_step=self._after_last_step)
 
+    def abort(self, timeout_s: float = 5.0) -> None:
+        """After a failure: `stop`, but for at most `timeout_s` (a half-built or failed averager can block
+        its shutdown); the command then ends whatever is left of the processes it started."""
+        worker = threading.Thread(target=self._stop_quietly, name="peer-abort", daemon=True)
+        worker.start()
+        worker.join(timeout_s)
+        if worker.is_alive():
+            log.warning("the peer did not stop within %.0fs; its processes are ended", timeout_s)
+
+    def _stop_quietly(self) -> None:
+        try:
+            self.stop()
+        except Exception as err:  # already failing: the first error is the one to report
+            log.warning("while stopping after a failure: %s", err)
+
     def stop(self) -> None:
         if self.publisher is not None:
             self.publisher.close()
@@ -260,8 +275,10 @@ def main(cfg: NodeConfig) -> int:
     try:
         node.start()
         summary = node.run()
-    finally:
-        node.stop()
+    except BaseException:
+        node.abort()  # the command (rankswarm/cli.py) reports the error and ends what is left
+        raise
+    node.stop()
     start, end = summary["eval_start"], summary["eval_end"]
     if start is not None:
         print(f"held-out greedy accuracy: {start.greedy_accuracy:.3f} -> {end.greedy_accuracy:.3f}", flush=True)

@@ -1,8 +1,12 @@
 """`GossipUpdate`: the swarm's `UpdateRule`, averaging compressed gradients before each step.
 
 Gradients are clipped locally first, so one peer's outlier batch cannot dominate the
-average. Every step reports `GossipCounters` (traffic, rounds, weights checks), which the
-peer logs, publishes in its status record and shows on the dashboard.
+average. hivemind sees only the float32 master weights (node/training/precision.py): the
+gradients it averages (dense, fp16 on the wire or PowerSGD with its error feedback), the
+optimizer state and the state it serves or downloads are float32 whatever the model computes
+in; the model is refreshed from the masters after every call that can change them. Every step
+reports `GossipCounters` (traffic, rounds, weights checks), which the peer logs, publishes in its
+status record and shows on the dashboard.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from typing import Any
 import torch
 
 from node.gossip.averaging import GradientGossip, TrafficTotals
+from node.training.precision import MasterWeights
 from node.training.seams import UpdateReport, build_adamw, clip_gradients
 
 
@@ -71,9 +76,10 @@ class SettleOutcome:
 class GossipUpdate:
     """Clip, then hand the gradients to `GradientGossip` (which averages and steps)."""
 
-    def __init__(self, gossip: GradientGossip, params: list[torch.nn.Parameter], grad_clip: float):
+    def __init__(self, gossip: GradientGossip, master: MasterWeights, grad_clip: float):
         self.gossip = gossip
-        self.params = params
+        self.master = master
+        self.params = master.params
         self.grad_clip = grad_clip
         self.dense_bytes_total = 0
         self.rounds_averaged = 0
@@ -86,11 +92,14 @@ class GossipUpdate:
         return self.gossip.optimizer
 
     def load_state_from_peers(self) -> bool:
-        return self.gossip.load_state_from_peers()
+        loaded = self.gossip.load_state_from_peers()
+        self.master.push_to_model()
+        return loaded
 
     def settle(self) -> SettleOutcome:
         """After the last step: end with the swarm's weights (`GradientGossip.settle`)."""
         report = self.gossip.settle()
+        self.master.push_to_model()  # it may have downloaded them
         return SettleOutcome(settled=report.settled, epoch=report.epoch, num_peers=report.peers,
                              settle_downloads=report.downloads, time_settling=report.seconds,
                              param_fingerprint=report.fingerprint, traffic=self.gossip.traffic_totals())
@@ -100,10 +109,13 @@ class GossipUpdate:
 
     def apply(self, num_samples: int) -> UpdateReport:
         norm, finite = clip_gradients(self.params, self.grad_clip)
+        self.master.after_update(finite)
         if not finite:
             self.gossip.zero_grad()
             return UpdateReport(False, norm, skipped="non-finite gradient")
         report = self.gossip.step(num_samples)
+        if report.applied or report.fingerprint is not None:  # an update, a download or a resync
+            self.master.push_to_model()
         self.dense_bytes_total += report.dense_bytes
         self.rounds_failed += int(report.error is not None)
         self.rounds_averaged += int(report.error is None and report.dense_bytes > 0)
@@ -126,10 +138,10 @@ class GossipUpdate:
         return UpdateReport(report.applied, norm, details=counters)
 
 
-def build_gossip_update(dht, model: torch.nn.Module, cfg, identity) -> GossipUpdate:
-    """The swarm's update rule for a `NodeConfig`: AdamW behind compressed gradient averaging."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def build_gossip_update(dht, master: MasterWeights, cfg, identity) -> GossipUpdate:
+    """The swarm's update rule for a `NodeConfig`: AdamW on the float32 masters behind compressed
+    gradient averaging."""
     gossip = GradientGossip(
-        dht, params, lambda ps: build_adamw(ps, cfg.optim), cfg.gossip, run_id=cfg.run_id,
+        dht, master.params, lambda ps: build_adamw(ps, cfg.optim), cfg.gossip, run_id=cfg.run_id,
         batch_size_per_step=cfg.algo.prompts_per_step * cfg.sampling.group_size, identity=identity)
-    return GossipUpdate(gossip, params, cfg.optim.grad_clip)
+    return GossipUpdate(gossip, master, cfg.optim.grad_clip)

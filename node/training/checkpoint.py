@@ -1,7 +1,8 @@
 """Checkpoints that resume exactly and refuse to load when corrupt or partial.
 
 Layout of one checkpoint directory `step_00000042/`:
-  model.safetensors   policy weights
+  model.safetensors   policy weights: the float32 masters of a low-precision model (node/training/precision.py),
+                      under the model's state-dict names
   optimizer.pt        optimizer state_dict (loaded with weights_only=True, never arbitrary pickle)
   rng.safetensors     torch CPU (and CUDA) generator states
   state.json          step, shaping baselines, python RNG state, anything else the trainer keeps
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from node.training.precision import MasterWeights
 from plumbing.errors import StartupError
 
 log = logging.getLogger(__name__)
@@ -64,9 +66,11 @@ def checkpoint_dir(root: str | Path, step: int) -> Path:
     return Path(root) / f"step_{step:08d}"
 
 
-def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict[str, Any], *, keep: int = 3) -> Path:
-    """Atomically write checkpoint `step` under `root`; keep the newest `keep` checkpoints."""
+def save_checkpoint(root: str | Path, step: int, model: torch.nn.Module | MasterWeights,
+                    optimizer: torch.optim.Optimizer, state: dict[str, Any], *, keep: int = 3) -> Path:
+    """Atomically write checkpoint `step` under `root`; keep the newest `keep` checkpoints.
+
+    `model`: a module, or the `MasterWeights` of one (the float32 masters are written)."""
     final = checkpoint_dir(root, step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -127,9 +131,10 @@ def verify_checkpoint(path: str | Path) -> dict[str, Any]:
     return json.loads((path / "state.json").read_text())
 
 
-def load_checkpoint(path: str | Path, model: torch.nn.Module,
+def load_checkpoint(path: str | Path, model: torch.nn.Module | MasterWeights,
                     optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
-    """Verify, then restore weights, optimizer and RNG in place; return state.json."""
+    """Verify, then restore weights (into the masters and the model), optimizer and RNG in place;
+    return state.json."""
     path = Path(path)
     state = verify_checkpoint(path)
     weights = load_file(str(path / "model.safetensors"))

@@ -37,6 +37,17 @@ class LossConfig(BaseModel):
     kl_coef: float = Field(0.0, ge=0.0, description=(
         "Weight of the KL penalty to the frozen reference policy (0 disables it and the reference copy)."))
     entropy_coef: float = Field(0.0, ge=0.0, description="Weight of the entropy bonus (subtracted from the loss).")
+    ppo_epochs: int = Field(1, ge=1, le=16, description=(
+        "Passes over each step's rollouts. Every pass after the first (and every mini-batch after the first) "
+        "sees weights the earlier updates moved, so the ratio to the sampling policy and its clip act."))
+    mini_batches: int = Field(1, ge=1, le=1024, description=(
+        "Updates per pass: the rollouts are shuffled and split into this many mini-batches, one optimizer "
+        "update each (on a swarm peer each update contributes its rollouts to the swarm's batch)."))
+    old_logprobs: Literal["recompute", "sampler"] = Field("recompute", description=(
+        "Log-probs the PPO ratio divides by, both from the policy that sampled the rollouts. recompute: the "
+        "training forward under the sampling weights, before the first update (ratio exactly 1 at the first "
+        "update); sampler: those recorded during generation (the ratio then also corrects the sampler's "
+        "numerics, e.g. bf16 with a KV cache, which alone can move it past the clip)."))
 
 
 class ModelConfig(BaseModel):
@@ -45,9 +56,38 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     path: str | None = Field(None, description="Local Hugging Face causal-LM folder; None = the embedded tiny model.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Weights dtype; auto = bfloat16 on GPU, float32 on CPU.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description=(
+        "Dtype of the weights that generate and run the forward; auto = bfloat16 on a GPU that has it, float16 "
+        "on one that does not, float32 on the CPU. Below float32, training keeps float32 master weights, "
+        "gradients and optimizer state (float16 adds dynamic loss scaling)."))
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
+    chat_template: Literal["auto", "on", "off"] = Field("auto", description=(
+        "Wrap each prompt as a user turn with the tokenizer's chat template (instruct models). auto: when the "
+        "tokenizer has one; on: always (an error if it has none); off: raw prompts."))
+    system_prompt: str | None = Field(None, description=(
+        "System turn put before each prompt when the chat template is used."))
+
+
+class MemoryConfig(BaseModel):
+    """How a step fits in the device's memory (node/training/memory.py estimates it before the first step)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    micro_batch_size: int | None = Field(None, ge=1, le=65536, description=(
+        "Rollouts per forward/backward; gradients accumulate over the micro-batches of an update and equal "
+        "the one-batch gradient up to float rounding. None: a whole mini-batch at once."))
+    logit_chunk_tokens: int = Field(256, ge=1, le=1_048_576, description=(
+        "Response tokens whose full-vocabulary logits exist at once when log-probs and entropies are "
+        "computed (recomputed in the backward): memory is this x vocabulary x 4 bytes x about 3."))
+    gradient_checkpointing: bool = Field(False, description=(
+        "Recompute each decoder layer's activations in the backward instead of keeping them (about a third "
+        "more compute, activations of one layer instead of all)."))
+    check: bool = Field(True, description=(
+        "Before the first step, estimate the step's peak memory on the device and stop with what to lower "
+        "if it does not fit."))
+    limit_gb: float | None = Field(None, gt=0, le=100_000, description=(
+        "Memory the estimate must fit in, in GB (1e9 bytes); None: what the device has free (CUDA) or the "
+        "machine's available memory (CPU). Set it to plan for a smaller GPU."))
 
 
 class OptimConfig(BaseModel):
@@ -113,6 +153,7 @@ class TrainConfig(BaseModel):
     shaping: ShapingConfig = ShapingConfig(**_SHAPING_DEFAULTS)
     eval: EvalConfig = EvalConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
+    memory: MemoryConfig = MemoryConfig()
 
     @field_validator("shaping", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ from math import comb
 import torch
 
 from node.training.config import SamplingConfig
-from node.training.rollout import sample_rollouts
+from node.training.rollout import PromptFormat, sample_rollouts
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def _correct(task, problems, texts, group: int) -> list[list[bool]]:
 
 @torch.no_grad()
 def evaluate(model, tokenizer, task, problems, sampling: SamplingConfig, *, k: int = 0, num_samples: int = 0,
-             batch_size: int = 64) -> EvalResult:
+             batch_size: int = 64, prompt_format: PromptFormat = PromptFormat()) -> EvalResult:
     """Greedy accuracy on `problems`; with k > 0 also pass@1 and pass@k from `num_samples` samples each."""
     if not problems:
         raise ValueError("evaluation needs at least one held-out problem")
@@ -48,14 +48,15 @@ def evaluate(model, tokenizer, task, problems, sampling: SamplingConfig, *, k: i
     for start in range(0, len(problems), batch_size):
         chunk = problems[start:start + batch_size]
         prompts = [p.prompt for p in chunk]
-        out = sample_rollouts(model, tokenizer, prompts, sampling, greedy=True)
+        out = sample_rollouts(model, tokenizer, prompts, sampling, greedy=True, prompt_format=prompt_format)
         greedy += [flags[0] for flags in _correct(task, chunk, out.texts, 1)]
         if k > 0:
             n = max(num_samples, k)
             sub = max(1, batch_size // n)
             for s in range(0, len(chunk), sub):
                 part = chunk[s:s + sub]
-                out = sample_rollouts(model, tokenizer, [p.prompt for p in part], sampling, group_size=n)
+                out = sample_rollouts(model, tokenizer, [p.prompt for p in part], sampling, group_size=n,
+                                      prompt_format=prompt_format)
                 sampled += _correct(task, part, out.texts, n)
     result = EvalResult(len(problems), sum(greedy) / len(greedy))
     if k > 0:

@@ -5,7 +5,8 @@ own EMA; the swarm peer wraps it and prefers the coordinator's fresh global reco
 `UpdateRule`: how gradients become a parameter update, and what else the owner of a trainer
 may ask of it (a state download before the first step, settling after the last, shutdown).
 `LocalUpdate` clips and steps AdamW; the swarm peer averages compressed gradients with other
-peers first (node.swarm.update.GossipUpdate).
+peers first (node.swarm.update.GossipUpdate). Both work on the float32 master weights
+(node/training/precision.py) and refresh the model from them whenever they change.
 
 What crosses a seam is typed: an update returns an `UpdateReport`, whose `details` (a
 `MetricsPart`, e.g. the swarm's gossip counters) add their own columns to the step's
@@ -20,6 +21,7 @@ from typing import Any, Protocol
 import torch
 
 from node.training.config import OptimConfig
+from node.training.precision import MasterWeights
 from shaping import Baselines, IndicatorStats, ShapingConfig
 
 
@@ -80,9 +82,10 @@ class UpdateRule(Protocol):
     """Everything a trainer and its owner (a swarm `Node`) call on an update rule."""
 
     optimizer: torch.optim.Optimizer  # checkpoints save and restore its state
+    master: MasterWeights  # the float32 parameters the optimizer steps, and the model they refresh
 
     def apply(self, num_samples: int) -> UpdateReport:
-        """Turn the accumulated `.grad`s into a parameter update and zero them."""
+        """Turn the masters' accumulated `.grad`s into a parameter update, zero them and refresh the model."""
 
     def load_state_from_peers(self) -> bool:
         """Before the first step: take the current state of peers that are ahead; True if it did."""
@@ -95,8 +98,15 @@ class UpdateRule(Protocol):
         """Release what the rule holds (background processes, connections)."""
 
 
-def build_adamw(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+def build_adamw(params: list[torch.nn.Parameter] | list[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """AdamW over parameters or parameter groups (hivemind hands groups); fused on CUDA (one kernel,
+    and no temporary as large as the parameters: the default multi-tensor step holds one,
+    node/training/memory.py). The CPU keeps torch's default."""
+    params = list(params)
+    tensors = [t for p in params for t in (p["params"] if isinstance(p, dict) else [p])]
+    fused = bool(tensors) and all(t.device.type == "cuda" for t in tensors)
+    return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay,
+                             **({"fused": True} if fused else {}))
 
 
 def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> tuple[float, bool]:
@@ -111,8 +121,9 @@ def clip_gradients(params: list[torch.nn.Parameter], max_norm: float) -> tuple[f
 class LocalUpdate:
     """Gradient clipping and an optimizer step on this peer alone."""
 
-    def __init__(self, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, grad_clip: float):
-        self.params = params
+    def __init__(self, master: MasterWeights, optimizer: torch.optim.Optimizer, grad_clip: float):
+        self.master = master
+        self.params = master.params
         self.optimizer = optimizer
         self.grad_clip = grad_clip
 
@@ -120,6 +131,8 @@ class LocalUpdate:
         norm, finite = clip_gradients(self.params, self.grad_clip)
         if finite:
             self.optimizer.step()
+            self.master.push_to_model()
+        self.master.after_update(finite)
         self.optimizer.zero_grad(set_to_none=True)
         return UpdateReport(finite, norm, skipped=None if finite else "non-finite gradient")
 

@@ -73,6 +73,10 @@ class StepMetrics:
     time_update: float
     time_step: float
     tokens_per_s: float
+    num_updates: int  # optimizer updates this step made (loss.ppo_epochs x loss.mini_batches)
+    logprob_gap: float | None  # mean |training forward - sampler| log-prob of the sampled tokens
+    loss_scale: float | None  # dynamic loss scale of a float16 model; None without loss scaling
+    peak_memory_bytes: int | None  # CUDA: peak allocated in the step; CPU: the process's peak resident set
 
     def metrics_row(self) -> dict[str, Any]:
         row = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}

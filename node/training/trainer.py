@@ -5,6 +5,12 @@ yields log-probs *and* the final post-norm hidden states -> ER/ERV/ERA -> auxili
 against the current baselines -> shaped advantages -> PPO-clip loss -> update -> fold the
 batch statistics into the baselines (after the signals, so a step never sees its own batch).
 
+With the defaults one forward of the whole batch serves shaping and the loss, and one update
+follows. With micro-batches, mini-batches or several PPO epochs (node/training/passes.py), a
+first pass without gradients gives the hidden states and the sampling policy's log-probs, then
+each mini-batch is forwarded in micro-batches, their float32 gradients accumulate, and it is
+applied as one update; the ratio to the sampling policy and its clip then act.
+
 The swarm peer reuses this class unchanged and swaps the two seams in `seams.py`.
 """
 
@@ -23,13 +29,15 @@ import torch
 from node.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from node.training.config import TrainConfig
 from node.training.evaluation import EvalResult, evaluate
-from node.training.loss import policy_loss
+from node.training.loss import LossParts, policy_loss
+from node.training.memory import PeakMemory
+from node.training.passes import FirstPass, LossTotals, PhaseClock, UpdatePlan, combine_reports, first_pass
 from node.training.policy_forward import policy_forward
-from node.training.rollout import sample_rollouts
+from node.training.rollout import PromptFormat, RolloutBatch, sample_rollouts
 from node.training.seams import BaselineSource, MetricsPart, UpdateReport, UpdateRule
 from node.training.telemetry import Distribution, StepMetrics, nanmean, print_progress
 from plumbing.metrics import MetricsSink
-from shaping import IndicatorStats, aux_signal, base_advantages, compute_indicators, shaping_bonus, token_advantages
+from shaping import IndicatorStats, aux_signal, base_advantages, shaping_bonus, token_advantages
 
 log = logging.getLogger(__name__)
 _EVAL_SEED_OFFSET = 7_919  # evaluation samples on seed + this, apart from the training stream
@@ -55,11 +63,14 @@ class Trainer:
     """Owns the policy, its optimizer seam, the baselines seam, the task and the metrics sink."""
 
     def __init__(self, cfg: TrainConfig, model, tokenizer, task, *, baselines: BaselineSource,
-                 update: UpdateRule, metrics: MetricsSink):
+                 update: UpdateRule, metrics: MetricsSink, prompt_format: PromptFormat = PromptFormat()):
         self.cfg = cfg
         self.model = model
         self.tokenizer = tokenizer
         self.task = task
+        self.prompt_format = prompt_format
+        self.plan = UpdatePlan.of(cfg)
+        self.peak_memory = PeakMemory(next(model.parameters()).device)
         self.baselines = baselines
         self.update = update
         self.metrics = metrics
@@ -74,9 +85,11 @@ class Trainer:
     def train_step(self) -> StepReport:
         cfg, group = self.cfg, self.cfg.sampling.group_size
         timer = time.perf_counter
+        self.peak_memory.reset()
         t0 = timer()
         problems = self.task.sample(self.rng, cfg.algo.prompts_per_step)
-        batch = sample_rollouts(self.model, self.tokenizer, [p.prompt for p in problems], cfg.sampling)
+        batch = sample_rollouts(self.model, self.tokenizer, [p.prompt for p in problems], cfg.sampling,
+                                prompt_format=self.prompt_format)
         t_generate = timer()
         owners = [problems[i // group] for i in range(len(batch.texts))]
         rewards = torch.tensor([self.task.score(p, t, cfg.reward) for p, t in zip(owners, batch.texts)],
@@ -84,33 +97,29 @@ class Trainer:
         correct = [self.task.is_correct(p, t) for p, t in zip(owners, batch.texts)]
         t_reward = timer()
 
+        # the policy that sampled, before any update: hidden states for shaping, old and reference log-probs
         self.model.train()
-        out = policy_forward(self.model, batch, temperature=cfg.sampling.temperature)
-        ref_logprobs = None
-        if self.ref_model is not None:
-            with torch.no_grad():
-                ref_logprobs = policy_forward(self.ref_model, batch, temperature=cfg.sampling.temperature,
-                                              with_hidden=False).logprobs
+        first = first_pass(self.model, self.ref_model, batch, cfg, keep_graph=self.plan.single)
         t_forward = timer()
 
-        # shaping: detached data computed from the hidden states the loss forward produced
-        # on the CPU in float64 whatever the policy's device (a no-op on a CPU run): the statistics are
-        # tiny next to the forward, and the shaping maths builds its small tensors on the CPU
+        # shaping: detached data, on the CPU in float64 whatever the policy's device: the first pass's
+        # ER/ERV/ERA against the current baselines (the statistics are tiny next to the forward)
         response_mask = batch.response_mask.cpu()
-        indicators = compute_indicators(out.hidden.detach().cpu(), response_mask, cfg.shaping)
+        indicators = first.indicators
         baselines, baseline_source = self.baselines.current()
         a0 = base_advantages(rewards.view(-1, group), cfg.algo.estimator).reshape(-1)  # [B]
         aux = aux_signal(indicators, baselines, cfg.shaping) if cfg.shaping.enabled else None
         bonus = shaping_bonus(a0, aux.r_aux, cfg.shaping.kappa) if aux is not None else torch.zeros_like(a0)
         advantages = token_advantages(a0, bonus, response_mask,
-                                      last_token=cfg.shaping.compat.last_token_bonus).to(out.logprobs.device)
+                                      last_token=cfg.shaping.compat.last_token_bonus).to(batch.input_ids.device)
         t_shaping = timer()
 
-        parts = policy_loss(out.logprobs, out.logprobs.detach(), advantages, batch.response_mask, cfg.loss,
-                            ref_logprobs=ref_logprobs, entropy=out.entropy)
-        parts.total.backward()
-        t_backward = timer()
-        update = self.update.apply(len(batch.texts))  # a swarm peer averages with the others here
+        clock = PhaseClock()
+        if self.plan.single:
+            parts, reports = self._one_update(batch, first, advantages, clock)
+        else:
+            parts, reports = self._update_passes(batch, first, advantages, clock)
+        update = combine_reports(reports)
         t_update = timer()
 
         stats = IndicatorStats.from_batch(indicators, rewards, aux.gate if aux is not None else None)
@@ -124,14 +133,72 @@ class Trainer:
             gate=float(aux.gate.mean()) if aux is not None else None,
             aux=float(aux.r_aux.mean()) if aux is not None else None, bonus=float(bonus.mean()),
             lambda_t=aux.lam if aux is not None else None, baselines=baseline_source,
-            loss=float(parts.total.detach()), policy_loss=parts.policy, kl=parts.kl, entropy=parts.entropy,
+            loss=parts.total, policy_loss=parts.policy, kl=parts.kl, entropy=parts.entropy,
             clip_fraction=parts.clip_fraction, response_tokens=batch.num_tokens,
             truncated=float(batch.truncated.float().mean()),
-            time_generate=t_generate - t0, time_reward=t_reward - t_generate, time_forward=t_forward - t_reward,
-            time_shaping=t_shaping - t_forward, time_backward=t_backward - t_shaping,
-            time_update=t_update - t_backward, time_step=t_update - t0,
-            tokens_per_s=batch.num_tokens / max(t_update - t0, 1e-9))
+            time_generate=t_generate - t0, time_reward=t_reward - t_generate,
+            time_forward=t_forward - t_reward + clock.forward, time_shaping=t_shaping - t_forward,
+            time_backward=clock.backward, time_update=clock.update, time_step=t_update - t0,
+            tokens_per_s=batch.num_tokens / max(t_update - t0, 1e-9),
+            num_updates=len(reports), logprob_gap=first.logprob_gap,
+            loss_scale=self.update.master.loss_scale if self.update.master.loss_scale != 1.0 else None,
+            peak_memory_bytes=self.peak_memory.peak())
         return StepReport(self.step, metrics, update, stats)
+
+    def _backward(self, parts: LossParts, clock: PhaseClock) -> None:
+        started = time.perf_counter()
+        self.update.master.scale(parts.total).backward()
+        self.update.master.accumulate_grads()  # float32, whatever the model computes in
+        clock.backward += time.perf_counter() - started
+
+    def _apply(self, num_samples: int, clock: PhaseClock) -> UpdateReport:
+        started = time.perf_counter()
+        report = self.update.apply(num_samples)  # a swarm peer averages with the others here
+        clock.update += time.perf_counter() - started
+        return report
+
+    def _one_update(self, batch: RolloutBatch, first: FirstPass, advantages: torch.Tensor, clock: PhaseClock
+                    ) -> tuple[LossTotals, list[UpdateReport]]:
+        """One update from the first pass's own graph: the whole batch in one forward."""
+        out = first.graph
+        parts = policy_loss(out.logprobs, first.old_logprobs, advantages, batch.response_mask, self.cfg.loss,
+                            ref_logprobs=first.ref_logprobs, entropy=out.entropy)
+        self._backward(parts, clock)
+        totals = LossTotals()
+        totals.add(parts)
+        return totals.finish(1), [self._apply(len(batch.texts), clock)]
+
+    def _update_passes(self, batch: RolloutBatch, first: FirstPass, advantages: torch.Tensor, clock: PhaseClock
+                       ) -> tuple[LossTotals, list[UpdateReport]]:
+        """`loss.ppo_epochs` passes over the rollouts, each in `loss.mini_batches` shuffled updates, each
+        mini-batch forwarded in micro-batches whose gradients add up to the mini-batch's."""
+        cfg = self.cfg
+        num = len(batch.texts)
+        micro = cfg.memory.micro_batch_size or num
+        entropy = "grad" if cfg.loss.entropy_coef > 0 else "value"
+        # seeded per step, not from the global stream: a resumed run shuffles as an uninterrupted one
+        shuffle = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
+        device = batch.input_ids.device
+        totals, reports = LossTotals(), []
+        for _ in range(cfg.loss.ppo_epochs):
+            order = torch.randperm(num, generator=shuffle) if cfg.loss.mini_batches > 1 else torch.arange(num)
+            for mini in torch.tensor_split(order, cfg.loss.mini_batches):
+                if not mini.numel():
+                    continue
+                num_tokens = int(batch.response_mask[mini.to(device)].sum())
+                for rows in torch.split(mini.to(device), micro):
+                    started = time.perf_counter()
+                    sub = batch.select(rows)
+                    out = policy_forward(self.model, sub, temperature=cfg.sampling.temperature, with_hidden=False,
+                                         entropy=entropy, chunk_tokens=cfg.memory.logit_chunk_tokens)
+                    ref = first.ref_logprobs[rows] if first.ref_logprobs is not None else None
+                    parts = policy_loss(out.logprobs, first.old_logprobs[rows], advantages[rows], sub.response_mask,
+                                        cfg.loss, ref_logprobs=ref, entropy=out.entropy, num_tokens=num_tokens)
+                    clock.forward += time.perf_counter() - started
+                    self._backward(parts, clock)
+                    totals.add(parts)
+                reports.append(self._apply(len(mini), clock))
+        return totals.finish(len(reports)), reports
 
     # -- evaluation and checkpoints --------------------------------------------------------
     def evaluate(self) -> EvalResult:
@@ -146,14 +213,15 @@ class Trainer:
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(self.cfg.seed + _EVAL_SEED_OFFSET)
             return evaluate(self.model, self.tokenizer, self.task, self.eval_problems, self.cfg.sampling,
-                            k=ev.pass_k, num_samples=ev.num_samples)
+                            k=ev.pass_k, num_samples=ev.num_samples, prompt_format=self.prompt_format)
 
     def state_dict(self) -> dict[str, Any]:
         version, internal, gauss = self.rng.getstate()
         return {"baselines": self.baselines.state_dict(), "python_rng": [version, list(internal), gauss]}
 
     def save(self) -> None:
-        save_checkpoint(f"{self.cfg.run_dir}/checkpoints", self.step, self.model, self.update.optimizer,
+        # the float32 masters (the model's weights are their rounding), under the model's names
+        save_checkpoint(f"{self.cfg.run_dir}/checkpoints", self.step, self.update.master, self.update.optimizer,
                         self.state_dict(), keep=self.cfg.checkpoint.keep)
 
     def resume(self) -> bool:
@@ -161,7 +229,7 @@ class Trainer:
         path = latest_checkpoint(f"{self.cfg.run_dir}/checkpoints")
         if path is None:
             return False
-        state = load_checkpoint(path, self.model, self.update.optimizer)
+        state = load_checkpoint(path, self.update.master, self.update.optimizer)
         self.step = int(state["step"])
         self.baselines.load_state_dict(state["baselines"])
         version, internal, gauss = state["python_rng"]

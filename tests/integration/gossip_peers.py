@@ -11,6 +11,7 @@ import torch
 from node.gossip.averaging import GradientGossip
 from node.gossip.config import GossipConfig, RobustConfig
 from node.gossip.fingerprint import parameter_fingerprint
+from node.training.precision import MasterWeights
 from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.swarm_dht import DHTConfig, start_dht
 
@@ -22,38 +23,50 @@ STEP_SECONDS = 0.5
 
 class Peer:
     def __init__(self, run: str, seed: int, initial_peers: list[str], compression: str = "powersgd",
-                 robust: RobustConfig | None = None, batch: int = BATCH):
+                 dtype: torch.dtype = torch.float32, robust: RobustConfig | None = None, batch: int = BATCH):
         self.identity = SigningIdentity.generate()
         self.dht = start_dht(DHTConfig(host_maddrs=LOOPBACK, initial_peers=initial_peers),
                              record_validators=build_record_validators(self.identity, run))
         torch.manual_seed(0)  # every peer starts from the same weights, as the embedded model does
-        self.model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4))
+        self.model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4)).to(dtype)
+        # a low-precision model trains through float32 masters, as the trainer's does (node.training.precision)
+        self.master = MasterWeights(self.model)
         self.data = torch.Generator().manual_seed(seed)  # but sees its own batches
+        self.batch = batch
         # matchmaking_time above hivemind's 3 s request timeout, as its matchmaking asks; shorter ones
         # kept failing to form groups on a loaded 2-core machine
-        self.batch = batch
         cfg = GossipConfig(target_batch_size=2 * batch, compression=compression, matchmaking_time=4.0,
-                           averaging_timeout=15,
-                           load_state_timeout=20, peer_expiration_s=6, average_state_every=10_000,
-                           robust=robust or RobustConfig())
-        self.gossip = GradientGossip(self.dht, self.model.parameters(),
+                           averaging_timeout=15, load_state_timeout=20, peer_expiration_s=6,
+                           average_state_every=10_000, robust=robust or RobustConfig())
+        self.gossip = GradientGossip(self.dht, self.master.params,
                                      lambda params: torch.optim.AdamW(params, lr=1e-2), cfg, run_id=run,
                                      batch_size_per_step=batch, identity=self.identity)
 
+    def backward(self) -> None:
+        """This peer's gradients of its next batch, in its float32 masters."""
+        inputs = torch.randn(self.batch, 16, generator=self.data).to(self.master.model_dtype)
+        loss = (self.model(inputs) - inputs[:, :4]).float().pow(2).mean()
+        self.master.scale(loss).backward()  # float16 models back-propagate a scaled loss
+        self.master.accumulate_grads()
+
+    def swarm_step(self, claimed_batch: int):
+        report = self.gossip.step(claimed_batch)
+        if report.applied or report.fingerprint is not None:
+            self.master.push_to_model()
+        return report
+
     def local_step(self):
-        inputs = torch.randn(self.batch, 16, generator=self.data)
-        loss = (self.model(inputs) - inputs[:, :4]).pow(2).mean()
-        loss.backward()
-        return self.gossip.step(self.batch)
+        self.backward()
+        return self.swarm_step(self.batch)
 
     def loss(self) -> float:
         """The task loss on a fixed batch no peer trains on."""
-        inputs = torch.randn(256, 16, generator=torch.Generator().manual_seed(12345))
+        inputs = torch.randn(256, 16, generator=torch.Generator().manual_seed(12345)).to(self.master.model_dtype)
         with torch.no_grad():
-            return float((self.model(inputs) - inputs[:, :4]).pow(2).mean())
+            return float((self.model(inputs) - inputs[:, :4]).float().pow(2).mean())
 
     def fingerprint(self) -> list[float]:
-        return parameter_fingerprint(self.model.parameters())
+        return parameter_fingerprint(self.master.params)
 
     def close(self):
         if self.dht is None:

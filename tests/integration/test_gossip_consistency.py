@@ -94,6 +94,41 @@ def test_averaged_rounds_keep_the_peers_weights_equal(pair):
         torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 4)).parameters())
 
 
+@pytest.fixture
+def low_precision_pair(request, reducer_faults):
+    dtype, compression = request.param
+    run = f"consistency-{dtype}-{compression}"
+    first = Peer(run, seed=1, initial_peers=[], compression=compression, dtype=getattr(torch, dtype))
+    second = Peer(run, seed=2, initial_peers=visible_addresses(first.dht), compression=compression,
+                  dtype=getattr(torch, dtype))
+    try:
+        yield first, second
+    finally:
+        second.close()
+        first.close()
+
+
+@pytest.mark.parametrize("low_precision_pair", [("bfloat16", "none"), ("bfloat16", "fp16"),
+                                                ("bfloat16", "powersgd"), ("float16", "powersgd")], indirect=True,
+                         ids=["bf16-none", "bf16-fp16", "bf16-powersgd", "fp16-powersgd"])
+def test_low_precision_models_average_through_float32_masters(low_precision_pair):
+    """Every compression mode with a bfloat16 model (and float16, loss-scaled): hivemind averages and
+    steps the float32 masters (it used to fail on bf16 gradients: PowerSGD's error feedback against
+    fp32 factors, the fp16 codec)."""
+    a, b = low_precision_pair
+    dtype = a.master.model_dtype
+    with ThreadPoolExecutor(2) as pool:
+        reports = rounds_until(low_precision_pair, pool, 1)
+    applied = [r for step in reports for r in step if r.applied]
+    assert applied and all(r.bytes_sent > 0 and r.error is None for r in applied)
+    assert a.gossip.epoch == b.gossip.epoch
+    assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+    for peer in low_precision_pair:
+        assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in peer.master.params)
+        for master, weight in zip(peer.master.params, peer.model.parameters()):
+            assert weight.dtype == dtype and torch.equal(weight, master.detach().to(dtype))
+
+
 def test_a_round_that_cannot_average_applies_nothing(pair):
     a, b = pair
     with ThreadPoolExecutor(2) as pool:

@@ -35,11 +35,10 @@ class Attacker(Peer):
         self.noise = torch.Generator().manual_seed(99)
 
     def local_step(self):
-        inputs = torch.randn(self.batch, 16, generator=self.data)
-        (self.model(inputs) - inputs[:, :4]).pow(2).mean().backward()
+        self.backward()
         claimed = self.batch
         with torch.no_grad():
-            for param in self.model.parameters():
+            for param in self.master.params:
                 if self.attack == "nan":
                     param.grad.fill_(float("nan"))
                 elif self.attack == "amplified sign flip":
@@ -49,7 +48,7 @@ class Attacker(Peer):
                 elif self.attack == "inflated weight":
                     param.grad.neg_()
                     claimed = 1000 * self.batch
-        return self.gossip.step(claimed)
+        return self.swarm_step(claimed)
 
 
 @pytest.fixture
@@ -76,7 +75,7 @@ def test_honest_peers_learn_with_equal_finite_weights_despite_an_attacker(swarm)
             assert time.monotonic() < deadline, f"honest epochs {[p.gossip.epoch for p in honest]} after 180 s"
             step_together(swarm, pool)
             time.sleep(0.5)
-    weights = [torch.cat([p.detach().flatten() for p in peer.model.parameters()]) for peer in honest]
+    weights = [torch.cat([p.detach().flatten() for p in peer.master.params]) for peer in honest]
     assert all(bool(torch.isfinite(w).all()) for w in weights)
     assert fingerprints_agree(honest[0].fingerprint(), honest[1].fingerprint(), RTOL)
     end = honest[0].loss()

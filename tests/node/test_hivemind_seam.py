@@ -35,11 +35,20 @@ def is_self(node: ast.AST) -> bool:
     return isinstance(node, ast.Name) and node.id in ("self", "cls")
 
 
+# public names of the standard library that start with an underscore
+STDLIB_PUBLIC = {("os", "_exit")}
+
+
+def is_stdlib_public(node: ast.Attribute) -> bool:
+    return isinstance(node.value, ast.Name) and (node.value.id, node.attr) in STDLIB_PUBLIC
+
+
 def private_uses(tree: ast.AST) -> list[tuple[int, str]]:
     """(line, name) of private names used on anything but self/cls: obj._x, super()._x, getattr(obj, "_x")."""
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Attribute) and is_private(node.attr) and not is_self(node.value):
+        if (isinstance(node, ast.Attribute) and is_private(node.attr) and not is_self(node.value)
+                and not is_stdlib_public(node)):
             found.append((node.lineno, node.attr))
         elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
               and node.func.id in ("getattr", "setattr", "delattr", "hasattr") and len(node.args) >= 2

@@ -74,3 +74,23 @@ def test_greedy_rollouts_are_deterministic(policy):
     second = sample_rollouts(model, tokenizer, PROMPTS, cfg, greedy=True)
     assert first.texts == second.texts
     assert first.input_ids.shape[0] == len(PROMPTS)
+
+
+def test_a_generation_config_cannot_change_the_sampled_policy(policy):
+    """An instruct model's generation_config switches on processors (repetition penalty, top-k, a
+    minimum length, ...); sampling overrides them all, so the recorded log-probs still are those of
+    the policy the training forward computes."""
+    model, tokenizer = policy
+    saved = model.generation_config
+    model.generation_config = type(saved).from_dict({
+        **saved.to_dict(), "do_sample": True, "temperature": 0.3, "top_k": 3, "top_p": 0.5,
+        "repetition_penalty": 1.8, "min_new_tokens": 6, "no_repeat_ngram_size": 2})
+    try:
+        torch.manual_seed(2)
+        batch = sample_rollouts(model, tokenizer, PROMPTS, SamplingConfig(group_size=4, max_new_tokens=16))
+    finally:
+        model.generation_config = saved
+    with torch.no_grad():
+        out = policy_forward(model, batch)
+    diff = (out.logprobs - batch.sample_logprobs).abs()[batch.response_mask]
+    assert diff.max() < 1e-4, f"max log-prob mismatch {diff.max():.2e}"

@@ -55,9 +55,9 @@ def test_without_a_reference_policy_kl_is_reported_as_not_measured(tmp_path, cap
     assert " kl - ent " in line and f"ent {m.entropy:.2f}" in line
 
 
-# what a step computes, without the wall-clock timings (which differ run to run)
+# what a step computes, without the wall-clock timings and the memory it took (which differ run to run)
 _TIMING = ("time_generate", "time_reward", "time_forward", "time_shaping", "time_backward", "time_step",
-           "tokens_per_s", "time")
+           "tokens_per_s", "time", "peak_memory_bytes")
 
 
 def _comparable(metrics: dict) -> dict:
