@@ -32,7 +32,9 @@ from node.gossip.config import GossipConfig, RobustConfig
 from node.gossip.consensus import WeightsConsensus
 from node.gossip.fingerprint import parameter_fingerprint
 from node.gossip.hivemind_internals import AllOrNothingOptimizer, PeerGradientAverager, PeerPowerSGDAverager
+from node.gossip.hivemind_internals.optimizer import PeerHooks
 from node.gossip.traffic import CountingCompression, PeerTraffic
+from node.gossip.trust import Admission, AllowList, OpenSwarm, Progress, read_progress, trusted_progress
 from plumbing.dht_keys import owner_subkey
 from plumbing.identity import SigningIdentity
 
@@ -78,10 +80,11 @@ class SettleReport:
     fingerprint: list[float]
 
 
-def _grad_averager_factory(cfg: GossipConfig, traffic: PeerTraffic, robust: RobustConfig):
+def _grad_averager_factory(cfg: GossipConfig, traffic: PeerTraffic, robust: RobustConfig, allow: AllowList):
+    peer = {"traffic": traffic, "robust": robust, "allow": allow}
     if cfg.compression != "powersgd":
-        return partial(PeerGradientAverager, traffic=traffic, robust=robust)  # dense, as hivemind's default
-    return partial(PeerPowerSGDAverager, averager_rank=cfg.rank, traffic=traffic, robust=robust)
+        return partial(PeerGradientAverager, **peer)  # dense, as hivemind's default
+    return partial(PeerPowerSGDAverager, averager_rank=cfg.rank, **peer)
 
 
 def _codec(cfg: GossipConfig, traffic: PeerTraffic):
@@ -96,10 +99,15 @@ class GradientGossip:
 
     def __init__(self, dht, params: Iterable[torch.nn.Parameter],
                  optimizer_factory: Callable[[list], torch.optim.Optimizer], cfg: GossipConfig, *, run_id: str,
-                 batch_size_per_step: int, identity: SigningIdentity):
+                 batch_size_per_step: int, identity: SigningIdentity, admission: Admission | None = None):
+        """`admission`: who may take part (node.swarm.admission.AdmissionView); None: an open swarm."""
         from hivemind.compression import Float16Compression, NoCompression
 
         self.cfg = cfg
+        self.identity = identity
+        self.admission = admission or OpenSwarm()
+        self.allow = AllowList()  # filled from trusted progress records once the admission list restricts
+        self.trusted_owners: set[str] = set()  # identities with a trusted progress record at the last read
         hivemind_internals.install()  # before the averagers below fork their processes
         self.traffic = PeerTraffic()
         self.params = [p for p in params if p.requires_grad]
@@ -115,21 +123,26 @@ class GradientGossip:
         # then under this peer's owner subkey.
         tracker_opts = {"metadata_expiration": cfg.peer_expiration_s, "private_key": identity.private_key}
         self.progress_subkey = owner_subkey(identity.public_key)
-        self.consensus = (WeightsConsensus(dht, run_id, identity, rtol=cfg.weights_rtol, ttl_s=cfg.weights_claim_ttl_s)
-                          if cfg.verify_weights else None)
+        self.consensus = (WeightsConsensus(dht, run_id, identity, rtol=cfg.weights_rtol, ttl_s=cfg.weights_claim_ttl_s,
+                                           counts=self._claim_counts) if cfg.verify_weights else None)
+        self.dht = dht
         self.optimizer = AllOrNothingOptimizer(
             dht=dht, run_id=f"{run_id}_gossip", target_batch_size=cfg.target_batch_size,
             batch_size_per_step=batch_size_per_step, optimizer=optimizer_factory, params=self.params,
             matchmaking_time=cfg.matchmaking_time, averaging_timeout=cfg.averaging_timeout,
             next_chunk_timeout=cfg.next_chunk_timeout,
             load_state_timeout=cfg.load_state_timeout, average_state_every=cfg.average_state_every,
-            use_local_updates=False, grad_averager_factory=_grad_averager_factory(cfg, self.traffic, cfg.robust),
+            use_local_updates=False,
+            grad_averager_factory=_grad_averager_factory(cfg, self.traffic, cfg.robust, self.allow),
             grad_compression=_codec(cfg, self.traffic),
             state_averaging_compression=CountingCompression(Float16Compression(), self.traffic.averaging),
             # full precision: fp16 flushes Adam's second moments (often < 6e-8) to zero, and the late
             # joiner's first steps then divide by eps
             load_state_compression=CountingCompression(NoCompression(), self.traffic.state_sync), verbose=cfg.verbose,
-            tracker_opts=tracker_opts, others_alive=self._others_alive, traffic=self.traffic, robust=cfg.robust,
+            tracker_opts=tracker_opts,
+            hooks=PeerHooks(others_alive=self._others_alive, trusted_progress=self._trusted_metadata,
+                            download_agrees=self._download_agrees, traffic=self.traffic, robust=cfg.robust,
+                            allow=self.allow),
         )
 
     @property
@@ -146,22 +159,47 @@ class GradientGossip:
     def traffic_totals(self) -> TrafficTotals:
         return TrafficTotals(*self.traffic.averaging.snapshot(), *self.traffic.state_sync.snapshot())
 
-    def _progress_epochs(self) -> dict[bytes, int]:
-        """Epoch of every peer with a live progress record, by the record's owner subkey (read from the
-        DHT, not the tracker's cache, which refreshes only every few seconds). Records that do not
-        parse as hivemind's `LocalTrainingProgress` are skipped."""
-        from hivemind.optim.progress_tracker import LocalTrainingProgress
+    def _trusted(self, entries: dict) -> dict[object, Progress]:
+        """The progress records to believe (node.gossip.trust), and what follows from them: which identities'
+        weights claims count, and, once the admission list restricts anyone, which peers the averagers may
+        talk to."""
+        optimizer = getattr(self, "optimizer", None)  # the tracker reads before the optimizer is built
+        epoch = optimizer.local_epoch if optimizer is not None else 0
+        trusted = trusted_progress(read_progress(entries), self.identity.fingerprint, epoch,
+                                   self.admission.refused, self.cfg.max_epoch_lead)
+        self.trusted_owners = {p.owner for p in trusted.values()}
+        if self.admission.restricts:
+            self.allow.set({p.libp2p_id for p in trusted.values()} | {self.dht.peer_id.to_bytes()})
+        else:
+            self.allow.set(None)
+        return trusted
 
+    def _trusted_metadata(self, metadata: dict) -> dict:
+        """The progress tracker's records, less those not to believe."""
+        return {subkey: metadata[subkey] for subkey in self._trusted(metadata)}
+
+    def _claim_counts(self, fingerprint: str) -> bool:
+        """A weights claim counts if its identity may take part and trains in the swarm (has a trusted progress
+        record): identities made up only to vote count for nothing."""
+        return self.admission.refused(fingerprint) is None and fingerprint in self.trusted_owners
+
+    def _download_agrees(self, epoch: int) -> bool:
+        """The weights just downloaded are the version the counting identities claim for `epoch`."""
+        if self.consensus is None:
+            return True
+        try:
+            return self.consensus.backed(epoch, parameter_fingerprint(self.params))
+        except Exception as err:  # network boundary: without the claims, keep what was downloaded
+            log.warning("could not compare the downloaded state with the swarm's claims: %s", err)
+            return True
+
+    def _progress_epochs(self) -> dict[bytes, int]:
+        """Epoch of every peer with a trusted progress record, by the record's owner subkey (read from the
+        DHT, not the tracker's cache, which refreshes only every few seconds)."""
         tracker = self.optimizer.tracker
         found = tracker.dht.get(tracker.training_progress_key, latest=True)
         entries = found.value if found is not None and isinstance(found.value, dict) else {}
-        epochs = {}
-        for subkey, entry in entries.items():
-            try:
-                epochs[subkey] = LocalTrainingProgress.parse_obj(entry.value).epoch
-            except Exception:  # network boundary: a withdrawn (None) or malformed record counts for nothing
-                continue
-        return epochs
+        return {subkey: progress.epoch for subkey, progress in self._trusted(entries).items()}
 
     def _others_alive(self) -> bool:
         """True if a peer other than this one has a live progress record in the DHT."""

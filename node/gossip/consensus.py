@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from hivemind.utils import get_dht_time
 
@@ -62,7 +62,11 @@ def outvoted(me: str, claims: Mapping[str, Sequence[float]], rtol: float) -> boo
 class WeightsConsensus:
     """Publishes this peer's weights claims and checks them against the other peers' claims."""
 
-    def __init__(self, dht, run_id: str, identity, *, rtol: float, ttl_s: float, history: int = 8):
+    def __init__(self, dht, run_id: str, identity, *, rtol: float, ttl_s: float, history: int = 8,
+                 counts: Callable[[str], bool] = lambda peer: True):
+        """`counts(fingerprint)`: whether an identity's claims count (admitted, or in an open swarm: not banned
+        and training in the swarm); other claims are ignored, so identities made up to vote count for nothing."""
+        self.counts = counts
         self.dht = dht
         self.run_id = run_id
         self.identity = identity
@@ -96,11 +100,27 @@ class WeightsConsensus:
         mine = self._mine.get(epoch)
         if mine is None:
             return 0
+        return sum(1 for fingerprint in self.claims_at(epoch).values()
+                   if fingerprints_agree(fingerprint, mine, self.rtol))
+
+    def claims_at(self, epoch: int) -> dict[str, tuple[float, ...]]:
+        """The other counting identities' claims for `epoch` (peer -> fingerprint)."""
         fetched = fetch(self.dht, self.run_id, swarm_pb2.WeightsClaim)
         self.rejected += len(fetched.rejected)
-        return sum(1 for record in fetched.records
-                   if record.peer_id != self.identity.fingerprint and record.epoch == epoch
-                   and fingerprints_agree(record.fingerprint, mine, self.rtol))
+        return {r.peer_id: tuple(r.fingerprint) for r in fetched.records
+                if r.peer_id != self.identity.fingerprint and r.epoch == epoch and self.counts(r.peer_id)}
+
+    def backed(self, epoch: int, fingerprint: Sequence[float]) -> bool:
+        """Do the weights `fingerprint` agree with the version most counting identities claim at `epoch`?
+        True when nobody else claimed that epoch (nothing to compare with)."""
+        claims = self.claims_at(epoch)
+        if not claims:
+            return True
+        # the version backed by the most identities; on a tie the one with the smallest peer id, as in `outvoted`
+        backers = {peer: sorted(p for p, other in claims.items() if fingerprints_agree(claims[peer], other, self.rtol))
+                   for peer in claims}
+        winner = min(backers, key=lambda peer: (-len(backers[peer]), backers[peer][0]))
+        return fingerprints_agree(fingerprint, claims[winner], self.rtol)
 
     def check(self) -> int | None:
         """The latest epoch at which both this peer and another claimed weights, if this peer lost there."""
@@ -110,7 +130,7 @@ class WeightsConsensus:
         self.rejected += len(fetched.rejected)
         others: dict[int, dict[str, tuple[float, ...]]] = {}
         for record in fetched.records:
-            if record.peer_id != self.identity.fingerprint:
+            if record.peer_id != self.identity.fingerprint and self.counts(record.peer_id):
                 others.setdefault(record.epoch, {})[record.peer_id] = tuple(record.fingerprint)
         for epoch in reversed(self._mine):
             if epoch not in others:

@@ -23,6 +23,7 @@ import logging
 import multiprocessing as mp
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from plumbing.dht_keys import parse_subkey
 
@@ -31,8 +32,24 @@ log = logging.getLogger(__name__)
 Refusal = Callable[[str], str | None]  # key fingerprint -> "banned", "not_admitted" or None
 
 
-def nobody_refused(fingerprint: str) -> str | None:
-    return None
+class Admission(Protocol):
+    """Who may take part, as this peer last read it (node.swarm.admission.AdmissionView)."""
+
+    @property
+    def restricts(self) -> bool:
+        """Someone is refused (a closed swarm, or a ban): averagers then talk only to trusted peers."""
+
+    def refused(self, fingerprint: str) -> str | None:
+        """"banned", "not_admitted" or None."""
+
+
+class OpenSwarm:
+    """No admission list: nobody is refused (a swarm without a coordinator, or before its list arrives)."""
+
+    restricts = False
+
+    def refused(self, fingerprint: str) -> str | None:
+        return None
 
 
 @dataclass(frozen=True)

@@ -1,38 +1,88 @@
 """The averagers of one peer: hivemind's averager classes, told in their child process whose they are.
 
-hivemind forks a child process per averager and runs the all-reduce there. A `PeerAverager`
-carries its peer's traffic counters and aggregation policy into that process: when the child
-starts (`run`), it makes them the process's own (`wire_taps.activate`, `robust_reducer.use_policy`),
-so two peers in one process (tests) never count each other's traffic or share a policy.
+hivemind forks a child process per averager and runs matchmaking, all-reduce and state transfer
+there. A `PeerAverager` carries its peer's traffic counters, aggregation policy and allow list
+into that process: when the child starts (`run`), it makes them the process's own
+(`wire_taps.activate`, `robust_reducer.use_policy`), so two peers in one process (tests) never
+count each other's traffic or share a policy. The allow list (node.gossip.trust.AllowList) is
+enforced at every door of the averager: it opens no connection to a peer the list refuses (no
+joining its group, no sending it parts to reduce, no downloading its state: `get_stub`), and it
+turns away such a peer's requests to join this peer's group or to have parts reduced.
 """
 
 from __future__ import annotations
 
+import logging
+
 from hivemind.optim.grad_averager import GradientAverager
 from hivemind.optim.power_sgd_averager import PowerSGDGradientAverager
+from hivemind.proto import averaging_pb2
 
 from node.gossip.config import RobustConfig
 from node.gossip.hivemind_internals import robust_reducer, wire_taps
 from node.gossip.hivemind_internals.touches import Touch
 from node.gossip.traffic import PeerTraffic
+from node.gossip.trust import AllowList
 
+log = logging.getLogger(__name__)
+
+_AVERAGER = "hivemind.averaging.averager.DecentralizedAverager"
 TOUCHES = (
-    Touch("hivemind.averaging.averager.DecentralizedAverager", "run", "override",
-          "runs in the averager's child process: make its counters and policy that process's own", ("self",)),
+    Touch(_AVERAGER, "run", "override",
+          "runs in the averager's child process: make its counters, policy and allow list that process's own",
+          ("self",)),
+    Touch(_AVERAGER, "get_stub", "override", "open no connection to a peer the allow list refuses",
+          ("p2p", "peer", "namespace")),
+    Touch(_AVERAGER, "rpc_join_group", "override", "turn away a refused peer that asks to join our group",
+          ("self", "request", "context")),
+    Touch(_AVERAGER, "rpc_aggregate_part", "override", "turn away a refused peer's parts",
+          ("self", "stream", "context")),
 )
+
+_allow: AllowList | None = None  # the allow list of the peer this child process averages for
+
+
+class RefusedPeer(ConnectionError):
+    """The allow list refuses this peer (banned, not admitted, or named by no trusted progress record)."""
 
 
 class PeerAverager:
-    """Mixin for a hivemind averager class: built with `traffic=` and `robust=`, which its child process uses."""
+    """Mixin for a hivemind averager class: built with `traffic=`, `robust=` and `allow=`, which its child
+    process uses."""
 
-    def __init__(self, *args, traffic: PeerTraffic, robust: RobustConfig, **kwargs):
-        self.traffic, self.robust = traffic, robust  # before the base class forks the child process
+    def __init__(self, *args, traffic: PeerTraffic, robust: RobustConfig, allow: AllowList, **kwargs):
+        self.traffic, self.robust, self.allow = traffic, robust, allow  # before the base class forks
         super().__init__(*args, **kwargs)
 
     def run(self):
+        global _allow
         wire_taps.activate(self.traffic)  # this is the averager's child process: one averager, one peer
         robust_reducer.use_policy(self.robust)
+        _allow = self.allow
         super().run()
+
+    @classmethod
+    def get_stub(cls, p2p, peer, *, namespace=None):
+        if _allow is not None and not _allow.allows(peer.to_bytes()):
+            raise RefusedPeer(f"{peer} is not on this peer's allow list")
+        return super().get_stub(p2p, peer, namespace=namespace)
+
+    async def rpc_join_group(self, request, context):
+        if _allow is not None and not _allow.allows(context.remote_id.to_bytes()):
+            log.info("turned away %s, which asked to join our averaging group: not on the allow list",
+                     context.remote_id)
+            yield averaging_pb2.MessageFromLeader(code=averaging_pb2.NOT_LOOKING_FOR_GROUP)
+            return
+        async for response in super().rpc_join_group(request, context):
+            yield response
+
+    async def rpc_aggregate_part(self, stream, context):
+        if _allow is not None and not _allow.allows(context.remote_id.to_bytes()):
+            log.info("turned away %s's parts: not on the allow list", context.remote_id)
+            yield averaging_pb2.AveragingData(code=averaging_pb2.PROTOCOL_VIOLATION)
+            return
+        async for response in super().rpc_aggregate_part(stream, context):
+            yield response
 
 
 class PeerGradientAverager(PeerAverager, GradientAverager):

@@ -19,22 +19,26 @@ claims check's (node.gossip.consensus).
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import InvalidStateError
+from dataclasses import dataclass
 from functools import partial
 
 import hivemind
 import torch
 from hivemind.optim import optimizer as hivemind_optimizer
+from hivemind.optim.progress_tracker import ProgressTracker
 from hivemind.optim.state_averager import TrainingStateAverager
 
 from node.gossip.config import RobustConfig
 from node.gossip.hivemind_internals.averagers import PeerAverager
 from node.gossip.hivemind_internals.touches import Touch
 from node.gossip.traffic import PeerTraffic
+from node.gossip.trust import AllowList
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +72,14 @@ TOUCHES = (
           ("self",)),
     Touch(_STATE_AVERAGER, "get_current_state", "override", "serve state only between updates", ("self",)),
     Touch(_STATE_AVERAGER, "local_epoch", "write", "a download keeps the epoch of the weights it brought"),
+    Touch(_STATE_AVERAGER, "optimizer", "read", "snapshot the weights and optimizer state a refused download "
+          "is rolled back to"),
+    Touch("hivemind.optim.optimizer", "ProgressTracker", "replace",
+          "hivemind builds its progress tracker by this module-level name: swapped while ours is built"),
+    Touch(_OPTIMIZER, "_make_progress_tracker", "override", "build a TrustingProgressTracker",
+          ("self", "target_batch_size", "kwargs")),
+    Touch("hivemind.optim.progress_tracker.ProgressTracker", "_parse_swarm_progress_data", "override",
+          "count only trusted progress records (node.gossip.trust)", ("self", "metadata")),
     Touch("hivemind.averaging.averager.DecentralizedAverager", "state_sharing_priority", "write",
           "a download keeps its epoch: so does the priority the peer serves its state with"),
     Touch("hivemind.averaging.control.StepControl", "weight", "write", "tag along with zero weight before "
@@ -111,11 +123,12 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
     state averager's `update_lock`, so the state this peer serves is always one epoch's.
     """
 
-    def __init__(self, *args, others_alive: Callable[[], bool], traffic: PeerTraffic, robust: RobustConfig,
-                 **kwargs):
-        self.others_alive = others_alive
-        self.traffic, self.robust = traffic, robust
+    def __init__(self, *args, hooks: PeerHooks, **kwargs):
+        self.hooks = hooks
+        self.others_alive = hooks.others_alive
+        self.traffic, self.robust = hooks.traffic, hooks.robust
         self.drop_round = False
+        self.downloads_refused = 0  # state downloads that the weights claims did not back, rolled back
         self.rounds_dropped = 0
         self.rounds_partial = 0  # of those, rounds whose all-reduce came back with parts missing
         super().__init__(*args, **kwargs)
@@ -125,11 +138,20 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         # ours (peers are built one at a time, so the swap cannot leak into another construction)
         original = hivemind_optimizer.TrainingStateAverager
         hivemind_optimizer.TrainingStateAverager = partial(ConsistentStateAverager, traffic=self.traffic,
-                                                               robust=self.robust)
+                                                               robust=self.robust, allow=self.hooks.allow)
         try:
             return super()._make_state_averager(**kwargs)
         finally:
             hivemind_optimizer.TrainingStateAverager = original
+
+    def _make_progress_tracker(self, target_batch_size: int, **kwargs) -> ProgressTracker:
+        # built by its module-level name, like the state averager: ours believes only trusted progress records
+        original = hivemind_optimizer.ProgressTracker
+        hivemind_optimizer.ProgressTracker = partial(TrustingProgressTracker, trusted=self.hooks.trusted_progress)
+        try:
+            return super()._make_progress_tracker(target_batch_size, **kwargs)
+        finally:
+            hivemind_optimizer.ProgressTracker = original
 
     def _make_gradient_averager(self, factory, **kwargs):
         averager = super()._make_gradient_averager(factory, **kwargs)
@@ -262,6 +284,7 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         averager = self.state_averager
         load = averager.load_state_from_peers
         loaded_epochs = []
+        before = self.snapshot_state()
 
         def load_and_note_epoch(*args, **kw):
             result = load(*args, **kw)
@@ -273,15 +296,65 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
             # weights, then epoch, then hivemind's relabel, then ours: nobody may copy what lies between
             with averager.update_lock:
                 super().load_state_from_peers(**kwargs)
-                if not loaded_epochs or self.local_epoch == loaded_epochs[-1]:
+                if loaded_epochs and not self.hooks.download_agrees(loaded_epochs[-1]):
+                    self.restore_state(before)
+                    self.downloads_refused += 1
+                    log.warning("the state downloaded for epoch %d is not the weights the swarm's claims back: "
+                                "rolled back to this peer's own", loaded_epochs[-1])
+                    true_epoch = before[0]
+                elif not loaded_epochs or self.local_epoch == loaded_epochs[-1]:
                     return
-                true_epoch = loaded_epochs[-1]
-                averager.local_epoch = true_epoch
+                else:
+                    true_epoch = loaded_epochs[-1]
+                    averager.local_epoch = true_epoch
+                    log.info("downloaded the state of epoch %d (the swarm is at %d)", true_epoch,
+                             self.tracker.global_epoch)
         finally:
             del averager.load_state_from_peers  # back to the class's method
-        log.info("downloaded the state of epoch %d (the swarm is at %d)", true_epoch, self.tracker.global_epoch)
         self.tracker.report_local_progress(local_epoch=true_epoch, samples_accumulated=0)
         if not self.client_mode:
             averager.state_sharing_priority = true_epoch
             if self.use_gradient_averaging:
                 self.grad_averager.state_sharing_priority = true_epoch
+
+    def snapshot_state(self) -> tuple[int, list[torch.Tensor], dict]:
+        """This peer's epoch, weights and optimizer state, to roll a download back to."""
+        averager = self.state_averager
+        params = [param.detach().clone() for group in averager.optimizer.param_groups for param in group["params"]]
+        return averager.local_epoch, params, copy.deepcopy(averager.optimizer.state_dict())
+
+    def restore_state(self, snapshot: tuple[int, list[torch.Tensor], dict]) -> None:
+        epoch, params, optimizer_state = snapshot
+        averager = self.state_averager
+        with torch.no_grad():
+            current = [param for group in averager.optimizer.param_groups for param in group["params"]]
+            for param, saved in zip(current, params):
+                param.copy_(saved)
+        averager.optimizer.load_state_dict(optimizer_state)
+        averager.local_epoch = epoch
+
+
+class TrustingProgressTracker(ProgressTracker):
+    """hivemind's progress tracker, counting only trusted progress records (node.gossip.trust): refused
+    identities and epochs nobody vouches for change neither the swarm's epoch, its size nor its batch."""
+
+    def __init__(self, *args, trusted: Callable[[dict], dict], **kwargs):
+        self.trusted = trusted  # before the base class starts fetching
+        super().__init__(*args, **kwargs)
+
+    def _parse_swarm_progress_data(self, metadata):
+        if isinstance(metadata, dict):
+            metadata = self.trusted(metadata)
+        return super()._parse_swarm_progress_data(metadata)
+
+
+@dataclass(frozen=True)
+class PeerHooks:
+    """What the optimizer needs from the peer it serves (node.gossip.averaging.GradientGossip)."""
+
+    others_alive: Callable[[], bool]  # another peer trains now (a round it cannot average is dropped)
+    trusted_progress: Callable[[dict], dict]  # the progress records to believe (node.gossip.trust)
+    download_agrees: Callable[[int], bool]  # the weights just downloaded for an epoch are those the claims back
+    traffic: PeerTraffic
+    robust: RobustConfig
+    allow: AllowList
