@@ -98,8 +98,10 @@ class DemoSwarm:
             print(f"dashboard: http://{self.ready['http_address']}/  (live while the demo runs)", flush=True)
         return self.ready
 
-    def start_peer(self, index: int, extra_overrides: list[str] = ()) -> ManagedProcess:
-        """Start peer `index` (run dir `peer<index>`); later overrides win over earlier ones."""
+    def start_peer(self, index: int, extra_overrides: list[str] = (),
+                   command: list[str] | None = None) -> ManagedProcess:
+        """Start peer `index` (run dir `peer<index>`); later overrides win over earlier ones. `command`: the
+        program instead of `rankswarm node` (it takes the same `--set` overrides; a benchmark's attacker)."""
         ready = self.ready
         run_dir = self.peer_dir(index)
         overrides = [
@@ -114,7 +116,7 @@ class DemoSwarm:
             f"coordinator.trusted_key={json.dumps(ready['public_key'])}", "progress=false",
             *self.cfg.node_overrides, *extra_overrides,
         ]
-        argv = rankswarm_argv("node", *[arg for o in overrides for arg in ("--set", o)])
+        argv = [*(command or rankswarm_argv("node")), *[arg for o in overrides for arg in ("--set", o)]]
         process = ManagedProcess(f"peer{index}", argv, run_dir / "log.txt")
         self.peers[index] = process
         return process

@@ -12,6 +12,7 @@ import threading
 
 from hivemind.utils import get_dht_time
 
+from node.swarm.polling import Poller
 from node.training.seams import LocalBaselines
 from plumbing.dht_records import fetch_balance
 from protos import records, swarm_pb2
@@ -31,34 +32,24 @@ class SwarmBaselines:
         self.trusted_key = trusted_key
         self.max_age_s = max_age_s
         self.poll_interval_s = poll_interval_s
-        # hivemind's DHT handle sends over one pipe without a lock: our threads take turns
-        self.dht_lock = dht_lock or threading.Lock()
         self.latest: swarm_pb2.BalanceWeights | None = None
-        self.failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, name="balance-poller", daemon=True)
+        self.poller = Poller("balance-poller", self._read, poll_interval_s, dht_lock or threading.Lock())
+
+    @property
+    def failures(self) -> int:
+        return self.poller.failures
 
     def start(self) -> SwarmBaselines:
-        self._thread.start()
+        self.poller.start()
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        self.poller.stop(timeout)
 
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            try:
-                with self.dht_lock:
-                    record = fetch_balance(self.dht, self.run, self.trusted_key, timeout=self.poll_interval_s * 2)
-                if record is not None and (self.latest is None or record.round >= self.latest.round):
-                    self.latest = record
-                self.failures = 0
-            except Exception as err:  # network boundary: log, back off, keep training on local baselines
-                self.failures += 1
-                log.warning("reading the balance record failed (%d in a row): %s", self.failures, err)
-            self._stop.wait(self.poll_interval_s * min(2 ** self.failures, 8))
+    def _read(self) -> None:
+        record = fetch_balance(self.dht, self.run, self.trusted_key, timeout=self.poll_interval_s * 2)
+        if record is not None and (self.latest is None or record.round >= self.latest.round):
+            self.latest = record
 
     def fresh_record(self) -> swarm_pb2.BalanceWeights | None:
         record = self.latest

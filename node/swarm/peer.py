@@ -22,6 +22,7 @@ from typing import Any
 
 from hivemind.utils import get_dht_time
 
+from node.swarm.admission import AdmissionView
 from node.swarm.baselines import SwarmBaselines
 from node.swarm.config import NodeConfig
 from node.swarm.update import GossipCounters, SettleOutcome, build_gossip_update
@@ -102,6 +103,7 @@ class Node:
         self.dht = None
         self.trainer: Trainer | None = None
         self.baselines: SwarmBaselines | None = None
+        self.admission: AdmissionView | None = None  # who may take part (with a trusted coordinator key)
         self.publisher: Publisher | None = None
         self.dht_lock = threading.Lock()
         self.started_at = time.monotonic()
@@ -123,6 +125,9 @@ class Node:
                                             poll_interval_s=cfg.coordinator.poll_interval_s,
                                             dht_lock=self.dht_lock).start()
             source = self.baselines
+            self.admission = AdmissionView(self.dht, cfg.run_id, cfg.coordinator.trusted_key,
+                                           poll_interval_s=cfg.coordinator.poll_interval_s,
+                                           dht_lock=self.dht_lock).start()
         metrics = MetricsSink(f"{cfg.run_dir}/metrics.jsonl")
         factory = self.update_factory or self._default_update_factory()
         self.trainer = build_trainer(cfg, baselines=source, update_factory=factory, metrics=metrics, swarm=True)
@@ -130,7 +135,7 @@ class Node:
         return self
 
     def _default_update_factory(self):
-        return lambda master, cfg: build_gossip_update(self.dht, master, cfg, self.identity)
+        return lambda master, cfg: build_gossip_update(self.dht, master, cfg, self.identity, self.admission)
 
     # -- per-step hooks ------------------------------------------------------------------------
     def _announce_and_wait(self) -> int:
@@ -261,6 +266,8 @@ class Node:
             self.publisher.close()
         if self.baselines is not None:
             self.baselines.stop()
+        if self.admission is not None:
+            self.admission.stop()
         if self.trainer is not None:
             self.trainer.update.shutdown()
         if self.trainer is not None:

@@ -138,10 +138,11 @@ class GossipUpdate:
         return UpdateReport(report.applied, norm, details=counters)
 
 
-def build_gossip_update(dht, master: MasterWeights, cfg, identity) -> GossipUpdate:
+def build_gossip_update(dht, master: MasterWeights, cfg, identity, admission=None) -> GossipUpdate:
     """The swarm's update rule for a `NodeConfig`: AdamW on the float32 masters behind compressed
-    gradient averaging."""
+    gradient averaging; `admission` (an AdmissionView) says who may take part."""
     gossip = GradientGossip(
         dht, master.params, lambda ps: build_adamw(ps, cfg.optim), cfg.gossip, run_id=cfg.run_id,
-        batch_size_per_step=cfg.algo.prompts_per_step * cfg.sampling.group_size, identity=identity)
+        batch_size_per_step=cfg.algo.prompts_per_step * cfg.sampling.group_size, identity=identity,
+        admission=admission)
     return GossipUpdate(gossip, master, cfg.optim.grad_clip)

@@ -4,6 +4,7 @@ on loopback), on a toy model that keeps every round under a second; and how to s
 from __future__ import annotations
 
 import random
+import threading
 import time
 
 import torch
@@ -11,6 +12,7 @@ import torch
 from node.gossip.averaging import GradientGossip
 from node.gossip.config import GossipConfig, RobustConfig
 from node.gossip.fingerprint import parameter_fingerprint
+from node.swarm.admission import AdmissionView
 from node.training.precision import MasterWeights
 from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.swarm_dht import DHTConfig, start_dht
@@ -23,7 +25,9 @@ STEP_SECONDS = 0.5
 
 class Peer:
     def __init__(self, run: str, seed: int, initial_peers: list[str], compression: str = "powersgd",
-                 dtype: torch.dtype = torch.float32, robust: RobustConfig | None = None, batch: int = BATCH):
+                 dtype: torch.dtype = torch.float32, robust: RobustConfig | None = None, batch: int = BATCH,
+                 trusted_key: str | None = None):
+        """`trusted_key`: a coordinator key whose admission list the peer follows (polled every 0.5 s)."""
         self.identity = SigningIdentity.generate()
         self.dht = start_dht(DHTConfig(host_maddrs=LOOPBACK, initial_peers=initial_peers),
                              record_validators=build_record_validators(self.identity, run))
@@ -38,9 +42,11 @@ class Peer:
         cfg = GossipConfig(target_batch_size=2 * batch, compression=compression, matchmaking_time=4.0,
                            averaging_timeout=15, load_state_timeout=20, peer_expiration_s=6,
                            average_state_every=10_000, robust=robust or RobustConfig())
+        self.admission = (AdmissionView(self.dht, run, trusted_key, poll_interval_s=0.5,
+                                        dht_lock=threading.Lock()).start() if trusted_key else None)
         self.gossip = GradientGossip(self.dht, self.master.params,
                                      lambda params: torch.optim.AdamW(params, lr=1e-2), cfg, run_id=run,
-                                     batch_size_per_step=batch, identity=self.identity)
+                                     batch_size_per_step=batch, identity=self.identity, admission=self.admission)
 
     def backward(self) -> None:
         """This peer's gradients of its next batch, in its float32 masters."""
@@ -71,6 +77,8 @@ class Peer:
     def close(self):
         if self.dht is None:
             return
+        if self.admission is not None:
+            self.admission.stop()
         self.gossip.shutdown()
         self.dht.shutdown()
         self.dht = None

@@ -177,3 +177,21 @@ def test_the_outside_scan_sees_private_reads_imports_and_overrides():
                      "class Mine:\n    def _own(self):\n        pass\n")
     assert private_reach_outside_the_seam(tree) == [(1, "_helper"), (4, "_local_public_key"), (4, "_x"),
                                                     (6, "_update_global_epoch"), (9, "_aggregate_with_group")]
+
+
+def test_our_averagers_serve_the_same_rpc_handlers_as_hiveminds():
+    """hivemind registers rpc_* handlers from their type hints: an override with other hints (a collections.abc
+    AsyncIterator instead of typing's, say) registers a unary handler that no peer can talk to."""
+    from hivemind.optim.grad_averager import GradientAverager
+    from hivemind.optim.power_sgd_averager import PowerSGDGradientAverager
+    from hivemind.optim.state_averager import TrainingStateAverager
+
+    from node.gossip.hivemind_internals.averagers import PeerGradientAverager, PeerPowerSGDAverager
+    from node.gossip.hivemind_internals.optimizer import ConsistentStateAverager
+
+    for ours, theirs in ((PeerGradientAverager, GradientAverager), (PeerPowerSGDAverager, PowerSGDGradientAverager),
+                         (ConsistentStateAverager, TrainingStateAverager)):
+        ours._collect_rpc_handlers()
+        theirs._collect_rpc_handlers()
+        by_name = lambda handlers: sorted(handlers, key=lambda handler: handler.method_name)  # noqa: E731
+        assert by_name(ours._rpc_handlers) == by_name(theirs._rpc_handlers), ours.__name__

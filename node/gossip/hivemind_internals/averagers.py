@@ -13,9 +13,11 @@ turns away such a peer's requests to join this peer's group or to have parts red
 from __future__ import annotations
 
 import logging
+from typing import AsyncIterator  # noqa: UP035 (hivemind recognises streaming handlers by typing.AsyncIterator)
 
 from hivemind.optim.grad_averager import GradientAverager
 from hivemind.optim.power_sgd_averager import PowerSGDGradientAverager
+from hivemind.p2p import P2PContext
 from hivemind.proto import averaging_pb2
 
 from node.gossip.config import RobustConfig
@@ -67,7 +69,9 @@ class PeerAverager:
             raise RefusedPeer(f"{peer} is not on this peer's allow list")
         return super().get_stub(p2p, peer, namespace=namespace)
 
-    async def rpc_join_group(self, request, context):
+    # hivemind registers rpc_* handlers by their type hints (ServicerBase._collect_rpc_handlers)
+    async def rpc_join_group(self, request: averaging_pb2.JoinRequest,
+                             context: P2PContext) -> AsyncIterator[averaging_pb2.MessageFromLeader]:
         if _allow is not None and not _allow.allows(context.remote_id.to_bytes()):
             log.info("turned away %s, which asked to join our averaging group: not on the allow list",
                      context.remote_id)
@@ -76,7 +80,8 @@ class PeerAverager:
         async for response in super().rpc_join_group(request, context):
             yield response
 
-    async def rpc_aggregate_part(self, stream, context):
+    async def rpc_aggregate_part(self, stream: AsyncIterator[averaging_pb2.AveragingData],
+                                 context: P2PContext) -> AsyncIterator[averaging_pb2.AveragingData]:
         if _allow is not None and not _allow.allows(context.remote_id.to_bytes()):
             log.info("turned away %s's parts: not on the allow list", context.remote_id)
             yield averaging_pb2.AveragingData(code=averaging_pb2.PROTOCOL_VIOLATION)

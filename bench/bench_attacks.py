@@ -1,0 +1,123 @@
+"""Hostile peers against the embedded model's swarm: what robust aggregation saves, and what it costs.
+
+Each configuration is a real local swarm (coordinator + 3 `rankswarm node` processes on 127.0.0.1,
+`rankswarm.demo.DemoSwarm`): peers 0 and 1 are honest; peer 2 is honest in the clean runs and an
+attacker (bench/attacker.py) in the others. Every run has the same length and seeds; all run one
+after the other in one invocation, so the gains compare like with like. The honest gain is the
+mean held-out greedy accuracy gain of peers 0 and 1.
+
+    PYTHONPATH=. python -m bench.bench_attacks                          # about 25 minutes on 2 cores
+    PYTHONPATH=. python -m bench.bench_attacks --steps 10 --attacks nan  # a quick look
+
+Outputs <out>/summary.json and <out>/summary.md (pasted into docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from bench.attacker import ATTACKS
+from rankswarm.config import DemoConfig
+from rankswarm.demo import DemoSwarm
+
+
+@dataclass
+class Run:
+    name: str  # "clean", an attack, or "clean, plain mean" (robust aggregation off)
+    attack: str | None
+    robust: bool
+    minutes: float
+    start_greedy: float  # honest peers' mean
+    end_greedy: float
+    gain: float
+    weights_equal: bool  # the honest peers' last shared fingerprints agree
+    finite: bool  # every honest step's loss finite
+    rounds_dropped: int  # honest peers, summed
+    step_seconds: float  # honest peers' mean wall time per step
+    averaging_seconds: float  # of which averaging
+    bytes_per_step: float  # all-reduce bytes an honest peer sent per step
+
+
+def run(name: str, attack: str | None, robust: bool, args: argparse.Namespace) -> Run:
+    cfg = DemoConfig(peers=3, steps=args.steps, run_dir=str(args.out / name.replace(" ", "-").replace(",", "")),
+                     run_id=f"attack-{name.replace(' ', '-').replace(',', '')}", max_minutes=args.max_minutes,
+                     seed=args.seed, node_overrides=[f"eval.num_problems={args.eval_problems}",
+                                                     f"gossip.robust.enabled={json.dumps(robust)}"])
+    swarm = DemoSwarm(cfg)
+    started = time.monotonic()
+    try:
+        swarm.start_coordinator()
+        for index in range(3):
+            command = ([sys.executable, "-m", "bench.attacker", "--attack", attack]
+                       if attack is not None and index == 2 else None)
+            swarm.start_peer(index, command=command)
+        deadline = started + args.max_minutes * 60
+        while not all(not swarm.peers[i].alive for i in (0, 1)) and time.monotonic() < deadline:
+            time.sleep(2)
+    finally:
+        swarm.stop()
+    return summarise(name, attack, robust, swarm, (time.monotonic() - started) / 60)
+
+
+def summarise(name: str, attack: str | None, robust: bool, swarm: DemoSwarm, minutes: float) -> Run:
+    from node.gossip.consensus import fingerprints_agree
+
+    honest = [swarm.peer_rows(i) for i in (0, 1)]
+    trains = [[r for r in rows if r.get("kind") == "train"] for rows in honest]
+    evals = [[r for r in rows if r.get("kind") == "eval"] for rows in honest]
+    prints = [{r["epoch"]: r["param_fingerprint"] for r in rows if r.get("param_fingerprint")} for rows in trains]
+    shared = sorted(set(prints[0]) & set(prints[1]))
+    steps = [r for rows in trains for r in rows]
+    start = statistics.fmean(e[0]["greedy_accuracy"] for e in evals)
+    end = statistics.fmean(e[-1]["greedy_accuracy"] for e in evals)
+    return Run(name=name, attack=attack, robust=robust, minutes=minutes, start_greedy=start, end_greedy=end,
+               gain=end - start,
+               weights_equal=bool(shared) and fingerprints_agree(prints[0][shared[-1]], prints[1][shared[-1]], 1e-5),
+               finite=all(r["loss"] == r["loss"] and abs(r["loss"]) != float("inf") for r in steps),
+               rounds_dropped=sum(rows[-1].get("rounds_dropped") or 0 for rows in trains),
+               step_seconds=statistics.fmean(r["time_step"] for r in steps),
+               averaging_seconds=statistics.fmean(r.get("time_averaging") or 0.0 for r in steps),
+               bytes_per_step=statistics.fmean(r.get("bytes_sent") or 0 for r in steps))
+
+
+def table(runs: list[Run]) -> str:
+    clean = next(r for r in runs if r.name == "clean")
+    lines = ["| run | honest gain | vs clean | honest weights | rounds dropped | step s | averaging s | KB/step |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in runs:
+        share = f"{100 * r.gain / clean.gain:.0f} %" if clean.gain > 0 else "-"
+        state = ("equal" if r.weights_equal else "DIFFER") + ("" if r.finite else ", NOT finite")
+        lines.append(f"| {r.name} | {r.start_greedy:.3f} -> {r.end_greedy:.3f} ({r.gain:+.3f}) | {share} | {state} "
+                     f"| {r.rounds_dropped} | {r.step_seconds:.2f} | {r.averaging_seconds:.2f} "
+                     f"| {r.bytes_per_step / 1e3:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--attacks", nargs="*", default=list(ATTACKS), choices=ATTACKS)
+    parser.add_argument("--eval-problems", type=int, default=200)
+    parser.add_argument("--max-minutes", type=float, default=15.0)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_attacks"))
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    runs = [run("clean", None, True, args), run("clean, plain mean", None, False, args)]
+    for attack in args.attacks:
+        runs.append(run(attack, attack, True, args))
+        print(table(runs), flush=True)
+    (args.out / "summary.json").write_text(json.dumps([asdict(r) for r in runs], indent=1))
+    (args.out / "summary.md").write_text(table(runs) + "\n")
+    print(table(runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""Whom a peer believes: vouched epochs, refused identities, the averagers' allow list (node.gossip.trust)."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+
+import pytest
+
+from node.gossip.trust import AllowList, Progress, trusted_progress, vouched_epoch
+
+pytestmark = pytest.mark.unit
+
+
+def _progress(**epochs: int) -> dict[str, Progress]:
+    return {f"sub-{name}": Progress(name, epoch, name.encode()) for name, epoch in epochs.items()}
+
+
+def test_the_vouched_epoch_is_the_highest_two_identities_report():
+    assert vouched_epoch({"a": 7, "b": 7, "c": 10**9}) == 7
+    assert vouched_epoch({"a": 5, "b": 7}) == 5
+    assert vouched_epoch({"a": 5}) is None
+
+
+def test_a_lone_huge_epoch_is_ignored_and_an_honest_lead_is_believed():
+    records = _progress(me=7, honest=7, liar=10**9, ahead=9)
+    kept = trusted_progress(records, "me", 7, lambda fp: None, max_lead=2)
+    assert {p.owner for p in kept.values()} == {"me", "honest", "ahead"}  # 9 <= 7 + 2; 10**9 is not
+    behind = trusted_progress(_progress(me=3, other=5), "me", 3, lambda fp: None, max_lead=2)
+    assert {p.owner for p in behind.values()} == {"me", "other"}  # a peer behind still sees the swarm ahead
+
+
+def test_refused_identities_are_ignored_but_a_peer_always_believes_itself():
+    refused = {"mallory": "banned", "me": "banned"}
+    kept = trusted_progress(_progress(me=1, honest=1, mallory=1), "me", 1, refused.get, max_lead=2)
+    assert {p.owner for p in kept.values()} == {"me", "honest"}
+
+
+def _allows_in_child(allow: AllowList, changed, answers) -> None:
+    answers.put((allow.allows(b"bob"), allow.allows(b"mallory")))  # before the parent restricts anyone
+    changed.wait(30)
+    answers.put((allow.allows(b"bob"), allow.allows(b"mallory")))
+
+
+def test_the_allow_list_set_in_the_parent_reaches_a_forked_process_and_allows_everyone_until_set():
+    fork = mp.get_context("fork")
+    allow, changed, answers = AllowList(), fork.Event(), fork.Queue()
+    child = fork.Process(target=_allows_in_child, args=(allow, changed, answers))  # forked first, as averagers are
+    child.start()
+    assert answers.get(timeout=30) == (True, True)
+    allow.set({b"alice", b"bob"})
+    changed.set()
+    assert answers.get(timeout=30) == (True, False)
+    child.join(30)
+    assert allow.allows(b"alice") and not allow.allows(b"mallory")
+    allow.set(None)
+    assert allow.allows(b"mallory")
