@@ -17,8 +17,10 @@ Scale", Gorbunov et al., 2022):
    far from the others moves the result by at most tau w_i / sum w; honest parts, which sit
    within a few typical distances of each other, are barely touched.
 
-With two senders nothing can tell the liar from the honest one: the capped weighted mean is
-returned (docs/security.md says what that does and does not guarantee).
+With two senders nothing can tell the liar from the honest one, but an amplified part need not
+win: each part is scaled down to the smaller of the two parts' norms before the capped weighted
+mean, so a liar can at most cancel the honest part, never drag the average further than it
+(docs/security.md says what that does and does not guarantee).
 """
 
 from __future__ import annotations
@@ -89,7 +91,10 @@ def robust_average(parts: list[torch.Tensor], weights: list[float], shape: torch
     share = capped / capped.sum()  # [n]; a weight near the float64 maximum still gives shares that sum to 1
     stacked = torch.stack(kept_parts)  # [n, ...]
     if len(kept) < 3:
-        average = (share.view(-1, *([1] * (stacked.dim() - 1))) * stacked).sum(0)
+        flat = stacked.reshape(len(kept), -1)  # [n, d]
+        norms = flat.norm(dim=1)
+        scale = torch.clamp(norms.min() / norms.clamp_min(1e-30), max=1.0)  # [n]: no part longer than the other
+        average = ((share * scale) @ flat).reshape(stacked.shape[1:])
     else:
         average = centered_clip(stacked, share, policy.radius, policy.iterations)
     return RobustResult(average.float(), rejected)
