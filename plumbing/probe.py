@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 from dataclasses import dataclass
 
 from hivemind.p2p import P2P, P2PDaemonError, PeerID
@@ -65,8 +66,8 @@ async def _dial_back(maddrs: list[str], asker: PeerID) -> tuple[bool, str]:
         try:
             dialer = await P2P.create(initial_peers=targets, dht_mode="client", use_relay=False, auto_nat=False,
                                       nat_port_map=False, startup_timeout=DIAL_TIMEOUT_S)
-        except P2PDaemonError as err:
-            return False, f"no direct connection to {', '.join(targets)}: {err}"
+        except P2PDaemonError as err:  # p2pd exits when it reaches none of its bootstrap peers
+            return False, "no direct connection: " + re.sub(r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ", "", str(err))
         except Exception as err:  # network boundary: whatever went wrong is the answer, never a crash
             log.warning("probe dial-back failed: %s", err)
             return False, f"dial-back failed: {type(err).__name__}: {err}"

@@ -189,6 +189,7 @@ def check_reachability(ctx: _Context) -> Iterator[Finding]:
         yield Finding("reachability", SKIP, "no swarm member to ask (see initial peers)")
         return
     mine = dialable_first(visible_addresses(ctx.dht))
+    shown = ", ".join(m.split("/p2p/")[0] for m in mine)
     for member in ctx.members[:MAX_MEMBERS_ASKED]:
         try:
             ctx.answers.append(ask(ctx.dht, member, [] if ctx.cfg.dht.client_mode else mine,
@@ -206,11 +207,11 @@ def check_reachability(ctx: _Context) -> Iterator[Finding]:
     reached = [a for a in ctx.answers if a.reply.dialed]
     if reached:
         yield Finding("reachability", OK, f"swarm member {reached[0].peer_id} reached this peer directly at "
-                                          f"{', '.join(mine)}")
+                                          f"{shown}")
         return
     ports = sorted({m.split("/tcp/")[1].split("/")[0] for m in ctx.cfg.dht.host_maddrs if "/tcp/" in m})
-    yield Finding("reachability", FAIL, f"no swarm member could reach this peer at {', '.join(mine)}: "
-                                        f"{ctx.answers[0].reply.dial_error}",
+    yield Finding("reachability", FAIL, f"no swarm member could reach this peer at {shown} "
+                                        f"({ctx.answers[0].reply.dial_error})",
                   f"open TCP port {', '.join(ports) or '(a fixed port in dht.host_maddrs)'} to the internet "
                   "(firewall, port forwarding) and set dht.announce_maddrs to your public address, e.g. "
                   "[\"/ip4/<public ip>/tcp/<port>\"]; or set dht.client_mode=true")

@@ -42,6 +42,6 @@ class NodeConfig(TrainConfig):
     shared_run_dir: bool = Field(False, description=(
         "run_dir is shared by several peers (one volume for `compose --scale`): each claims the lowest free "
         "slot-N below it with a file lock, so a re-created peer takes back the identity, signing key and "
-        "checkpoints of the one it replaces. Needs a local filesystem (flock)."))
+        "checkpoints of the one it replaces, and trains with seed + N. Needs a local filesystem (flock)."))
     health_file: str | None = Field(None, description=(
         "Heartbeat file `rankswarm health` reads (phase, step, liveness); None = health.json in run_dir."))

@@ -293,8 +293,10 @@ def main(cfg: NodeConfig) -> int:
     slot = None
     if cfg.shared_run_dir:
         slot = claim_slot(cfg.run_dir)
-        print(f"claimed {slot.path} of the shared run_dir (its identity and checkpoints)", flush=True)
-        cfg = cfg.model_copy(update={"run_dir": str(slot.path)})
+        # each slot samples its own prompts: peers started from one config would otherwise all draw the same
+        cfg = cfg.model_copy(update={"run_dir": str(slot.path), "seed": cfg.seed + slot.index})
+        print(f"claimed {slot.path} of the shared run_dir (its identity and checkpoints; seed {cfg.seed})",
+              flush=True)
     node = Node(cfg)
     phase = "failed"
     try:

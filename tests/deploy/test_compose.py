@@ -109,7 +109,7 @@ def train_steps(volume: Path, slot: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def scenario(image, prometheus_image, tmp_path_factory):
-    require("py:podman_compose")
+    require("py:podman_compose", "/usr/bin/prometheus")
     tmp = tmp_path_factory.mktemp("compose")
     for steps in (3, 5):
         (tmp / f"node-{steps}.toml").write_text(NODE_TOML.format(steps=steps))

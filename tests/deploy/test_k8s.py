@@ -121,7 +121,7 @@ def wait_for(check, timeout: float, what: str, diagnose):
 
 
 def test_pods_run_with_podman_kube_play_until_their_probes_pass(image, tmp_path):
-    require("py:helm_python", "py:kubernetes_validate")
+    require("py:helm_python", "py:kubernetes_validate", "catatonit")
     repository, tag = image.rsplit(":", 1)
     # shmSize "": podman makes an emptyDir volume root-owned 0755 (Kubernetes makes it world-writable), so the
     # unprivileged peer keeps podman's own /dev/shm instead of a Memory emptyDir there
