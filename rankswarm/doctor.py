@@ -209,12 +209,14 @@ def check_reachability(ctx: _Context) -> Iterator[Finding]:
         yield Finding("reachability", OK, f"swarm member {reached[0].peer_id} reached this peer directly at "
                                           f"{shown}")
         return
-    ports = sorted({m.split("/tcp/")[1].split("/")[0] for m in ctx.cfg.dht.host_maddrs if "/tcp/" in m})
+    ports = sorted({m.split("/tcp/")[1].split("/")[0] for m in ctx.cfg.dht.host_maddrs if "/tcp/" in m} - {"0"})
+    port = f"TCP port {', '.join(ports)}" if ports else \
+        "a fixed TCP port (dht.host_maddrs=[\"/ip4/0.0.0.0/tcp/31337\"])"
     yield Finding("reachability", FAIL, f"no swarm member could reach this peer at {shown} "
                                         f"({ctx.answers[0].reply.dial_error})",
-                  f"open TCP port {', '.join(ports) or '(a fixed port in dht.host_maddrs)'} to the internet "
-                  "(firewall, port forwarding) and set dht.announce_maddrs to your public address, e.g. "
-                  "[\"/ip4/<public ip>/tcp/<port>\"]; or set dht.client_mode=true")
+                  f"listen on {port}, open it to the internet (firewall, port forwarding) and set "
+                  "dht.announce_maddrs to your public address, e.g. [\"/ip4/<public ip>/tcp/<port>\"]; or set "
+                  "dht.client_mode=true")
 
 
 def check_clock_and_versions(ctx: _Context) -> Iterator[Finding]:

@@ -82,3 +82,10 @@ def test_node_waiting_for_missing_bootstrap_info_says_where_and_what_to_check(tm
     assert result.returncode == 3, result.stderr
     assert "no bootstrap info from" in result.stderr and "absent.json" in result.stderr
     assert "waiting for the coordinator's bootstrap info" in result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.mark.unit
+def test_doctor_with_an_invalid_config_reports_it_and_exits_2():
+    result = rankswarm_env({}, "doctor", "--set", "steps=-1")
+    assert result.returncode == 2 and result.stderr.startswith("FAIL  config: invalid NodeConfig")
+    assert "steps" in result.stderr and "Traceback" not in result.stderr
