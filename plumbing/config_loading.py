@@ -88,10 +88,11 @@ class _Tree:
                                   + (f" (set by {where})" if where else ""))
             node = child
         key = tuple(path)
-        if isinstance(value, dict) and value:  # a table merges into what earlier layers set, key by key
+        if isinstance(value, dict):  # a table merges into what earlier layers set, key by key
             if not isinstance(node.get(path[-1]), dict):
                 node[path[-1]] = {}
-                self.sources.pop(key, None)
+                self.sources = {p: s for p, s in self.sources.items() if p[:len(key)] != key}
+                self.sources[key] = source
             for sub, item in value.items():
                 self.set([*path, sub], item, source)
             return

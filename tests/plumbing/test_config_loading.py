@@ -106,3 +106,10 @@ def test_errors_name_the_file_or_flag_that_set_the_value(tmp_path):
         load_config(Root, [path])
     with pytest.raises(ConfigError, match=r"inner\.lr: .*set by --set inner.lr=-2"):
         load_config(Root, [path], ["inner.lr=-2"])
+
+
+def test_an_empty_table_in_a_later_file_keeps_what_earlier_layers_set(tmp_path):
+    first, second = tmp_path / "a.toml", tmp_path / "b.toml"
+    first.write_text("[inner]\nlr = 0.5\n")
+    second.write_text("[inner]\n")
+    assert load_config(Root, [first, second]).inner.lr == 0.5
