@@ -1,7 +1,8 @@
 # rankswarm: the two set-up commands of the README.
 #   make demo   install into .venv, then run the local demo
-#   make test   install into .venv (with test extras), then lint (ruff) and run the whole test suite
+#   make test   install into .venv (test and deploy extras), then lint (ruff) and run every test tier
 #   make test-fast   lint and the unit tier only (about a minute): the loop while you change code
+#   make test-deploy the deploy tier alone (image, Compose, Kubernetes, Slurm; root and podman, see .ci/run)
 #
 # torch is installed first and on its own, so the right build lands on each kind of machine:
 #   CPU machine (default here):   make demo
@@ -14,14 +15,15 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX ?=
 PIP = $(VENV)/bin/python -m pip
 DEMO_ARGS ?=
+EXTRAS ?= test,deploy
 
-.PHONY: install demo lint test test-fast clean-venv
+.PHONY: install demo lint test test-fast test-deploy clean-venv
 
 $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[$(EXTRAS)]"
 	touch $@
 
 install: $(VENV)/.installed
@@ -36,7 +38,10 @@ test: install lint
 	$(VENV)/bin/python -m pytest
 
 test-fast: install lint
-	$(VENV)/bin/python -m pytest -m "not integration and not slow"
+	$(VENV)/bin/python -m pytest -m "not integration and not slow and not deploy"
+
+test-deploy: install
+	$(VENV)/bin/python -m pytest -m deploy
 
 clean-venv:
 	rm -rf $(VENV)

@@ -82,7 +82,9 @@ class CoordinatorConfig(BaseModel):
     db_path: str = Field(description="SQLite history file (created if missing; a restart resumes from it).")
     signing_key_path: str | None = Field(None, description=(
         "RSA key that signs balance records (created if missing). Keep it: peers pin its fingerprint. "
-        "None = a new key on every start."))
+        "None = signing.key next to db_path, so a restart (or a re-created container) keeps the key."))
+    health_file: str | None = Field(None, description=(
+        "Heartbeat file `rankswarm health` reads; None = health.json next to db_path."))
     round_interval: float = Field(10.0, ge=0.05, le=3600, description="Seconds between rounds.")
     fetch_timeout: float = Field(5.0, gt=0, le=120, description="Seconds one DHT read may take.")
     balance_ttl: float = Field(300.0, gt=0, le=MAX_RECORD_TTL, description=(
@@ -92,7 +94,8 @@ class CoordinatorConfig(BaseModel):
     grpc_workers: int = Field(16, ge=2, le=256, description=(
         "gRPC worker threads; each open WatchSwarmEvents stream holds one."))
     dht: DHTConfig = Field(default_factory=DHTConfig, description=(
-        "How the coordinator joins the swarm's DHT (initial_peers, host_maddrs, identity_path, ...)."))
+        "How the coordinator joins the swarm's DHT (initial_peers, host_maddrs, identity_path, ...); "
+        "identity_path None = dht.identity next to db_path, so the address peers join with survives a restart."))
     shaping: ShapingConfig = Field(default_factory=ShapingConfig, description=(
         "Baseline EMA and lambda settings; must match the peers' shaping config."))
     health: HealthConfig = Field(default_factory=HealthConfig, description=(
@@ -135,6 +138,17 @@ class CoordinatorConfig(BaseModel):
     @classmethod
     def _http_listen(cls, listen: str | None) -> str | None:
         return _host_port(listen, "http_listen", "127.0.0.1:8080") if listen else None
+
+    @model_validator(mode="after")
+    def _identity_next_to_history(self) -> CoordinatorConfig:
+        # Both keys default to files beside the history: a coordinator that forgets them on restart
+        # would stop matching every peer's pinned trusted_key and every published join address.
+        home = Path(self.db_path).parent
+        if self.signing_key_path is None:
+            self.signing_key_path = str(home / "signing.key")
+        if self.dht.identity_path is None:
+            self.dht = self.dht.model_copy(update={"identity_path": str(home / "dht.identity")})
+        return self
 
     @model_validator(mode="after")
     def _fetch_fits_round(self) -> CoordinatorConfig:

@@ -5,12 +5,15 @@ Run it with `rankswarm coordinator --config coordinator.toml` (the CLI builds a
 
     coordinator = Coordinator(cfg); coordinator.start(); ...; coordinator.stop()
 
-Start order: history store (resumes the last committed round), signing key, health monitor,
-DHT with the record validators, gRPC server, the dashboard's HTTP server (`http_listen`), then
-the round thread. `stop()` undoes them in reverse and is safe to call twice or after a failed
-start. Every `round_interval` seconds the round thread reads the peers' meta-signals and status
-records from the DHT, lets the ledger merge and commit a round, publishes the balance record
-(and refreshes it before it expires), then lets the monitor re-evaluate peer health and alerts.
+Start order: heartbeat (`health_file`, read by `rankswarm health`), history store (resumes the
+last committed round), signing key, health monitor, DHT with the record validators, gRPC server,
+the dashboard's HTTP server (`http_listen`, which also serves the bootstrap info peers join
+with), then the round thread. The signing key and the DHT identity live next to `db_path` by
+default, so a restarted coordinator keeps the key peers pin and the address they join at.
+`stop()` undoes them in reverse and is safe to call twice or after a failed start. Every
+`round_interval` seconds the round thread reads the peers' meta-signals and status records from
+the DHT, lets the ledger merge and commit a round, publishes the balance record (and refreshes
+it before it expires), then lets the monitor re-evaluate peer health and alerts.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import grpc
 from hivemind.utils import get_dht_time
@@ -34,8 +39,11 @@ from coordinator.security import load_or_create_certificate, load_or_create_toke
 from coordinator.service import CoordinatorService, add_to_server
 from coordinator.store import HistoryStore
 from plumbing import __version__
+from plumbing.bootstrap import SCHEMA as BOOTSTRAP_SCHEMA
 from plumbing.dht_records import expires_in, fetch, fetch_meta_signals, publish
+from plumbing.health import Heartbeat
 from plumbing.identity import SigningIdentity, build_record_validators
+from plumbing.probe import serve_probes
 from plumbing.swarm_dht import start_dht, visible_addresses
 from protos import swarm_pb2
 
@@ -63,6 +71,7 @@ class Coordinator:
         self._published_at = float("-inf")  # monotonic time of the last balance publication
         self._admission_published: tuple[int, float] = (-1, float("-inf"))  # (version, monotonic time)
         self.operator_token = ""
+        self.heartbeat: Heartbeat | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -71,6 +80,9 @@ class Coordinator:
         if self._thread is not None or self._stop.is_set():
             raise RuntimeError("Coordinator.start() called twice; build a new Coordinator to restart")
         try:
+            health_file = self.cfg.health_file or Path(self.cfg.db_path).parent / "health.json"
+            self.heartbeat = Heartbeat(health_file, "coordinator").start()
+            self.heartbeat.problem = self._problem
             self.store = HistoryStore(self.cfg.db_path, self.cfg.run)
             self.operator_token = load_or_create_token(
                 self.cfg.beside_history(self.cfg.operator_token_path, "operator.token"))
@@ -82,27 +94,35 @@ class Coordinator:
                                    round_interval=self.cfg.round_interval, peer_timeout=self.cfg.peer_timeout,
                                    visible_maddrs=self.visible_maddrs, http_address=lambda: self.http_address or "",
                                    now=get_dht_time())
+            self.heartbeat.set("joining")
             self.dht = start_dht(self.cfg.dht, record_validators=build_record_validators(self.identity, self.cfg.run))
+            serve_probes(self.dht)
             self._maddrs = visible_addresses(self.dht)
             self._start_grpc()
             if self.cfg.http_listen:
                 app = DashboardApp(self.monitor, self.store, peer_timeout=self.cfg.peer_timeout,
                                    max_history_rounds=self.cfg.max_history_rounds,
-                                   token=self.operator_token if self.cfg.dashboard_token else None)
+                                   token=self.operator_token if self.cfg.dashboard_token else None,
+                                   bootstrap=self.bootstrap_document)
                 tls = ssl_context(*self._tls_paths()) if self.cfg.tls else None
                 self.http = DashboardServer(self.cfg.http_listen, app, tls=tls).start()
             self._thread = threading.Thread(target=self._loop, name="coordinator-rounds", daemon=True)
             self._thread.start()
+            self.heartbeat.set("serving", step=self.ledger.latest.round if self.ledger.latest else 0)
         except BaseException:
-            self.stop()
+            self.stop(phase="failed")
             raise
         log.info("coordinator for run %s: gRPC on %s, dashboard %s, key fingerprint %s, DHT %s", self.cfg.run,
                  self.address, self.http.url if self.http else "off", self.identity.fingerprint, self.visible_maddrs())
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the round thread, gRPC server, DHT and store (each bounded by `timeout`); idempotent."""
+    def stop(self, timeout: float = 10.0, phase: str = "done") -> None:
+        """Stop the round thread, gRPC server, DHT and store (each bounded by `timeout`); idempotent.
+        `phase` (done, failed) is what the heartbeat keeps saying afterwards."""
         self._stop.set()
+        if self.heartbeat is not None:
+            self.heartbeat.stop(phase)
+            self.heartbeat = None
         self.events.close()  # ends WatchSwarmEvents streams
         if self._thread is not None:
             self._thread.join(timeout)
@@ -121,8 +141,8 @@ class Coordinator:
     def __enter__(self) -> Coordinator:
         return self.start()
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.stop(phase="done" if exc_type is None else "failed")
 
     @property
     def address(self) -> str:
@@ -142,6 +162,21 @@ class Coordinator:
     def _tls_paths(self) -> tuple[str, str]:
         return (self.cfg.beside_history(self.cfg.tls_cert_path, "tls/coordinator.crt"),
                 self.cfg.beside_history(self.cfg.tls_key_path, "tls/coordinator.key"))
+
+    def bootstrap_document(self) -> dict[str, Any]:
+        """What a peer needs to join (plumbing/bootstrap.py): served at /api/v1/bootstrap and written by
+        --ready-file."""
+        return {"schema": BOOTSTRAP_SCHEMA, "run": self.cfg.run, "public_key": self.identity.fingerprint,
+                "maddrs": self.visible_maddrs(), "grpc_address": self.address, "http_address": self.http_address,
+                "version": __version__, "now": get_dht_time()}
+
+    def _problem(self) -> str | None:
+        """What the heartbeat reports as unhealthy: None while the DHT and the round thread are alive."""
+        if self.dht is not None and not self.dht.is_alive():
+            return "the DHT process died (see the log); no rounds can be read or published"
+        if self._thread is not None and not self._thread.is_alive() and not self._stop.is_set():
+            return "the round thread stopped (see the log)"
+        return None
 
     def _start_grpc(self) -> None:
         service = CoordinatorService(self.ledger, self.events, visible_maddrs=self.visible_maddrs,
@@ -172,7 +207,9 @@ class Coordinator:
         while not self._stop.wait(max(0.0, next_due - time.monotonic())):
             next_due = max(next_due + self.cfg.round_interval, time.monotonic())
             try:
-                self.run_round()
+                result = self.run_round()
+                if result is not None and self.heartbeat is not None:
+                    self.heartbeat.set(step=result.record.round)
             except Exception:  # deliberate: a failed round (DHT hiccup, disk full) must not end the coordinator
                 log.exception("round failed; the next one runs in %.1f s", self.cfg.round_interval)
             try:
@@ -225,9 +262,9 @@ class Coordinator:
 def main(cfg: CoordinatorConfig, ready_file: str | None = None) -> int:
     """Run a coordinator until SIGINT/SIGTERM; print how to reach it. Returns the exit code.
 
-    `ready_file`: once serving, write {grpc_address, http_address, maddrs, public_key} there as JSON
-    (atomically; http_address is null when the dashboard is off),
-    so a launcher (the demo, tests) can start peers against it."""
+    `ready_file`: once serving, write the bootstrap info there as JSON (atomically; `bootstrap_document`:
+    run, public_key, maddrs, grpc_address, http_address (null when the dashboard is off), version), so a
+    launcher (the demo, tests) or a peer (`coordinator.bootstrap` = the file) can join it."""
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -239,10 +276,7 @@ def main(cfg: CoordinatorConfig, ready_file: str | None = None) -> int:
             if ready_file is not None:
                 from plumbing.processes import write_json_atomic
 
-                write_json_atomic(ready_file, {"grpc_address": coordinator.address,
-                                               "http_address": coordinator.http_address,
-                                               "maddrs": coordinator.visible_maddrs(),
-                                               "public_key": coordinator.identity.fingerprint})
+                write_json_atomic(ready_file, coordinator.bootstrap_document())
             while not stop.wait(1.0):
                 pass
     finally:

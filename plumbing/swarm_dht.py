@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -34,7 +35,8 @@ class DHTConfig(BaseModel):
     announce_maddrs: list[str] = Field(default_factory=list, description=(
         "Public addresses to advertise when behind NAT/port forwarding (empty = what the daemon sees)."))
     identity_path: str | None = Field(None, description=(
-        "Private key file giving this process a stable peer id across restarts (created if missing)."))
+        "Private key file giving this process a stable peer id across restarts (created if missing). "
+        "None = the role's own file: dht.identity in a peer's run_dir, next to db_path for the coordinator."))
     client_mode: bool = Field(False, description="Set on peers that cannot accept incoming connections.")
     startup_timeout: float = Field(60.0, gt=0, le=600, description="Seconds to wait for the p2p daemon to start.")
 
@@ -77,11 +79,16 @@ def start_dht(cfg: DHTConfig, *, record_validators: Iterable = ()) -> hivemind.D
     if cfg.announce_maddrs:
         kwargs["announce_maddrs"] = cfg.announce_maddrs
     if cfg.identity_path:
+        Path(cfg.identity_path).parent.mkdir(parents=True, exist_ok=True)
         kwargs["identity_path"] = cfg.identity_path
     try:
         dht = hivemind.DHT(initial_peers=cfg.initial_peers or None, start=True,
                            record_validators=list(record_validators), **kwargs)
     except P2PDaemonError as err:
+        if "already taken" in str(err):
+            raise BootstrapError(f"another running peer already uses the DHT identity {cfg.identity_path}: give "
+                                 "each process its own run_dir (or dht.identity_path), or stop the other one "
+                                 "first") from None
         if "bootstrap peers" in str(err):  # p2pd itself dials the initial peers before the DHT does
             raise BootstrapError(f"none of the initial peers answered.\n{_advice(cfg.initial_peers)}") from None
         raise BootstrapError(f"the p2p daemon did not start: {err}\n"

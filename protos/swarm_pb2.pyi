@@ -505,3 +505,25 @@ class GetHistoryResponse(_message.Message):
     schema_version: int
     rounds: _containers.RepeatedCompositeFieldContainer[RoundRecord]
     def __init__(self, schema_version: _Optional[int] = ..., rounds: _Optional[_Iterable[_Union[RoundRecord, _Mapping]]] = ...) -> None: ...
+
+class ProbeRequest(_message.Message):
+    __slots__ = ("schema_version", "maddrs")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MADDRS_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    maddrs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, schema_version: _Optional[int] = ..., maddrs: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ProbeReply(_message.Message):
+    __slots__ = ("schema_version", "now", "version", "dialed", "dial_error")
+    SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    NOW_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    DIALED_FIELD_NUMBER: _ClassVar[int]
+    DIAL_ERROR_FIELD_NUMBER: _ClassVar[int]
+    schema_version: int
+    now: float
+    version: str
+    dialed: bool
+    dial_error: str
+    def __init__(self, schema_version: _Optional[int] = ..., now: _Optional[float] = ..., version: _Optional[str] = ..., dialed: _Optional[bool] = ..., dial_error: _Optional[str] = ...) -> None: ...

@@ -8,7 +8,13 @@ libraries (torch, transformers, hivemind) only inside the chosen subcommand.
   rankswarm status      [--coordinator HOST:PORT]     the swarm at a glance (as the dashboard shows it)
   rankswarm admit|ban|forget KEY --token-file FILE    who may take part (docs/security.md)
   rankswarm export      RUN_DIR OUT [--dtype D]      a trained run as a save_pretrained folder
+  rankswarm doctor      [-c FILE ...] [--set k=v ...] check a peer's set-up against its config and the swarm
+  rankswarm health      --file HEARTBEAT | --url URL  is a running peer or coordinator healthy (exit 0/1)
   rankswarm config show [train|node|coordinator|demo] every key with its default
+  rankswarm config resolve ROLE [-c FILE] [--set k=v] the config a command would run with
+
+Every role also reads RANKSWARM_<ROLE>_<KEY> environment variables (sections joined by __, e.g.
+RANKSWARM_NODE_DHT__INITIAL_PEERS='["/ip4/..."]'): defaults < TOML files < environment < --set.
 
 A command that fails ends with its error on one line (stderr); an unexpected one prints its
 traceback first. A failed `node` or `coordinator` also ends every process it started (hivemind's
@@ -26,15 +32,25 @@ import signal
 import sys
 import traceback
 
-from plumbing.config_loading import ConfigError
+from plumbing.config_loading import ConfigError, env_prefix
 from plumbing.errors import StartupError
+
+ROLES = ("train", "node", "coordinator", "demo")
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", action="append", default=[], metavar="FILE",
                         help="TOML config file (repeatable; later files override earlier ones)")
     parser.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                        help="override one key, e.g. --set optim.lr=2e-5 (repeatable; wins over files)")
+                        help="override one key, e.g. --set optim.lr=2e-5 (repeatable; wins over files and "
+                             "RANKSWARM_<ROLE>_... variables)")
+
+
+def _load(role: str, args: argparse.Namespace):
+    """The role's config from defaults < args.config files < RANKSWARM_<ROLE>_* variables < args.overrides."""
+    from plumbing.config_loading import load_config
+
+    return load_config(_config_models()[role], args.config, args.overrides, env_prefix=env_prefix(role))
 
 
 def _add_coordinator_args(parser: argparse.ArgumentParser) -> None:
@@ -45,10 +61,7 @@ def _add_coordinator_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from node.training.config import TrainConfig
-    from plumbing.config_loading import load_config
-
-    cfg = load_config(TrainConfig, args.config, args.overrides)
+    cfg = _load("train", args)
     from node.training.build import build_trainer
 
     trainer = build_trainer(cfg)
@@ -61,31 +74,57 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_node(args: argparse.Namespace) -> int:
-    from node.swarm.config import NodeConfig
-    from plumbing.config_loading import load_config
-
-    cfg = load_config(NodeConfig, args.config, args.overrides)
+    cfg = _load("node", args)
     from node.swarm.peer import main
 
     return main(cfg)
 
 
 def _cmd_coordinator(args: argparse.Namespace) -> int:
-    from coordinator.config import CoordinatorConfig
-    from plumbing.config_loading import load_config
-
-    cfg = load_config(CoordinatorConfig, args.config, args.overrides)
+    cfg = _load("coordinator", args)
     from coordinator.server import main
 
     return main(cfg, ready_file=args.ready_file)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from plumbing.config_loading import load_config
-    from rankswarm.config import DemoConfig
     from rankswarm.demo import run_demo
 
-    return run_demo(load_config(DemoConfig, args.config, args.overrides))
+    return run_demo(_load("demo", args))
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    try:
+        cfg = _load("node", args)
+    except ConfigError as err:
+        print(f"FAIL  config: {err}", file=sys.stderr)
+        return 2
+    print(f"ok    config: run {cfg.run_id}, run_dir {cfg.run_dir}", flush=True)
+    from rankswarm.doctor import FAIL, run_doctor
+
+    findings = run_doctor(cfg, coordinator=args.coordinator, max_skew=args.max_skew, timeout=args.timeout)
+    failed = [f for f in findings if f.status == FAIL]
+    print(f"\n{len(failed)} check(s) failed" if failed else "\nevery check passed", flush=True)
+    return 1 if failed else 0
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    from plumbing.health import check
+
+    if args.url:
+        import urllib.error
+        import urllib.request
+
+        try:
+            with urllib.request.urlopen(args.url, timeout=args.timeout) as response:
+                print(f"{args.url}: {response.status} {response.read(200).decode(errors='replace').strip()}")
+                return 0
+        except (urllib.error.URLError, OSError) as err:
+            print(f"{args.url}: unhealthy ({getattr(err, 'reason', err)})", file=sys.stderr)
+            return 1
+    report = check(args.file, max_age=args.max_age, ready=args.ready, max_step_age=args.max_step_age)
+    print(report.message, file=sys.stdout if report.healthy else sys.stderr)
+    return 0 if report.healthy else 1
 
 
 def _client(args: argparse.Namespace, *, with_token: bool = False):
@@ -139,6 +178,9 @@ def _cmd_admission(args: argparse.Namespace) -> int:
     mode = "closed" if admission.closed else "open"
     print(f"{args.key}: {done} (admission list version {admission.version}: {mode} swarm, "
           f"{len(admission.admitted)} admitted, {len(admission.banned)} banned)")
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from node.training.export import export_run
 
@@ -148,18 +190,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_models() -> dict:
+def _config_models() -> dict:
     from coordinator.config import CoordinatorConfig
     from node.swarm.config import NodeConfig
     from node.training.config import TrainConfig
     from rankswarm.config import DemoConfig
 
-    return {"train": TrainConfig(), "node": NodeConfig(), "demo": DemoConfig(),
-            "coordinator": CoordinatorConfig(run="my-run", db_path="runs/coordinator/history.db")}
+    return {"train": TrainConfig, "node": NodeConfig, "coordinator": CoordinatorConfig, "demo": DemoConfig}
 
 
 def _cmd_config(args: argparse.Namespace) -> int:
-    print(json.dumps(_default_models()[args.role].model_dump(mode="json"), indent=2))
+    if args.action == "resolve":
+        cfg = _load(args.role, args)
+    elif args.role == "coordinator":  # run and db_path have no default: show an example
+        cfg = _config_models()["coordinator"](run="my-run", db_path="runs/coordinator/history.db")
+    else:
+        cfg = _config_models()[args.role]()
+    print(json.dumps(cfg.model_dump(mode="json"), indent=2))
     return 0
 
 
@@ -200,9 +247,34 @@ def build_parser() -> argparse.ArgumentParser:
                         help="dtype of the exported weights (default float32: the checkpoint's master weights)")
     export.add_argument("--checkpoint", default=None, help="a checkpoint folder of the run (default: the newest)")
     export.set_defaults(func=_cmd_export)
-    config = sub.add_parser("config", help="print the default config of a role as JSON")
-    config.add_argument("action", choices=["show"])
-    config.add_argument("role", nargs="?", default="train", choices=["train", "node", "coordinator", "demo"])
+    doctor = sub.add_parser("doctor", help="check a peer's set-up (config, device, initial peers, reachability, "
+                                           "coordinator key, clock, versions); exit 1 if a check fails")
+    _add_config_args(doctor)
+    doctor.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                        help="the coordinator's gRPC address, to compare its key with coordinator.trusted_key "
+                             "(default: from coordinator.bootstrap)")
+    doctor.add_argument("--max-skew", type=float, default=2.0, metavar="S",
+                        help="clock skew against the swarm that fails the clock check (seconds)")
+    doctor.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for each answer")
+    doctor.set_defaults(func=_cmd_doctor)
+    health = sub.add_parser("health", help="exit 0 if the peer or coordinator is healthy (container and "
+                                           "Kubernetes probes), 1 if not, saying why")
+    where = health.add_mutually_exclusive_group(required=True)
+    where.add_argument("--file", help="the heartbeat the process writes (health_file; default "
+                                      "health.json in a peer's run_dir or next to the coordinator's db_path)")
+    where.add_argument("--url", help="an HTTP endpoint to GET instead, e.g. http://127.0.0.1:8080/healthz")
+    health.add_argument("--ready", action="store_true", help="also require the process to be training or serving")
+    health.add_argument("--max-age", type=float, default=30.0, metavar="S",
+                        help="a heartbeat older than this means hung or gone (it is rewritten every 5 s)")
+    health.add_argument("--max-step-age", type=float, default=None, metavar="S",
+                        help="a training peer must have finished a step within this many seconds")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for --url")
+    health.set_defaults(func=_cmd_health)
+    config = sub.add_parser("config", help="print a role's default config, or the one it would run with, as JSON")
+    config.add_argument("action", choices=["show", "resolve"],
+                        help="show: the defaults; resolve: after -c files, RANKSWARM_<ROLE>_* variables and --set")
+    config.add_argument("role", nargs="?", default="train", choices=ROLES)
+    _add_config_args(config)
     config.set_defaults(func=_cmd_config)
     return parser
 

@@ -100,9 +100,10 @@ class DemoSwarm:
 
     def start_peer(self, index: int, extra_overrides: list[str] = (),
                    command: list[str] | None = None) -> ManagedProcess:
-        """Start peer `index` (run dir `peer<index>`); later overrides win over earlier ones. `command`: the
-        program instead of `rankswarm node` (it takes the same `--set` overrides; a benchmark's attacker)."""
-        ready = self.ready
+        """Start peer `index` (run dir `peer<index>`); later overrides win over earlier ones. It joins through
+        the coordinator's bootstrap file (its addresses and key), as a peer on a shared filesystem would.
+        `command`: the program instead of `rankswarm node` (it takes the same `--set` overrides; a
+        benchmark's attacker)."""
         run_dir = self.peer_dir(index)
         overrides = [
             f"run_dir={json.dumps(str(run_dir))}", f"seed={100 * self.cfg.seed + index}", f"steps={self.cfg.steps}",
@@ -111,9 +112,8 @@ class DemoSwarm:
             f"gossip.target_batch_size={self.target_batch_size}",
             # loopback peers find each other in well under a second; the default suits the internet
             f"gossip.matchmaking_time={self.cfg.matchmaking_time}", f"gossip.min_peers={self.cfg.peers}",
-            f"dht.initial_peers={json.dumps(ready['maddrs'])}", 'dht.host_maddrs=["/ip4/127.0.0.1/tcp/0"]',
-            "torch_threads=1",
-            f"coordinator.trusted_key={json.dumps(ready['public_key'])}", "progress=false",
+            f"coordinator.bootstrap={json.dumps(str(self.root / 'coordinator' / 'ready.json'))}",
+            'dht.host_maddrs=["/ip4/127.0.0.1/tcp/0"]', "torch_threads=1", "progress=false",
             *self.cfg.node_overrides, *extra_overrides,
         ]
         argv = [*(command or rankswarm_argv("node")), *[arg for o in overrides for arg in ("--set", o)]]

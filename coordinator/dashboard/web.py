@@ -8,6 +8,7 @@ Routes (GET and HEAD; any other method gets 405 with an Allow header, an unknown
   /api/v1/state          swarm state, summary, alerts, events and one page of peers (docs/api.md)
   /api/v1/history        per-round columns for the charts (docs/api.md)
   /metrics               Prometheus text format (coordinator/dashboard/prometheus.py)
+  /api/v1/bootstrap      what a peer needs to join: run, key, DHT addresses (plumbing/bootstrap.py)
   /healthz               "ok" while the server runs
 Every error is answered with a JSON body {"error": {"status": N, "message": "..."}}: a malformed or
 unknown query parameter 400 naming it, an unknown path 404, and what the standard library refuses
@@ -79,6 +80,8 @@ class Response:
 
 
 _TOKEN_COOKIE = "rankswarm_token"
+# served without the dashboard token: probes, and what a joining peer needs (public key and addresses only)
+_PUBLIC_PATHS = ("/healthz", "/api/v1/bootstrap")
 
 
 def json_response(document: Any, status: int = 200) -> Response:
@@ -184,22 +187,24 @@ class DashboardApp:
     """Maps (method, path, query) to a Response; kept apart from the socket server so it is easy to test."""
 
     def __init__(self, monitor: Monitor, store: HistoryStore, *, peer_timeout: float, max_history_rounds: int = 1000,
-                 clock: Callable[[], float] = get_dht_time, token: str | None = None):
-        self.monitor, self.store, self.clock = monitor, store, clock
-        self.token = token  # None: open; else every path but /healthz needs it (header, cookie or ?token=)
+                 clock: Callable[[], float] = get_dht_time, token: str | None = None,
+                 bootstrap: Callable[[], dict[str, Any]] | None = None):
+        self.monitor, self.store, self.clock, self.bootstrap = monitor, store, clock, bootstrap
+        self.token = token  # None: open; else every path but _PUBLIC_PATHS needs it (header, cookie or ?token=)
         self.peer_timeout, self.max_history_rounds = peer_timeout, max_history_rounds
         package = importlib.resources.files("coordinator.dashboard")
         self.assets = {path: (package.joinpath(name).read_bytes(), kind) for path, (name, kind) in ASSETS.items()}
         self.metrics = build_registry(lambda: self.monitor.snapshot(self.clock()))
         self.routes: dict[str, Callable[[Query], Response]] = {
             "/api/v1/state": self._state, "/api/v1/history": self._history, "/metrics": self._metrics,
+            "/api/v1/bootstrap": self._bootstrap,
             "/healthz": lambda query: Response(200, "text/plain; charset=utf-8", b"ok\n")}
 
     def handle(self, method: str, target: str, headers: Any = None) -> Response:
         parts = urlsplit(target)
         path = parts.path
         cookie = None
-        if self.token is not None and path != "/healthz":
+        if self.token is not None and path not in _PUBLIC_PATHS:
             pairs = parse_qsl(parts.query, keep_blank_values=True)
             offered = [value for key, value in pairs if key == "token"]
             if offered and token_matches(offered[-1], self.token):
@@ -225,7 +230,8 @@ class DashboardApp:
     def _route(self, method: str, path: str, parts) -> Response:
         if path not in self.routes and path not in self.assets:
             if path.startswith("/api/"):
-                return error_response(404, f"no API endpoint {path}; see docs/api.md (/api/v1/state, /api/v1/history)")
+                return error_response(404, f"no API endpoint {path}; see docs/api.md (/api/v1/state, /api/v1/history, "
+                                           "/api/v1/bootstrap)")
             return error_response(404, f"not found: {path}; the dashboard is at /")
         if method not in ("GET", "HEAD"):
             return error_response(405, f"{method} is not allowed on {path}; use GET", Allow="GET, HEAD")
@@ -248,6 +254,12 @@ class DashboardApp:
     def _history(self, query: Query) -> Response:
         history = parse_history_query(query, self.max_history_rounds)
         return json_response(history_document(self.store, history, peer_timeout=self.peer_timeout))
+
+    def _bootstrap(self, query: Query) -> Response:
+        query.finish()
+        if self.bootstrap is None:
+            return error_response(503, "this server has no bootstrap info (not started by a coordinator)")
+        return json_response(self.bootstrap())
 
     def _metrics(self, query: Query) -> Response:
         query.finish()

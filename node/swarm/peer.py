@@ -1,10 +1,14 @@
 """`Node`: one swarm peer. Run with `rankswarm node [--config node.toml] [--set key=value ...]`.
 
-Start order: signing identity, DHT (joined through `dht.initial_peers`, or a new swarm whose
-address is printed), the trainer with the two swarm seams (gossip update, swarm baselines),
-state download from peers, then the training loop. After every step the peer publishes its
-meta-signal (signed, expiring) and, every few steps, its status; both go through a single
-background publisher so DHT latency never lands on the training step.
+Start order: heartbeat (`health_file`, read by `rankswarm health`), the coordinator's bootstrap
+info if `coordinator.bootstrap` is set, signing identity, DHT (joined through
+`dht.initial_peers`, or a new swarm whose address is printed; its identity kept in
+`run_dir/dht.identity` unless `dht.identity_path` says otherwise), the trainer with the two
+swarm seams (gossip update, swarm baselines), state download from peers, then the training
+loop. After every step the peer publishes its meta-signal (signed, expiring) and, every few
+steps, its status; both go through a single background publisher so DHT latency never lands on
+the training step. With `shared_run_dir`, `main` first claims a slot of run_dir
+(plumbing/run_slots.py).
 """
 
 from __future__ import annotations
@@ -25,14 +29,18 @@ from hivemind.utils import get_dht_time
 from node.swarm.admission import AdmissionView
 from node.swarm.baselines import SwarmBaselines
 from node.swarm.config import NodeConfig
+from node.swarm.joining import join_through_bootstrap
 from node.swarm.update import GossipCounters, SettleOutcome, build_gossip_update
 from node.training.build import build_trainer
 from node.training.seams import LocalBaselines
 from node.training.trainer import StepReport, Trainer
 from plumbing import __version__
 from plumbing.dht_records import fetch, poll, publish
+from plumbing.health import Heartbeat
 from plumbing.identity import SigningIdentity, build_record_validators
 from plumbing.metrics import MetricsSink
+from plumbing.probe import serve_probes
+from plumbing.run_slots import claim_slot
 from plumbing.swarm_dht import start_dht, visible_addresses
 from protos import records, swarm_pb2
 
@@ -108,12 +116,25 @@ class Node:
         self.dht_lock = threading.Lock()
         self.started_at = time.monotonic()
         self.rollouts_done = 0
+        self.heartbeat: Heartbeat | None = None
 
     def start(self) -> Node:
         cfg = self.cfg
-        Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
-        self.identity = SigningIdentity.load_or_create(Path(cfg.run_dir) / "signing.key")
+        run_dir = Path(cfg.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.heartbeat = Heartbeat(cfg.health_file or run_dir / "health.json", "node").start()
+        self.heartbeat.problem = self._problem
+        if cfg.coordinator.bootstrap:
+            self.heartbeat.set("bootstrap")
+            cfg, _ = join_through_bootstrap(cfg)
+        if cfg.dht.identity_path is None:  # a re-created peer keeps its peer id (and its place in the DHT)
+            cfg = cfg.model_copy(update={"dht": cfg.dht.model_copy(update={"identity_path": str(
+                run_dir / "dht.identity")})})
+        self.cfg = cfg
+        self.heartbeat.set("joining")
+        self.identity = SigningIdentity.load_or_create(run_dir / "signing.key")
         self.dht = start_dht(cfg.dht, record_validators=build_record_validators(self.identity, cfg.run_id))
+        serve_probes(self.dht)
         self.addresses = visible_addresses(self.dht)
         print(f"peer {self.identity.fingerprint} joined run {cfg.run_id}; others can join with:\n  "
               + "\n  ".join(self.addresses), flush=True)
@@ -130,9 +151,17 @@ class Node:
                                            dht_lock=self.dht_lock).start()
         metrics = MetricsSink(f"{cfg.run_dir}/metrics.jsonl")
         factory = self.update_factory or self._default_update_factory()
+        self.heartbeat.set("syncing")
         self.trainer = build_trainer(cfg, baselines=source, update_factory=factory, metrics=metrics, swarm=True)
         self.publisher = Publisher(self.dht_lock)
         return self
+
+    def _problem(self) -> str | None:
+        """What the heartbeat reports as unhealthy: None while the parts this peer needs are alive."""
+        dht = self.dht
+        if dht is not None and not dht.is_alive():
+            return "the DHT process died (see the log); the peer cannot reach the swarm"
+        return None
 
     def _default_update_factory(self):
         return lambda master, cfg: build_gossip_update(self.dht, master, cfg, self.identity, self.admission)
@@ -185,6 +214,7 @@ class Node:
 
     def _on_step(self, report: StepReport) -> None:
         cfg = self.cfg
+        self.heartbeat.set("training", step=report.step)
         self.rollouts_done += cfg.algo.prompts_per_step * cfg.sampling.group_size
         record = records.build(swarm_pb2.MetaSignal, run_id=cfg.run_id, peer_id=self.identity.fingerprint,
                                step=report.step, stats=records.stats_message(report.stats),
@@ -257,11 +287,15 @@ class Node:
 
     def _stop_quietly(self) -> None:
         try:
-            self.stop()
+            self.stop("failed")
         except Exception as err:  # already failing: the first error is the one to report
             log.warning("while stopping after a failure: %s", err)
 
-    def stop(self) -> None:
+    def stop(self, phase: str = "done") -> None:
+        """Stop every part; `phase` (done, failed) is what the heartbeat keeps saying afterwards."""
+        if self.heartbeat is not None:
+            self.heartbeat.stop(phase)
+            self.heartbeat = None
         if self.publisher is not None:
             self.publisher.close()
         if self.baselines is not None:
@@ -278,14 +312,25 @@ class Node:
 
 
 def main(cfg: NodeConfig) -> int:
+    slot = None
+    if cfg.shared_run_dir:
+        slot = claim_slot(cfg.run_dir)
+        # each slot samples its own prompts: peers started from one config would otherwise all draw the same
+        cfg = cfg.model_copy(update={"run_dir": str(slot.path), "seed": cfg.seed + slot.index})
+        print(f"claimed {slot.path} of the shared run_dir (its identity and checkpoints; seed {cfg.seed})",
+              flush=True)
     node = Node(cfg)
     try:
         node.start()
         summary = node.run()
     except BaseException:
         node.abort()  # the command (rankswarm/cli.py) reports the error and ends what is left
+        if slot is not None:
+            slot.release()
         raise
-    node.stop()
+    node.stop("done")
+    if slot is not None:
+        slot.release()
     start, end = summary["eval_start"], summary["eval_end"]
     if start is not None:
         print(f"held-out greedy accuracy: {start.greedy_accuracy:.3f} -> {end.greedy_accuracy:.3f}", flush=True)

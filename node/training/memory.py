@@ -144,16 +144,70 @@ def estimate_memory(shape: ModelShape, cfg: TrainConfig, device: torch.device, *
 
 def available_bytes(device: torch.device) -> int:
     """Memory a step may use: CUDA's free memory plus what torch already holds there; on the CPU the
-    machine's available memory plus this process's resident set (which holds the loaded model)."""
+    memory this process may still take (free_memory) plus its resident set (which holds the loaded
+    model)."""
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         return int(free + torch.cuda.memory_reserved(device))
-    meminfo = Path("/proc/meminfo")
-    if not meminfo.is_file():
+    if not Path("/proc/meminfo").is_file():
         return 0  # unknown: not checked
-    available = next(int(line.split()[1]) * 1024 for line in meminfo.read_text().splitlines()
-                     if line.startswith("MemAvailable:"))
-    return available + resident_bytes("VmRSS")
+    return free_memory(device)[0] + resident_bytes("VmRSS")
+
+
+def free_memory(device: torch.device) -> tuple[int, int, str]:
+    """(free bytes, total bytes, what was measured) on `device`; for the CPU the RAM this process may
+    still use: MemAvailable, within a container's memory limit (its cgroup) when it has one."""
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return free, total, torch.cuda.get_device_name(device)
+    info = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        name, _, value = line.partition(":")
+        info[name] = int(value.split()[0]) * 1024
+    free, total, what = info["MemAvailable"], info["MemTotal"], "RAM available"
+    room = _cgroup_room()
+    if room is not None:
+        limit, usage = room
+        free, total = min(free, max(0, limit - usage)), min(total, limit)
+        what = "RAM available within the memory limit (cgroup)"
+    return free, total, what
+
+
+def _read_int(path: str) -> int | None:
+    try:
+        text = Path(path).read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _cgroup_room() -> tuple[int, int] | None:
+    """(limit, usage) of this process's memory cgroup (v2, then v1), None without a limit."""
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        limit, usage = _read_int(limit_file), _read_int(usage_file)
+        if limit is not None and usage is not None and limit < 1 << 60:
+            return limit, usage
+    return None
+
+
+def shape_from_config(path: str | None, dtype: torch.dtype) -> ModelShape:
+    """The shape of the model at `path` (None = embedded) in `dtype`, from its config.json alone: the
+    model is built on torch's meta device, which allocates nothing (`rankswarm doctor` runs before
+    any weights are loaded)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from node.model.loading import EMBEDDED_DIR
+
+    folder = EMBEDDED_DIR if path is None else Path(path).expanduser()
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"model path {folder} has no config.json; set model.path to a folder written by "
+                         "save_pretrained, or leave it unset for the embedded model")
+    config = AutoConfig.from_pretrained(folder, local_files_only=True)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    return ModelShape.of(model)
 
 
 def _advice(shape: ModelShape, cfg: TrainConfig, estimate: MemoryEstimate, budget: float) -> list[str]:

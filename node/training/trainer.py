@@ -247,6 +247,8 @@ class Trainer:
         `after_last_step` runs before the final evaluation (a swarm peer settles its weights there)."""
         cfg = self.cfg
         resumed = cfg.checkpoint.resume and self.resume()
+        if resumed:
+            print(f"resumed from the checkpoint of step {self.step} in {cfg.run_dir}/checkpoints", flush=True)
         started = time.monotonic()
         first_eval = None
         if not resumed:

@@ -455,3 +455,16 @@ def test_a_stopped_server_ends_kept_alive_connections(tmp_path):
     with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
         connection.request("GET", "/healthz")
         connection.getresponse()
+
+
+@pytest.mark.unit
+def test_bootstrap_info_is_served_when_a_coordinator_provides_it(tmp_path):
+    swarm = FakeSwarm(tmp_path, num_peers=1).run(1)
+    document = {"schema": 1, "run": "r", "public_key": "k", "maddrs": ["/ip4/10.0.0.2/tcp/31337/p2p/12D3KooW"]}
+    served = DashboardApp(swarm.monitor, swarm.store, peer_timeout=PEER_TIMEOUT, bootstrap=lambda: document)
+    response = served.handle("GET", "/api/v1/bootstrap")
+    assert response.status == 200 and json.loads(response.body) == document
+    assert served.handle("GET", "/api/v1/bootstrap?x=1").status == 400  # unknown parameters are refused
+    bare = DashboardApp(swarm.monitor, swarm.store, peer_timeout=PEER_TIMEOUT)
+    missing = bare.handle("GET", "/api/v1/bootstrap")
+    assert missing.status == 503 and "no bootstrap info" in json.loads(missing.body)["error"]["message"]

@@ -21,7 +21,7 @@ import torch
 from node.model.loading import load_policy
 from node.training.build import build_trainer
 from node.training.config import TrainConfig
-from node.training.memory import MemoryPlanError, ModelShape, estimate_memory
+from node.training.memory import MemoryPlanError, ModelShape, estimate_memory, free_memory, shape_from_config
 
 pytestmark = pytest.mark.unit
 
@@ -89,3 +89,20 @@ def test_a_step_that_cannot_fit_is_refused_with_what_to_lower(tmp_path):
     with pytest.raises(MemoryPlanError, match="lower algo.prompts_per_step x sampling.group_size"):
         build_trainer(_config(tmp_path, memory={"limit_gb": 0.1, "micro_batch_size": 1},
                               algo={"prompts_per_step": 128}))
+
+
+def test_the_shape_from_config_json_alone_counts_what_the_loaded_model_has():
+    model, _ = load_policy(None, "cpu")
+    assert shape_from_config(None, torch.float32) == ModelShape.of(model)
+    half = shape_from_config(None, torch.bfloat16)
+    assert half.num_params == ModelShape.of(model).num_params and half.dtype_bytes == 2
+
+
+def test_a_folder_without_config_json_is_refused_with_the_fix(tmp_path):
+    with pytest.raises(ValueError, match="has no config.json; set model.path"):
+        shape_from_config(str(tmp_path), torch.float32)
+
+
+def test_free_memory_of_the_cpu_is_read_from_this_machine():
+    free, total, what = free_memory(torch.device("cpu"))
+    assert 0 < free <= total and "RAM" in what
