@@ -42,6 +42,7 @@ class Run:
     step_seconds: float  # honest peers' mean wall time per step
     averaging_seconds: float  # of which averaging
     bytes_per_step: float  # all-reduce bytes an honest peer sent per step
+    senders_banned: int = 0  # honest peers' reducers banning a sender for a non-finite part (log lines)
 
 
 def run(name: str, attack: str | None, robust: bool, args: argparse.Namespace) -> Run:
@@ -74,6 +75,9 @@ def summarise(name: str, attack: str | None, robust: bool, swarm: DemoSwarm, min
     prints = [{r["epoch"]: r["param_fingerprint"] for r in rows if r.get("param_fingerprint")} for rows in trains]
     shared = sorted(set(prints[0]) & set(prints[1]))
     steps = [r for rows in trains for r in rows]
+    logs = [swarm.peer_dir(i) / "log.txt" for i in (0, 1)]
+    banned = sum(text.count("sent a non-finite or misshapen part")
+                 for text in (path.read_text(errors="replace") for path in logs if path.is_file()))
     start = statistics.fmean(e[0]["greedy_accuracy"] for e in evals)
     end = statistics.fmean(e[-1]["greedy_accuracy"] for e in evals)
     return Run(name=name, attack=attack, robust=robust, minutes=minutes, start_greedy=start, end_greedy=end,
@@ -83,18 +87,19 @@ def summarise(name: str, attack: str | None, robust: bool, swarm: DemoSwarm, min
                rounds_dropped=sum(rows[-1].get("rounds_dropped") or 0 for rows in trains),
                step_seconds=statistics.fmean(r["time_step"] for r in steps),
                averaging_seconds=statistics.fmean(r.get("time_averaging") or 0.0 for r in steps),
-               bytes_per_step=statistics.fmean(r.get("bytes_sent") or 0 for r in steps))
+               bytes_per_step=statistics.fmean(r.get("bytes_sent") or 0 for r in steps), senders_banned=banned)
 
 
 def table(runs: list[Run]) -> str:
     clean = next(r for r in runs if r.name == "clean")
-    lines = ["| run | honest gain | vs clean | honest weights | rounds dropped | step s | averaging s | KB/step |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| run | honest gain | vs clean | honest weights | rounds dropped | sender banned (times) | step s "
+             "| averaging s | KB/step |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in runs:
         share = f"{100 * r.gain / clean.gain:.0f} %" if clean.gain > 0 else "-"
         state = ("equal" if r.weights_equal else "DIFFER") + ("" if r.finite else ", NOT finite")
         lines.append(f"| {r.name} | {r.start_greedy:.3f} -> {r.end_greedy:.3f} ({r.gain:+.3f}) | {share} | {state} "
-                     f"| {r.rounds_dropped} | {r.step_seconds:.2f} | {r.averaging_seconds:.2f} "
+                     f"| {r.rounds_dropped} | {r.senders_banned} | {r.step_seconds:.2f} | {r.averaging_seconds:.2f} "
                      f"| {r.bytes_per_step / 1e3:.0f} |")
     return "\n".join(lines)
 

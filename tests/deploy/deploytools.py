@@ -206,3 +206,15 @@ def ensure_prometheus_image() -> str:
             'ENTRYPOINT ["/bin/prometheus"]\n')
         podman("build", "--network", "host", "-t", PROMETHEUS_IMAGE, tmp, timeout=300)
     return PROMETHEUS_IMAGE
+
+
+# A test-sized peer: a few small steps on one thread, no evaluation. Each deploy test adds its own
+# top-level keys and [gossip] section (the TOML an operator would mount).
+SMALL_TRAINING_TOML = """[algo]
+prompts_per_step = 4
+[sampling]
+group_size = 4
+[eval]
+every = 0
+num_problems = 8
+"""

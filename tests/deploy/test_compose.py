@@ -22,25 +22,28 @@ from pathlib import Path
 
 import pytest
 from conftest import require
-from deploytools import ENV, PREFIX, REPO, in_netns, leftovers, network_namespace, podman, remove_everything, run
+from deploytools import (
+    ENV,
+    PREFIX,
+    REPO,
+    SMALL_TRAINING_TOML,
+    in_netns,
+    leftovers,
+    network_namespace,
+    podman,
+    remove_everything,
+    run,
+)
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 
 PROJECT = f"{PREFIX}-compose"
 RUN_ID = "compose-test"
-NODE_TOML = """
-shared_run_dir = true
+NODE_TOML = """shared_run_dir = true
 steps = {steps}
 torch_threads = 1
 progress = false
-[algo]
-prompts_per_step = 4
-[sampling]
-group_size = 4
-[eval]
-every = 0
-num_problems = 8
-[checkpoint]
+""" + SMALL_TRAINING_TOML + """[checkpoint]
 every = 1
 [gossip]
 target_batch_size = 32

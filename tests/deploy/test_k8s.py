@@ -21,7 +21,7 @@ import time
 import pytest
 import yaml
 from conftest import require
-from deploytools import PREFIX, REPO, leftovers, network_namespace, podman, remove_everything
+from deploytools import PREFIX, REPO, SMALL_TRAINING_TOML, leftovers, network_namespace, podman, remove_everything
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 
@@ -30,14 +30,7 @@ KUBE_VERSION = "1.33.0"
 RELEASE = f"{PREFIX}-kube"
 PEER_TOML = """steps = 100000
 torch_threads = 1
-[algo]
-prompts_per_step = 4
-[sampling]
-group_size = 4
-[eval]
-every = 0
-num_problems = 8
-[gossip]
+""" + SMALL_TRAINING_TOML + """[gossip]
 target_batch_size = 16
 """
 
