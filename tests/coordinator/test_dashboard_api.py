@@ -468,3 +468,15 @@ def test_bootstrap_info_is_served_when_a_coordinator_provides_it(tmp_path):
     bare = DashboardApp(swarm.monitor, swarm.store, peer_timeout=PEER_TIMEOUT)
     missing = bare.handle("GET", "/api/v1/bootstrap")
     assert missing.status == 503 and "no bootstrap info" in json.loads(missing.body)["error"]["message"]
+
+
+@pytest.mark.unit
+def test_a_token_protected_dashboard_still_serves_joining_peers_and_probes(tmp_path):
+    swarm = FakeSwarm(tmp_path, num_peers=1).run(1)
+    document = {"schema": 1, "run": "r", "public_key": "k", "maddrs": ["/ip4/10.0.0.2/tcp/31337/p2p/12D3KooW"]}
+    app = DashboardApp(swarm.monitor, swarm.store, peer_timeout=PEER_TIMEOUT, token="s3cret",
+                       bootstrap=lambda: document)
+    assert app.handle("GET", "/api/v1/bootstrap").status == 200  # public key and addresses only
+    assert app.handle("GET", "/healthz").status == 200
+    assert app.handle("GET", "/api/v1/state").status == 401
+    assert app.handle("GET", "/metrics").status == 401
