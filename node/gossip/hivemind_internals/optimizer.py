@@ -205,6 +205,14 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         # after a download raced the others' next round). Here a peer behind downloads first.
         return super()._should_load_state_from_peers() or self.local_epoch < self.tracker.global_epoch
 
+    def _check_and_accumulate_gradients(self, batch_size: int, grad_scaler) -> bool:
+        if batch_size == 0:
+            # a step of zero samples only waits for the swarm's round (node.gossip.outer): hivemind would
+            # count it as one more accumulation and divide the accumulated gradients by one more
+            self.tracker.report_local_progress(self.local_epoch, self.grad_averager.local_samples_accumulated)
+            return True
+        return super()._check_and_accumulate_gradients(batch_size, grad_scaler)
+
     def _load_local_gradients_into_optimizer(self):
         # hivemind's fallback after a failed round (or a pre-scheduled round with nobody in it)
         if self.others_alive():
