@@ -35,6 +35,10 @@ class GossipCounters:
     bytes_received_total: int
     state_bytes_sent_total: int  # since start: full state served to peers that joined late or fell behind
     state_bytes_received_total: int  # since start: full state downloaded
+    gradient_bytes_sent_total: int  # since start, of bytes_sent_total: (pseudo-)gradient all-reduces
+    gradient_bytes_received_total: int
+    state_averaging_bytes_sent_total: int  # since start, of bytes_sent_total: parameter averaging
+    state_averaging_bytes_received_total: int
     dense_bytes_total: int  # what dense fp32 all-reduces would have sent for the rounds averaged so far
     compression_ratio: float | None  # dense fp32 bytes / bytes sent in this step's round (None: no round)
     time_averaging: float  # seconds in the swarm step: waiting for peers, all-reduce, optimizer step

@@ -81,6 +81,9 @@ def test_diloco_peers_hold_equal_weights_after_outer_steps_over_shaped_links(tmp
     assert all(r["loss_end"] < r["loss_start"] for r in results)
     for result, (sent, received) in zip(results, link_bytes):
         counted = result["traffic"]
+        # no parameter averaging in this run (average_state_every is far away): all of it is pseudo-gradients
+        assert counted["gradient_bytes_sent_total"] == counted["bytes_sent_total"] > 0
+        assert counted["state_averaging_bytes_sent_total"] == 0
         assert 0 < counted["bytes_sent_total"] + counted["state_bytes_sent_total"] <= sent
         assert 0 < counted["bytes_received_total"] + counted["state_bytes_received_total"] <= received
 

@@ -92,6 +92,8 @@ class ConsistentStateAverager(PeerAverager, TrainingStateAverager):
     only while no update is half done: `update_lock` is held by whoever changes the epoch or the
     weights, and by `get_current_state`. One peer's (`PeerAverager`)."""
 
+    ALLREDUCE_KIND = "state_averaging"
+
     def __init__(self, *args, **kwargs):
         self.update_lock = threading.RLock()  # before the base class starts serving
         super().__init__(*args, **kwargs)
