@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -103,8 +103,11 @@ class GradientGossip:
 
     def __init__(self, dht, params: Iterable[torch.nn.Parameter],
                  optimizer_factory: Callable[[list], torch.optim.Optimizer], cfg: GossipConfig, *, run_id: str,
-                 batch_size_per_step: int, identity: SigningIdentity, admission: Admission | None = None):
-        """`admission`: who may take part (node.swarm.admission.AdmissionView); None: an open swarm."""
+                 batch_size_per_step: int, identity: SigningIdentity, admission: Admission | None = None,
+                 extra_tensors: Sequence[torch.Tensor] = ()):
+        """`admission`: who may take part (node.swarm.admission.AdmissionView); None: an open swarm.
+        `extra_tensors`: more state that late joiners download with the weights, updated in place (and
+        averaged with the parameters every `average_state_every` rounds): diloco's inner AdamW state."""
         from hivemind.compression import Float16Compression, NoCompression
 
         self.cfg = cfg
@@ -136,7 +139,7 @@ class GradientGossip:
             matchmaking_time=cfg.matchmaking_time, averaging_timeout=cfg.averaging_timeout,
             next_chunk_timeout=cfg.next_chunk_timeout,
             load_state_timeout=cfg.load_state_timeout, average_state_every=cfg.average_state_every,
-            use_local_updates=False,
+            use_local_updates=False, extra_tensors=tuple(extra_tensors),
             grad_averager_factory=_grad_averager_factory(cfg, self.traffic, cfg.robust, self.allow),
             grad_compression=_codec(cfg, self.traffic),
             state_averaging_compression=CountingCompression(Float16Compression(), self.traffic.state_averaging),

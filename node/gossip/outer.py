@@ -10,8 +10,9 @@ gradients (PowerSGD with error feedback, fp16 or dense; robust reducers; all-or-
 weights claims) and its optimizer, here SGD with Nesterov momentum (`gossip.outer_lr`,
 `gossip.outer_momentum`), applies the average to the weights of the last sync. All peers of a
 round therefore hold equal weights after it, exactly as after a sync-mode step, and a late joiner
-downloads them with the outer momentum (hivemind's state). The inner AdamW state stays each
-peer's own: a late joiner starts its inner optimizer fresh.
+downloads them with the outer momentum (hivemind's state) and the inner AdamW state, which
+hivemind carries as extra tensors (`inner_state_tensors`): those are also averaged with the
+parameters every `average_state_every` rounds, and otherwise each peer's own.
 
 A round needs every peer in `step()` at about the same time, but a peer calls it only once per H
 inner steps: a peer that arrives before the swarm has reported its pseudo-gradients would return
@@ -30,6 +31,24 @@ from collections.abc import Callable
 import torch
 
 from node.gossip.averaging import GossipStepReport, GradientGossip
+
+
+def inner_state_tensors(inner: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """The inner optimizer's per-parameter state, created now as its first step would (zeros, step 0),
+    so that hivemind can share these very tensors with late joiners (it copies downloads into them)."""
+    tensors = []
+    for group in inner.param_groups:
+        on_device = bool(group.get("fused") or group.get("capturable"))  # where torch's AdamW keeps `step`
+        for param in group["params"]:
+            state = inner.state[param]
+            if not state:
+                state["step"] = torch.zeros((), dtype=torch.float32, device=param.device if on_device else "cpu")
+                state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                if group.get("amsgrad"):
+                    state["max_exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            tensors += [state[key] for key in sorted(state)]
+    return tensors
 
 
 def build_outer_sgd(params, lr: float, momentum: float) -> torch.optim.Optimizer:

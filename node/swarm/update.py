@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from node.gossip.averaging import GossipStepReport, GradientGossip, TrafficTotals
-from node.gossip.outer import OuterSteps, build_outer_sgd
+from node.gossip.outer import OuterSteps, build_outer_sgd, inner_state_tensors
 from node.training.precision import MasterWeights
 from node.training.seams import UpdateReport, build_adamw, clip_gradients
 
@@ -166,6 +166,7 @@ def build_gossip_update(dht, master: MasterWeights, cfg, identity, admission=Non
     """The swarm's update rule for a `NodeConfig`: AdamW on the float32 masters behind compressed
     gradient averaging; `admission` (an AdmissionView) says who may take part."""
     diloco = cfg.gossip.mode == "diloco"
+    inner = build_adamw(master.params, cfg.optim) if diloco else None
     if diloco:  # the swarm's optimizer is the outer one; AdamW steps locally between syncs
         factory = lambda ps: build_outer_sgd(ps, cfg.gossip.outer_lr, cfg.gossip.outer_momentum)  # noqa: E731
     else:
@@ -173,6 +174,6 @@ def build_gossip_update(dht, master: MasterWeights, cfg, identity, admission=Non
     gossip = GradientGossip(
         dht, master.params, factory, cfg.gossip, run_id=cfg.run_id,
         batch_size_per_step=cfg.algo.prompts_per_step * cfg.sampling.group_size, identity=identity,
-        admission=admission)
-    outer = OuterSteps(gossip, build_adamw(master.params, cfg.optim), cfg.gossip.inner_steps) if diloco else None
+        admission=admission, extra_tensors=inner_state_tensors(inner) if diloco else ())
+    outer = OuterSteps(gossip, inner, cfg.gossip.inner_steps) if diloco else None
     return GossipUpdate(gossip, master, cfg.optim.grad_clip, outer)

@@ -78,7 +78,7 @@ def peer(args) -> int:
     from node.gossip.averaging import GradientGossip
     from node.gossip.config import GossipConfig
     from node.gossip.fingerprint import parameter_fingerprint
-    from node.gossip.outer import OuterSteps, build_outer_sgd
+    from node.gossip.outer import OuterSteps, build_outer_sgd, inner_state_tensors
     from node.swarm.update import GossipUpdate
     from node.training.config import OptimConfig
     from node.training.precision import MasterWeights
@@ -107,9 +107,10 @@ def peer(args) -> int:
         diloco = args.mode == "diloco"
         factory = ((lambda ps: build_outer_sgd(ps, cfg.outer_lr, cfg.outer_momentum)) if diloco
                    else (lambda ps: build_adamw(ps, optim)))
+        inner = build_adamw(master.params, optim)
         gossip = GradientGossip(dht, master.params, factory, cfg, run_id=args.run, batch_size_per_step=args.batch,
-                                identity=identity)
-        outer = OuterSteps(gossip, build_adamw(master.params, optim), cfg.inner_steps) if diloco else None
+                                identity=identity, extra_tensors=inner_state_tensors(inner) if diloco else ())
+        outer = OuterSteps(gossip, inner, cfg.inner_steps) if diloco else None
         update = GossipUpdate(gossip, master, grad_clip=1.0, outer=outer)
         (run_dir / f"ready-{args.index}").write_text("")
         _wait_for(lambda: all((run_dir / f"ready-{i}").exists() for i in range(args.num_peers)), 90,

@@ -331,9 +331,11 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
                 self.grad_averager.state_sharing_priority = true_epoch
 
     def snapshot_state(self) -> tuple[int, list[torch.Tensor], dict]:
-        """This peer's epoch, weights and optimizer state, to roll a download back to."""
+        """This peer's epoch, weights (and extra tensors: diloco's inner optimizer state) and optimizer
+        state, to roll a download back to."""
         averager = self.state_averager
         params = [param.detach().clone() for group in averager.optimizer.param_groups for param in group["params"]]
+        params += [tensor.detach().clone() for tensor in averager.extra_tensors]
         return averager.local_epoch, params, copy.deepcopy(averager.optimizer.state_dict())
 
     def restore_state(self, snapshot: tuple[int, list[torch.Tensor], dict]) -> None:
@@ -341,7 +343,8 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         averager = self.state_averager
         with torch.no_grad():
             current = [param for group in averager.optimizer.param_groups for param in group["params"]]
-            for param, saved in zip(current, params):
+            current += list(averager.extra_tensors)
+            for param, saved in zip(current, params, strict=True):
                 param.copy_(saved)
         averager.optimizer.load_state_dict(optimizer_state)
         averager.local_epoch = epoch
