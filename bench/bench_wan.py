@@ -85,6 +85,7 @@ class Result:
     rounds: float  # averaged rounds, mean over peers
     greedy_start: float
     greedy_end: float  # mean over peers
+    final_reward: float  # mean training reward over each peer's last 8 steps, averaged over peers
     minutes: float
 
 
@@ -148,7 +149,9 @@ def summarise(mode: Mode, rate: float, seed: int, out: Path, link: list[tuple[in
                   compute_share=compute, bytes_per_rollout=by_kind, link_bytes_per_rollout=link_sent / rollouts,
                   rounds=statistics.fmean(t[-1].get("rounds_averaged") or 0 for t in trains),
                   greedy_start=statistics.fmean(e[0]["greedy_accuracy"] for e in evals),
-                  greedy_end=statistics.fmean(e[-1]["greedy_accuracy"] for e in evals), minutes=minutes)
+                  greedy_end=statistics.fmean(e[-1]["greedy_accuracy"] for e in evals),
+                  final_reward=statistics.fmean(statistics.fmean(r["reward"] for r in t[-8:]) for t in trains),
+                  minutes=minutes)
 
 
 def qwen_bytes_per_rollout(mode: Mode, rollouts_per_step: int, rank: int = 4) -> float:
@@ -167,13 +170,14 @@ def render(results: list[Result], modes: dict[str, Mode], args: argparse.Namespa
     lines = [f"3 peers, {args.steps} local steps each, {args.prompts} prompts x {args.group} rollouts per step, "
              f"{args.eval_problems} held-out problems; seeds {args.seeds}.", "",
              "| mode | Mbit/s | seed | rounds | s / 1k rollouts | compute share | "
-             + " | ".join(f"B/rollout {k}" for k in kinds) + " | link B/rollout | greedy start → end | minutes |",
-             "|---|---|---|---|---|---|" + "---|" * len(kinds) + "---|---|---|"]
+             + " | ".join(f"B/rollout {k}" for k in kinds)
+             + " | link B/rollout | greedy start → end | reward (last 8) | minutes |",
+             "|---|---|---|---|---|---|" + "---|" * len(kinds) + "---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.mode} | {r.rate_mbit:g} | {r.seed} | {r.rounds:.1f} | {r.wall_s_per_1k:.0f} | "
                      f"{r.compute_share:.0%} | " + " | ".join(f"{r.bytes_per_rollout[k]:,.0f}" for k in kinds)
                      + f" | {r.link_bytes_per_rollout:,.0f} | {r.greedy_start:.3f} → {r.greedy_end:.3f} | "
-                     f"{r.minutes:.1f} |")
+                     f"{r.final_reward:+.3f} | {r.minutes:.1f} |")
     lines += ["", "Computed (not measured): gradient bytes one peer sends per rollout for a Qwen2.5-0.5B-shaped "
               f"model, same rounds per rollout ({args.prompts * args.group} rollouts per local step):", ""]
     lines += [f"- {name}: {qwen_bytes_per_rollout(m, args.prompts * args.group) / 1e6:,.2f} MB"
@@ -194,7 +198,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-problems", type=int, default=100)
     parser.add_argument("--max-minutes", type=float, default=12.0, help="per run")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_wan")
+    parser.add_argument("--render-only", action="store_true",
+                        help="re-render summary.md from --out's summary.json (and its runs' metrics) without running")
     return parser.parse_args(argv)
+
+
+def _final_reward(out: Path, result: dict) -> float:
+    run = out / f"{result['mode']}-{result['rate_mbit']:g}mbit-s{result['seed']}"
+    trains = [[r for r in read_jsonl(run / f"peer{i}" / "metrics.jsonl") if r.get("kind") == "train"]
+              for i in range(PEERS)]
+    return statistics.fmean(statistics.fmean(r["reward"] for r in t[-8:]) for t in trains)
+
+
+def render_only(args: argparse.Namespace) -> int:
+    stored = json.loads((args.out / "summary.json").read_text())["results"]
+    results = [Result(**{"final_reward": _final_reward(args.out, r)} | r) for r in stored]
+    modes = {r.mode: parse_mode(r.mode) for r in results}
+    markdown = render(results, modes, args)
+    (args.out / "summary.md").write_text(markdown + "\n")
+    print(markdown)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot run: {reason}", file=sys.stderr)
         return 2
     args.out = args.out.resolve()
+    if args.render_only:
+        return render_only(args)
     modes = {name: parse_mode(name) for name in args.modes}
     results = []
     for seed in args.seeds:
