@@ -49,7 +49,7 @@ class Mode:
 
 
 def parse_mode(name: str) -> Mode:
-    """sync-dense, sync-powersgd, diloco-h<H>[-lr<outer lr>][-m<outer momentum>][-dense]."""
+    """sync-dense, sync-powersgd, diloco-h<H>[-lr<outer lr>][-m<outer momentum>][-dense|-fp16]."""
     if name in ("sync-dense", "sync-powersgd"):
         compression = "none" if name == "sync-dense" else "powersgd"
         return Mode(name, ('gossip.mode="sync"', f'gossip.compression="{compression}"'), 1, compression)
@@ -66,6 +66,8 @@ def parse_mode(name: str) -> Mode:
             overrides.append(f"gossip.outer_momentum={float(part[1:])}")
         elif part == "dense":
             compression = "none"
+        elif part == "fp16":
+            compression = "fp16"
         else:
             raise ValueError(f"unknown part {part!r} of mode {name!r}")
     overrides.append(f'gossip.compression="{compression}"')
@@ -82,6 +84,7 @@ class Result:
     compute_share: float
     bytes_per_rollout: dict[str, float]  # by kind, sent, all peers over all rollouts
     link_bytes_per_rollout: float  # what the kernel counted leaving the peers' links
+    bootstrap_bytes_per_rollout: float | None  # leaving the DHT bootstrap's link: DHT traffic only
     rounds: float  # averaged rounds, mean over peers
     greedy_start: float
     greedy_end: float  # mean over peers
@@ -122,7 +125,7 @@ def run_one(mode: Mode, rate: float, seed: int, args: argparse.Namespace) -> Res
         deadline = time.monotonic() + args.max_minutes * 60
         for proc in procs:
             proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-        link = [net.interface_bytes(i + 1) for i in range(PEERS)]
+        link = [net.interface_bytes(i) for i in range(PEERS + 1)]
     failed = [i for i, p in enumerate(procs) if p.returncode != 0]
     if failed:
         raise RuntimeError(f"{mode.name} at {rate} Mbit/s: peers {failed} failed; logs in {out}")
@@ -142,11 +145,13 @@ def summarise(mode: Mode, rate: float, seed: int, out: Path, link: list[tuple[in
     kinds = {"gradients": "gradient_bytes_sent_total", "state averaging": "state_averaging_bytes_sent_total",
              "state served": "state_bytes_sent_total"}
     counted = {kind: sum(f.get(key) or 0 for f in final) for kind, key in kinds.items()}
+    bootstrap_sent, link = link[0][0], link[1:]
     link_sent = sum(sent for sent, _ in link)
     by_kind = {kind: value / rollouts for kind, value in counted.items()}
     by_kind["other (link - payload)"] = (link_sent - sum(counted.values())) / rollouts
     return Result(mode=mode.name, rate_mbit=rate, seed=seed, rollouts=rollouts, wall_s_per_1k=wall / rollouts * 1000,
                   compute_share=compute, bytes_per_rollout=by_kind, link_bytes_per_rollout=link_sent / rollouts,
+                  bootstrap_bytes_per_rollout=bootstrap_sent / rollouts,
                   rounds=statistics.fmean(t[-1].get("rounds_averaged") or 0 for t in trains),
                   greedy_start=statistics.fmean(e[0]["greedy_accuracy"] for e in evals),
                   greedy_end=statistics.fmean(e[-1]["greedy_accuracy"] for e in evals),
@@ -160,8 +165,10 @@ def qwen_bytes_per_rollout(mode: Mode, rollouts_per_step: int, rank: int = 4) ->
     shapes = qwen2_shapes(hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864, vocab=151936)
     numel = sum(int(__import__("math").prod(s)) for s in shapes)
     dense = 2 * (PEERS - 1) / PEERS * 4 * numel
-    per_round = dense if mode.compression == "none" else dense / compression_ratio_for_shapes(
-        shapes, rank, bytes_per_number=4)
+    if mode.compression == "powersgd":
+        per_round = dense / compression_ratio_for_shapes(shapes, rank, bytes_per_number=4)
+    else:
+        per_round = dense / 2 if mode.compression == "fp16" else dense
     return per_round / (mode.steps_per_round * rollouts_per_step)
 
 
@@ -171,12 +178,14 @@ def render(results: list[Result], modes: dict[str, Mode], args: argparse.Namespa
              f"{args.eval_problems} held-out problems; seeds {args.seeds}.", "",
              "| mode | Mbit/s | seed | rounds | s / 1k rollouts | compute share | "
              + " | ".join(f"B/rollout {k}" for k in kinds)
-             + " | link B/rollout | greedy start → end | reward (last 8) | minutes |",
-             "|---|---|---|---|---|---|" + "---|" * len(kinds) + "---|---|---|---|"]
+             + " | link B/rollout | bootstrap B/rollout | greedy start → end | reward (last 8) | minutes |",
+             "|---|---|---|---|---|---|" + "---|" * len(kinds) + "---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.mode} | {r.rate_mbit:g} | {r.seed} | {r.rounds:.1f} | {r.wall_s_per_1k:.0f} | "
                      f"{r.compute_share:.0%} | " + " | ".join(f"{r.bytes_per_rollout[k]:,.0f}" for k in kinds)
-                     + f" | {r.link_bytes_per_rollout:,.0f} | {r.greedy_start:.3f} → {r.greedy_end:.3f} | "
+                     + f" | {r.link_bytes_per_rollout:,.0f} | "
+                     + ("-" if r.bootstrap_bytes_per_rollout is None else f"{r.bootstrap_bytes_per_rollout:,.0f}")
+                     + f" | {r.greedy_start:.3f} → {r.greedy_end:.3f} | "
                      f"{r.final_reward:+.3f} | {r.minutes:.1f} |")
     lines += ["", "Computed (not measured): gradient bytes one peer sends per rollout for a Qwen2.5-0.5B-shaped "
               f"model, same rounds per rollout ({args.prompts * args.group} rollouts per local step):", ""]
@@ -212,7 +221,8 @@ def _final_reward(out: Path, result: dict) -> float:
 
 def render_only(args: argparse.Namespace) -> int:
     stored = json.loads((args.out / "summary.json").read_text())["results"]
-    results = [Result(**{"final_reward": _final_reward(args.out, r)} | r) for r in stored]
+    results = [Result(**{"final_reward": _final_reward(args.out, r), "bootstrap_bytes_per_rollout": None} | r)
+               for r in stored]
     modes = {r.mode: parse_mode(r.mode) for r in results}
     markdown = render(results, modes, args)
     (args.out / "summary.md").write_text(markdown + "\n")
