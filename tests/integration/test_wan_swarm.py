@@ -42,8 +42,9 @@ def _env() -> dict[str, str]:
 
 
 def run_swarm(tmp_path: Path, rate_mbit: float, num_peers: int, peer_args: list[str],
-              timeout_s: float = 150) -> tuple[list[dict], list[tuple[int, int]]]:
-    """Bootstrap on host 0, peers on hosts 1..num_peers; their results and each host's link bytes."""
+              timeout_s: float = 150) -> tuple[list[dict], list[tuple[int, int]], float]:
+    """Bootstrap on host 0, peers on hosts 1..num_peers; their results, each peer's link bytes, and the
+    Mbit/s one TCP stream got from the first peer's host to the second's afterwards (the same links)."""
     with WanNetwork(num_hosts=num_peers + 1, rate_mbit=rate_mbit) as net:
         env = _env()
         net.popen(0, [sys.executable, PEER_SCRIPT, "bootstrap", "--ip", net.hosts[0].ip, "--dir", str(tmp_path)],
@@ -56,19 +57,21 @@ def run_swarm(tmp_path: Path, rate_mbit: float, num_peers: int, peer_args: list[
         for proc in procs:
             proc.wait(timeout=max(1.0, deadline - time.monotonic()))
         link_bytes = [net.interface_bytes(i + 1) for i in range(num_peers)]
+        probed = probe_mbit(net, 1, 2, num_bytes=int(rate_mbit * 1e6 / 8), python=sys.executable)
     results = [json.loads((tmp_path / f"result-{i}.json").read_text()) for i in range(num_peers)]
     for i, result in enumerate(results):
         log = (tmp_path / f"peer-{i}.log").read_text()[-3000:]
         assert result["error"] is None, f"peer {i}: {result['error']}\n{log}"
-    return results, link_bytes
+    return results, link_bytes, probed
 
 
 def test_diloco_peers_hold_equal_weights_after_outer_steps_over_shaped_links(tmp_path):
     rounds = 3
-    results, link_bytes = run_swarm(tmp_path, rate_mbit=10.0, num_peers=3, peer_args=[
+    results, link_bytes, probed = run_swarm(tmp_path, rate_mbit=10.0, num_peers=3, peer_args=[
         "--mode", "diloco", "--inner-steps", "4", "--compression", "powersgd", "--rounds", str(rounds),
         # without momentum: 3 outer steps of Nesterov 0.9 overshoot on this toy task (docs/benchmarks.md)
         "--outer-lr", "0.7", "--outer-momentum", "0"])
+    assert 0.6 * 10.0 <= probed <= 1.05 * 10.0, f"the swarm's links let {probed:.2f} Mbit/s through, not 10"
     assert all(r["epoch"] >= rounds for r in results), [r["epoch"] for r in results]
     assert all(r["settled"] for r in results)
     finals = [r["final"] for r in results]
