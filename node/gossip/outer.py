@@ -69,13 +69,17 @@ class OuterSteps:
         self.poll_s = poll_s
         self.clock = clock
         self.params = gossip.params
-        self.anchor = [p.detach().clone() for p in self.params]  # the weights of the last sync
+        # the weights of the last sync; taken again at the first inner step of every period, so that
+        # weights loaded after this was built (a checkpoint, a download) are where the next delta starts
+        self.anchor = [p.detach().clone() for p in self.params]
         self.steps_since_sync = 0
         self.samples_since_sync = 0
 
     def step(self, num_samples: int) -> GossipStepReport | None:
         """One inner step with the parameters' current `.grad`; then, if it was the H-th since the
         last sync, the outer step (its report). None: an inner step only."""
+        if self.steps_since_sync == 0:
+            self.resync_anchor()
         self.inner.step()
         self.inner.zero_grad(set_to_none=False)
         self.steps_since_sync += 1
@@ -101,6 +105,12 @@ class OuterSteps:
         if _moved(report):  # a round applied, or the swarm's state was downloaded
             self.resync_anchor()
         return report
+
+    def finish(self) -> GossipStepReport | None:
+        """After the last inner step: an outer step for the steps since the last sync, if any. Every peer
+        runs as many steps with the same H, so they all end with the same partial period and share this
+        round; without it a peer would leave holding weights nobody else has."""
+        return self.outer_step() if self.steps_since_sync else None
 
     @torch.no_grad()
     def resync_anchor(self) -> None:

@@ -108,6 +108,8 @@ class GossipUpdate:
 
     def settle(self) -> SettleOutcome:
         """After the last step: end with the swarm's weights (`GradientGossip.settle`)."""
+        if self.outer is not None:
+            self.outer.finish()
         report = self.gossip.settle()
         if self.outer is not None and report.downloads:
             self.outer.resync_anchor()

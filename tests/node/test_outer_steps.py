@@ -106,3 +106,27 @@ def test_diloco_settings_are_checked():
         GossipConfig(outer_momentum=1.0)
     with pytest.raises(ValidationError, match="mode"):
         GossipConfig(mode="async")
+
+
+def test_the_next_delta_starts_from_weights_loaded_after_the_outer_steps_were_built():
+    param = torch.nn.Parameter(torch.zeros(2))
+    gossip = OneGossip([param])
+    outer = OuterSteps(gossip, torch.optim.SGD([param], lr=0.1), inner_steps=2)
+    with torch.no_grad():
+        param.fill_(5.0)  # a checkpoint (or a download) loaded before the first step
+
+    _inner_steps(param, outer, 2)
+
+    torch.testing.assert_close(gossip.seen[0][0], torch.full((2,), 0.2))  # not 0 - 4.8
+
+
+def test_finish_shares_the_last_partial_period_and_nothing_when_there_is_none():
+    param = torch.nn.Parameter(torch.zeros(2))
+    gossip = OneGossip([param])
+    outer = OuterSteps(gossip, torch.optim.SGD([param], lr=0.1), inner_steps=4)
+
+    _inner_steps(param, outer, 6)
+    report = outer.finish()
+
+    assert report.applied and gossip.calls == [32, 16]  # the 2 steps after the last sync, with their samples
+    assert outer.finish() is None
