@@ -1,6 +1,6 @@
 """Swarm training across emulated WAN links: sync vs diloco at 100, 10 and 1 Mbit/s per peer.
 
-    sudo PYTHONPATH=. python -m bench.bench_wan                       # the full grid (about an hour)
+    sudo PYTHONPATH=. python -m bench.bench_wan                       # the full grid (40-60 min on 2 cores)
     sudo PYTHONPATH=. python -m bench.bench_wan --rates 10 --modes diloco-h4 --steps 8
 
 Every run is a real swarm: a DHT bootstrap and 3 `rankswarm node` processes (embedded model,

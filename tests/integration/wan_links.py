@@ -179,7 +179,7 @@ class WanNetwork:
         Its stdout and stderr go to `log_path` (or are discarded)."""
         namespace = self.hosts[index].namespace
         self._in_own_namespace(namespace)
-        out = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115 (closed below)
+        out = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # closed below: the child has a copy
         try:
             proc = subprocess.Popen(["ip", "netns", "exec", namespace, *argv], stdout=out, stderr=subprocess.STDOUT,
                                     stdin=stdin, env=env, start_new_session=True)
