@@ -195,8 +195,14 @@ class DemoSwarm:
             lines.append(f"gradient bytes sent {sent / 1e6:.2f} MB vs {dense / 1e6:.2f} MB dense fp32 "
                          f"({dense / sent:.0f}x fewer, {(dense - sent) / 1e6:.2f} MB saved)")
         # a peer's settle row (after its last step) carries its final traffic totals
-        state = sum((_last(r, "settle") or _last(r, "train") or {}).get("state_bytes_received_total") or 0
-                    for r in rows)
+        final = [_last(r, "settle") or _last(r, "train") or {} for r in rows]
+        kinds = {kind: sum(row.get(f"{key}_sent_total") or 0 for row in final) for kind, key in (
+            ("gradients", "gradient_bytes"), ("state averaging", "state_averaging_bytes"),
+            ("state served", "state_bytes"))}
+        if any(kinds.values()):
+            lines.append("bytes sent by kind (all peers): "
+                         + ", ".join(f"{kind} {value / 1e6:.2f} MB" for kind, value in kinds.items()))
+        state = sum(row.get("state_bytes_received_total") or 0 for row in final)
         if state:
             lines.append(f"state downloads (peers joining or catching up): {state / 1e6:.2f} MB")
         if len(rows) > 1 and (agreement := weights_agreement(rows)) is not None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -68,6 +68,10 @@ class TrafficTotals:
     bytes_received_total: int
     state_bytes_sent_total: int  # full state served to peers that joined late or fell behind
     state_bytes_received_total: int  # full state this peer downloaded
+    gradient_bytes_sent_total: int  # of bytes_sent_total: the gradient (diloco: pseudo-gradient) all-reduces
+    gradient_bytes_received_total: int
+    state_averaging_bytes_sent_total: int  # of bytes_sent_total: parameter averaging (average_state_every)
+    state_averaging_bytes_received_total: int
 
 
 @dataclass
@@ -91,7 +95,7 @@ def _codec(cfg: GossipConfig, traffic: PeerTraffic):
     from hivemind.compression import Float16Compression, NoCompression
 
     fp16 = cfg.compression == "fp16" or (cfg.compression == "powersgd" and cfg.wire_precision == "fp16")
-    return CountingCompression(Float16Compression() if fp16 else NoCompression(), traffic.averaging)
+    return CountingCompression(Float16Compression() if fp16 else NoCompression(), traffic.gradients)
 
 
 class GradientGossip:
@@ -99,8 +103,11 @@ class GradientGossip:
 
     def __init__(self, dht, params: Iterable[torch.nn.Parameter],
                  optimizer_factory: Callable[[list], torch.optim.Optimizer], cfg: GossipConfig, *, run_id: str,
-                 batch_size_per_step: int, identity: SigningIdentity, admission: Admission | None = None):
-        """`admission`: who may take part (node.swarm.admission.AdmissionView); None: an open swarm."""
+                 batch_size_per_step: int, identity: SigningIdentity, admission: Admission | None = None,
+                 extra_tensors: Sequence[torch.Tensor] = ()):
+        """`admission`: who may take part (node.swarm.admission.AdmissionView); None: an open swarm.
+        `extra_tensors`: more state that late joiners download with the weights, updated in place (and
+        averaged with the parameters every `average_state_every` rounds): diloco's inner AdamW state."""
         from hivemind.compression import Float16Compression, NoCompression
 
         self.cfg = cfg
@@ -132,10 +139,10 @@ class GradientGossip:
             matchmaking_time=cfg.matchmaking_time, averaging_timeout=cfg.averaging_timeout,
             next_chunk_timeout=cfg.next_chunk_timeout,
             load_state_timeout=cfg.load_state_timeout, average_state_every=cfg.average_state_every,
-            use_local_updates=False,
+            use_local_updates=False, extra_tensors=tuple(extra_tensors),
             grad_averager_factory=_grad_averager_factory(cfg, self.traffic, cfg.robust, self.allow),
             grad_compression=_codec(cfg, self.traffic),
-            state_averaging_compression=CountingCompression(Float16Compression(), self.traffic.averaging),
+            state_averaging_compression=CountingCompression(Float16Compression(), self.traffic.state_averaging),
             # full precision: fp16 flushes Adam's second moments (often < 6e-8) to zero, and the late
             # joiner's first steps then divide by eps
             load_state_compression=CountingCompression(NoCompression(), self.traffic.state_sync), verbose=cfg.verbose,
@@ -157,7 +164,14 @@ class GradientGossip:
         return int(4 * self.numel * 2 * (num_peers - 1) / num_peers) if num_peers > 1 else 0
 
     def traffic_totals(self) -> TrafficTotals:
-        return TrafficTotals(*self.traffic.averaging.snapshot(), *self.traffic.state_sync.snapshot())
+        gradients, state_averaging = self.traffic.gradients.snapshot(), self.traffic.state_averaging.snapshot()
+        return TrafficTotals(gradients[0] + state_averaging[0], gradients[1] + state_averaging[1],
+                             *self.traffic.state_sync.snapshot(), *gradients, *state_averaging)
+
+    def _allreduce_snapshot(self) -> tuple[int, int]:
+        """All-reduce bytes (sent, received) so far: gradients and state averaging."""
+        (gs, gr), (ss, sr) = self.traffic.gradients.snapshot(), self.traffic.state_averaging.snapshot()
+        return gs + ss, gr + sr
 
     def _trusted(self, entries: dict) -> dict[object, Progress]:
         """The progress records to believe (node.gossip.trust), and what follows from them: which identities'
@@ -271,8 +285,8 @@ class GradientGossip:
                 averager.allow_state_sharing = True
 
     def step(self, batch_size: int) -> GossipStepReport:
-        averaging, state_sync = self.traffic.averaging, self.traffic.state_sync
-        sent0, received0 = averaging.snapshot()
+        state_sync = self.traffic.state_sync
+        sent0, received0 = self._allreduce_snapshot()
         state_sent0, state_received0 = state_sync.snapshot()
         allreduce0 = self.traffic.allreduce_seconds.total()
         dropped0 = self.optimizer.rounds_dropped
@@ -290,7 +304,7 @@ class GradientGossip:
             log.warning("swarm step failed, will retry at the next one: %s", error)
         self.optimizer.zero_grad()
         elapsed = time.perf_counter() - started
-        sent, received = averaging.snapshot()
+        sent, received = self._allreduce_snapshot()
         state_sent, state_received = state_sync.snapshot()
         allreduce = min(self.traffic.allreduce_seconds.total() - allreduce0, elapsed)
         # hivemind's step either updates or, when this peer is behind, downloads the swarm's state

@@ -1,8 +1,13 @@
 """Counting the bytes a peer's averagers put on (and take off) the wire.
 
-Two kinds of traffic are kept apart: `averaging` (the all-reduce rounds: gradients every swarm
-step, parameters every `average_state_every` steps) and `state_sync` (full model + optimizer
-state served to, or downloaded by, a peer that joins late or fell behind). Outgoing tensor
+Three kinds of traffic are kept apart: `gradients` (the gradient all-reduce of every swarm step;
+pseudo-gradients of every outer step in diloco mode), `state_averaging` (the parameter average
+every `average_state_every` steps) and `state_sync` (full model + optimizer state served to, or
+downloaded by, a peer that joins late or fell behind). The gradient and state averagers run in
+separate processes, so the all-reduce taps count into the kind of the process they run in. DHT
+records (progress, weights claims, statuses) are not counted here: hivemind's DHT goes through
+the p2p daemon without a hook for byte counts; the WAN bench measures the rest at the link
+(tests/integration/wan_links.py) and reports it as the difference. Outgoing tensor
 parts are produced by a compression object's `compress` (all-reduce parts, state served to
 others) or by `serialize_torch_tensor` (a reducer's replies); incoming ones pass through
 `deserialize_torch_tensor` (in hivemind.averaging.allreduce for rounds, in
@@ -74,11 +79,12 @@ class EventCounter:
 
 
 class PeerTraffic:
-    """One averager's counters (shared with its forked process): all-reduce bytes (gradients, state
-    averaging), state download and serving bytes, seconds inside all-reduces, partial all-reduces."""
+    """One peer's counters (shared with its forked averager processes): all-reduce bytes of gradients and of
+    state averaging, state download and serving bytes, seconds inside all-reduces, partial all-reduces."""
 
     def __init__(self) -> None:
-        self.averaging = TrafficCounter()
+        self.gradients = TrafficCounter()
+        self.state_averaging = TrafficCounter()
         self.state_sync = TrafficCounter()
         self.allreduce_seconds = SecondsCounter()
         self.partial_allreduces = EventCounter()

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from node.gossip.averaging import GradientGossip, TrafficTotals
+from node.gossip.averaging import GossipStepReport, GradientGossip, TrafficTotals
+from node.gossip.outer import OuterSteps, build_outer_sgd, inner_state_tensors
 from node.training.precision import MasterWeights
 from node.training.seams import UpdateReport, build_adamw, clip_gradients
 
@@ -34,6 +35,10 @@ class GossipCounters:
     bytes_received_total: int
     state_bytes_sent_total: int  # since start: full state served to peers that joined late or fell behind
     state_bytes_received_total: int  # since start: full state downloaded
+    gradient_bytes_sent_total: int  # since start, of bytes_sent_total: (pseudo-)gradient all-reduces
+    gradient_bytes_received_total: int
+    state_averaging_bytes_sent_total: int  # since start, of bytes_sent_total: parameter averaging
+    state_averaging_bytes_received_total: int
     dense_bytes_total: int  # what dense fp32 all-reduces would have sent for the rounds averaged so far
     compression_ratio: float | None  # dense fp32 bytes / bytes sent in this step's round (None: no round)
     time_averaging: float  # seconds in the swarm step: waiting for peers, all-reduce, optimizer step
@@ -76,8 +81,11 @@ class SettleOutcome:
 class GossipUpdate:
     """Clip, then hand the gradients to `GradientGossip` (which averages and steps)."""
 
-    def __init__(self, gossip: GradientGossip, master: MasterWeights, grad_clip: float):
+    def __init__(self, gossip: GradientGossip, master: MasterWeights, grad_clip: float,
+                 outer: OuterSteps | None = None):
+        """`outer`: diloco mode (inner steps here, every H-th an outer step); None: sync mode."""
         self.gossip = gossip
+        self.outer = outer
         self.master = master
         self.params = master.params
         self.grad_clip = grad_clip
@@ -93,12 +101,18 @@ class GossipUpdate:
 
     def load_state_from_peers(self) -> bool:
         loaded = self.gossip.load_state_from_peers()
+        if loaded and self.outer is not None:
+            self.outer.resync_anchor()
         self.master.push_to_model()
         return loaded
 
     def settle(self) -> SettleOutcome:
         """After the last step: end with the swarm's weights (`GradientGossip.settle`)."""
+        if self.outer is not None:
+            self.outer.finish()
         report = self.gossip.settle()
+        if self.outer is not None and report.downloads:
+            self.outer.resync_anchor()
         self.master.push_to_model()  # it may have downloaded them
         return SettleOutcome(settled=report.settled, epoch=report.epoch, num_peers=report.peers,
                              settle_downloads=report.downloads, time_settling=report.seconds,
@@ -113,8 +127,14 @@ class GossipUpdate:
         if not finite:
             self.gossip.zero_grad()
             return UpdateReport(False, norm, skipped="non-finite gradient")
-        report = self.gossip.step(num_samples)
-        if report.applied or report.fingerprint is not None:  # an update, a download or a resync
+        if self.outer is not None:
+            report = self.outer.step(num_samples)
+            report = self._inner_report() if report is None else report  # None: the swarm was not asked
+        else:
+            report = self.gossip.step(num_samples)
+        # an update, a download or a resync; diloco moves the weights at every call (an inner step, or
+        # back to the last sync's weights)
+        if self.outer is not None or report.applied or report.fingerprint is not None:
             self.master.push_to_model()
         self.dense_bytes_total += report.dense_bytes
         self.rounds_failed += int(report.error is not None)
@@ -135,14 +155,27 @@ class GossipUpdate:
             weights_disagreements=consensus.disagreements if consensus is not None else None,
             # lets anyone check that peers at the same epoch hold the same weights
             param_fingerprint=report.fingerprint)
-        return UpdateReport(report.applied, norm, details=counters)
+        return UpdateReport(report.applied or self.outer is not None, norm, details=counters)
+
+    def _inner_report(self) -> GossipStepReport:
+        return GossipStepReport(applied=False, epoch=self.gossip.epoch, num_peers=self.gossip.num_peers(),
+                                bytes_sent=0, bytes_received=0, dense_bytes=0, state_bytes_sent=0,
+                                state_bytes_received=0, averaging_seconds=0.0, allreduce_seconds=0.0,
+                                waiting_seconds=0.0)
 
 
 def build_gossip_update(dht, master: MasterWeights, cfg, identity, admission=None) -> GossipUpdate:
     """The swarm's update rule for a `NodeConfig`: AdamW on the float32 masters behind compressed
     gradient averaging; `admission` (an AdmissionView) says who may take part."""
+    diloco = cfg.gossip.mode == "diloco"
+    inner = build_adamw(master.params, cfg.optim) if diloco else None
+    if diloco:  # the swarm's optimizer is the outer one; AdamW steps locally between syncs
+        factory = lambda ps: build_outer_sgd(ps, cfg.gossip.outer_lr, cfg.gossip.outer_momentum)  # noqa: E731
+    else:
+        factory = lambda ps: build_adamw(ps, cfg.optim)  # noqa: E731
     gossip = GradientGossip(
-        dht, master.params, lambda ps: build_adamw(ps, cfg.optim), cfg.gossip, run_id=cfg.run_id,
+        dht, master.params, factory, cfg.gossip, run_id=cfg.run_id,
         batch_size_per_step=cfg.algo.prompts_per_step * cfg.sampling.group_size, identity=identity,
-        admission=admission)
-    return GossipUpdate(gossip, master, cfg.optim.grad_clip)
+        admission=admission, extra_tensors=inner_state_tensors(inner) if diloco else ())
+    outer = OuterSteps(gossip, inner, cfg.gossip.inner_steps) if diloco else None
+    return GossipUpdate(gossip, master, cfg.optim.grad_clip, outer)

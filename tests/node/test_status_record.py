@@ -40,7 +40,9 @@ def test_status_report_carries_the_steps_numbers(tmp_path):
     report.update.details = GossipCounters(
         epoch=3, num_peers=2, bytes_sent=100, bytes_received=150, bytes_sent_total=1_000,
         bytes_received_total=1_500, state_bytes_sent_total=0, state_bytes_received_total=0,
-        dense_bytes_total=19_000, compression_ratio=19.0, time_averaging=0.5, time_allreduce=0.1,
+        gradient_bytes_sent_total=900, gradient_bytes_received_total=1_400, state_averaging_bytes_sent_total=100,
+        state_averaging_bytes_received_total=100, dense_bytes_total=19_000, compression_ratio=19.0,
+        time_averaging=0.5, time_allreduce=0.1,
         time_waiting=0.4, averaging_error="TimeoutError: no group", rounds_averaged=4, rounds_failed=1,
         rounds_dropped=0, rounds_partial=0, resyncs=0, weights_disagreements=0, param_fingerprint=None)
     status = node.status_record(report)

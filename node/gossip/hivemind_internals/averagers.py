@@ -52,13 +52,16 @@ class PeerAverager:
     """Mixin for a hivemind averager class: built with `traffic=`, `robust=` and `allow=`, which its child
     process uses."""
 
+    ALLREDUCE_KIND = "gradients"  # the traffic counter its all-reduces count into (node.gossip.traffic)
+
     def __init__(self, *args, traffic: PeerTraffic, robust: RobustConfig, allow: AllowList, **kwargs):
         self.traffic, self.robust, self.allow = traffic, robust, allow  # before the base class forks
         super().__init__(*args, **kwargs)
 
     def run(self):
         global _allow
-        wire_taps.activate(self.traffic)  # this is the averager's child process: one averager, one peer
+        # this is the averager's child process: one averager, one peer
+        wire_taps.activate(self.traffic, self.ALLREDUCE_KIND)
         robust_reducer.use_policy(self.robust)
         _allow = self.allow
         super().run()

@@ -60,6 +60,9 @@ TOUCHES = (
           ("self", "control")),
     Touch(_OPTIMIZER, "_should_load_state_from_peers", "override", "a peer behind downloads before it trains on",
           ("self",)),
+    Touch(_OPTIMIZER, "_check_and_accumulate_gradients", "override",
+          "a step of zero samples (diloco's wait for the round) accumulates nothing", ("self", "batch_size",
+                                                                                    "grad_scaler")),
     Touch(_OPTIMIZER, "_load_local_gradients_into_optimizer", "override",
           "hivemind's solo fallback after a failed round: drop the round instead", ("self",)),
     Touch(_OPTIMIZER, "_begin_averaging_gradients", "override", "a round that could not begin is dropped",
@@ -91,6 +94,8 @@ class ConsistentStateAverager(PeerAverager, TrainingStateAverager):
     """A `TrainingStateAverager` that serves its state (to late joiners and peers that fell behind)
     only while no update is half done: `update_lock` is held by whoever changes the epoch or the
     weights, and by `get_current_state`. One peer's (`PeerAverager`)."""
+
+    ALLREDUCE_KIND = "state_averaging"
 
     def __init__(self, *args, **kwargs):
         self.update_lock = threading.RLock()  # before the base class starts serving
@@ -205,6 +210,14 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         # after a download raced the others' next round). Here a peer behind downloads first.
         return super()._should_load_state_from_peers() or self.local_epoch < self.tracker.global_epoch
 
+    def _check_and_accumulate_gradients(self, batch_size: int, grad_scaler) -> bool:
+        if batch_size == 0:
+            # a step of zero samples only waits for the swarm's round (node.gossip.outer): hivemind would
+            # count it as one more accumulation and divide the accumulated gradients by one more
+            self.tracker.report_local_progress(self.local_epoch, self.grad_averager.local_samples_accumulated)
+            return True
+        return super()._check_and_accumulate_gradients(batch_size, grad_scaler)
+
     def _load_local_gradients_into_optimizer(self):
         # hivemind's fallback after a failed round (or a pre-scheduled round with nobody in it)
         if self.others_alive():
@@ -318,9 +331,11 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
                 self.grad_averager.state_sharing_priority = true_epoch
 
     def snapshot_state(self) -> tuple[int, list[torch.Tensor], dict]:
-        """This peer's epoch, weights and optimizer state, to roll a download back to."""
+        """This peer's epoch, weights (and extra tensors: diloco's inner optimizer state) and optimizer
+        state, to roll a download back to."""
         averager = self.state_averager
         params = [param.detach().clone() for group in averager.optimizer.param_groups for param in group["params"]]
+        params += [tensor.detach().clone() for tensor in averager.extra_tensors]
         return averager.local_epoch, params, copy.deepcopy(averager.optimizer.state_dict())
 
     def restore_state(self, snapshot: tuple[int, list[torch.Tensor], dict]) -> None:
@@ -328,7 +343,8 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         averager = self.state_averager
         with torch.no_grad():
             current = [param for group in averager.optimizer.param_groups for param in group["params"]]
-            for param, saved in zip(current, params):
+            current += list(averager.extra_tensors)
+            for param, saved in zip(current, params, strict=True):
                 param.copy_(saved)
         averager.optimizer.load_state_dict(optimizer_state)
         averager.local_epoch = epoch

@@ -51,11 +51,14 @@ TOUCHES = (
 )
 
 _active: PeerTraffic | None = None  # the counters of the averager this child process runs
+_allreduce_kind = "gradients"  # what this process's all-reduces average: "gradients" or "state_averaging"
 _installed = False
 
 
 def _active_counter(kind: str) -> TrafficCounter | None:
-    return None if _active is None else getattr(_active, kind)
+    if _active is None:
+        return None
+    return getattr(_active, _allreduce_kind if kind == "allreduce" else kind)
 
 
 def _replace_module_functions(name: str, kind: str) -> None:
@@ -109,10 +112,12 @@ def _count_partial_results(cls) -> None:
     cls.finalize = finalize
 
 
-def activate(traffic: PeerTraffic) -> None:
-    """Count into `traffic` in this process (an averager's child process, once, at its start)."""
-    global _active
+def activate(traffic: PeerTraffic, allreduce_kind: str = "gradients") -> None:
+    """Count into `traffic` in this process (an averager's child process, once, at its start); its
+    all-reduce bytes into `traffic.<allreduce_kind>`."""
+    global _active, _allreduce_kind
     _active = traffic
+    _allreduce_kind = allreduce_kind
 
 
 def install() -> None:
@@ -120,7 +125,7 @@ def install() -> None:
     global _installed
     if _installed:
         return
-    _replace_module_functions("hivemind.averaging.allreduce", "averaging")
+    _replace_module_functions("hivemind.averaging.allreduce", "allreduce")
     _replace_module_functions("hivemind.averaging.averager", "state_sync")
     # PowerSGD overrides the method without calling the base one: wrap both, nothing counts twice
     _time_aggregation(DecentralizedAverager)
