@@ -187,7 +187,9 @@ def test_coordinator_container_reports_healthy(scenario):
 
 
 def test_recreated_peers_keep_their_identity_and_resume_from_their_checkpoint(scenario):
-    assert scenario["second_ids"] == scenario["first_ids"], "a re-created peer came back as a stranger"
+    assert scenario["second_ids"] == scenario["first_ids"], "a re-created peer came back as a stranger:\n" + "\n".join(
+        f"--- {run} {name}\n{log[-3000:]}" for run in ("first_logs", "second_logs")
+        for name, log in scenario[run].items())
     for log in scenario["second_logs"].values():
         assert "resumed from the checkpoint of step 3" in log, log[-2000:]
     for slot, steps in scenario["second_steps"].items():

@@ -11,6 +11,7 @@ import os
 import queue
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -93,7 +94,7 @@ def read_lines(stream, count: int, timeout: float) -> list[str]:
 def coordinator_config(tmp_path, run: str = RUN, **changes) -> CoordinatorConfig:
     return CoordinatorConfig(run=run, listen="127.0.0.1:0", http_listen="127.0.0.1:0",
                              db_path=str(tmp_path / "history.db"), signing_key_path=str(tmp_path / "coordinator.key"),
-                             fetch_timeout=5.0, dht=DHTConfig(host_maddrs=LOOPBACK, **changes.pop("dht", {})),
+                             fetch_timeout=5.0, dht=DHTConfig(**{"host_maddrs": LOOPBACK, **changes.pop("dht", {})}),
                              **changes)
 
 
@@ -200,8 +201,14 @@ def test_restarted_coordinator_serves_the_same_history_and_merges_nothing_twice(
     run, rng = "restart-test", random.Random(13)
     peer = SigningIdentity.generate()
     peer_dht = make_peer(peer, [], run=run)
-    cfg = coordinator_config(tmp_path, run=run, round_interval=0.2, dht={"initial_peers": [
-        str(a) for a in peer_dht.get_visible_maddrs()]})
+    # a fixed DHT port, as a deployed coordinator has: it keeps its peer id across the restart, and a
+    # peer that knows that id at another address (a random port) would keep dialling the dead one
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    cfg = coordinator_config(tmp_path, run=run, round_interval=0.2, dht={
+        "initial_peers": [str(a) for a in peer_dht.get_visible_maddrs()],
+        "host_maddrs": [f"/ip4/127.0.0.1/tcp/{port}"]})
     try:
         first = [publish(peer_dht, peer, step, random_stats(rng), run=run) for step in (0, 1)]
         with Coordinator(cfg) as coordinator, CoordinatorClient(coordinator.address) as client:
@@ -215,7 +222,13 @@ def test_restarted_coordinator_serves_the_same_history_and_merges_nothing_twice(
             assert (client.history(include_contributions=True), client.balance_weights()) == before
             skipped = [e for e in client.watch_events(duration=1.0) if e.kind == EventKind.ROUND_SKIPPED]
             assert skipped and client.balance_weights().round == 1  # the records still live were merged before
-            later = publish(peer_dht, peer, 2, random_stats(rng), run=run)
+            # the peer's first store after the restart can report failure (its connection to the old
+            # process is dead; the value may still land): a real peer's publisher tries again, so does this
+            later = meta_signal(peer, 2, random_stats(rng), run=run)
+            stored, deadline = False, time.monotonic() + 15
+            while not stored and time.monotonic() < deadline:
+                stored = publish_record(peer_dht, later, expires_in(120), identity=peer) or time.sleep(0.5)
+            assert stored
             second = wait_for_round(client, 2, timeout=15)
             assert list(client.history(first_round=2, include_contributions=True)[0].contributions) == [later]
             polled = poll_balance(peer_dht, run, key, deadline=time.monotonic() + 15, after_round=1)

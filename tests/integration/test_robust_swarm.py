@@ -75,9 +75,12 @@ def test_honest_peers_learn_with_equal_finite_weights_despite_an_attacker(swarm)
             assert time.monotonic() < deadline, f"honest epochs {[p.gossip.epoch for p in honest]} after 180 s"
             step_together(swarm, pool)
             time.sleep(0.5)
-        # then they leave as a peer ends its run (node/training/trainer.py): settle on the swarm's weights.
-        # Stepping on until their epochs happen to match is not an end: with an attacker claiming a huge
-        # batch every step is a round, and a loaded machine can keep one honest peer a round behind.
+        # then the attacker leaves and the honest peers end as a peer ends its run (node/training/trainer.py):
+        # they settle on the swarm's weights. Stepping on until their epochs happen to match is not an end:
+        # with an attacker claiming a huge batch every step is a round, and a loaded machine can keep one
+        # honest peer a round behind. (An attacker that stays and claims other weights at their last epoch
+        # makes settling wait out gossip.settle_timeout_s; docs/security.md.)
+        attacker.close()
         reports = [f.result(timeout=90) for f in [pool.submit(p.gossip.settle, 60.0) for p in honest]]
     assert all(r.settled for r in reports), reports
     for peer in honest:
