@@ -90,7 +90,7 @@ def identity(log: str) -> tuple[str, str, str]:
     return slot, joined.group(1), joined.group(2).rsplit("/p2p/", 1)[1]
 
 
-def fetch_in(netns: str, container: str, url: str, timeout: float = 30) -> dict:
+def fetch_in(netns: str, container: str, url: str, timeout: float = 90) -> dict:
     """GET `url` from inside `container` (names resolve on the compose network). Retried: aardvark-dns reloads
     its records when containers stop, and answers nothing for a moment while it does."""
     script = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())"
