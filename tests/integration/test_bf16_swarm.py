@@ -74,7 +74,11 @@ def test_the_peers_end_with_equal_finite_weights(swarm):
         assert value.dtype == torch.float32 and torch.isfinite(value).all(), name  # the float32 masters
         assert torch.isfinite(final[1][name]).all(), name
         if settled[0]["epoch"] == settled[1]["epoch"]:
-            assert torch.allclose(value, final[1][name], rtol=1e-5, atol=1e-7), name
+            # equal as the swarm defines it (gossip.weights_rtol): the all-reduce leaves float noise that AdamW's
+            # normalisation can lift to ~1e-7 on single near-zero elements, so compare each tensor's gap to its size
+            size = torch.linalg.vector_norm(value).clamp_min(1e-12)
+            gap = float(torch.linalg.vector_norm(value - final[1][name]) / size)
+            assert gap <= 1e-5, f"{name}: the peers' final weights differ by {gap:.2e} of their size"
 
 
 def test_held_out_accuracy_rises(swarm):
