@@ -83,11 +83,35 @@ def logs(netns: str, name: str) -> str:
     return result.stdout + result.stderr
 
 
-def identity(log: str) -> tuple[str, str, str]:
-    """(slot directory, signing key fingerprint, DHT peer id) a peer printed at start."""
-    slot = re.search(r"claimed (\S+) of the shared run_dir", log).group(1)
-    joined = re.search(r"peer (\S+) joined run \S+; others can join with:\n\s+(\S+)", log)
-    return slot, joined.group(1), joined.group(2).rsplit("/p2p/", 1)[1]
+def restarts(netns: str, name: str) -> str:
+    """How often `restart: on-failure` restarted a container (its log then holds each start)."""
+    return podman("inspect", name, "--format", "{{.RestartCount}}", netns=netns, check=False).stdout.strip()
+
+
+def identities(log: str) -> dict[str, tuple[str, str]]:
+    """{slot directory: (signing key fingerprint, DHT peer id)} for every start a container's log holds.
+
+    A container that failed is restarted (`restart: on-failure`) and its log then holds each start in
+    turn; a restarted peer takes the lowest free slot, which need not be the one it had, so each
+    "claimed" line is paired with the identity printed after it, before the next start."""
+    found: dict[str, tuple[str, str]] = {}
+    for start in re.split(r"(?=claimed \S+ of the shared run_dir)", log)[1:]:
+        slot = re.match(r"claimed (\S+) of the shared run_dir", start).group(1)
+        joined = re.search(r"peer (\S+) joined run \S+; others can join with:\n\s+(\S+)", start)
+        if joined is not None:  # a start that failed before joining printed no identity
+            found.setdefault(slot, (joined.group(1), joined.group(2).rsplit("/p2p/", 1)[1]))
+            assert found[slot] == (joined.group(1), joined.group(2).rsplit("/p2p/", 1)[1]), \
+                f"{slot} changed identity between two starts of one container:\n{log[-4000:]}"
+    return found
+
+
+def slot_identities(logs_by_name: dict[str, str]) -> dict[str, tuple[str, str]]:
+    """{slot: identity} over all containers of one run; two containers that show one slot must agree on it."""
+    merged: dict[str, tuple[str, str]] = {}
+    for name, log in logs_by_name.items():
+        for slot, ident in identities(log).items():
+            assert merged.setdefault(slot, ident) == ident, f"{name} showed {slot} with another identity"
+    return merged
 
 
 def fetch_in(netns: str, container: str, url: str, timeout: float = 90) -> dict:
@@ -140,16 +164,18 @@ def scenario(image, prometheus_image, tmp_path_factory):
             facts["coordinator_health"] = podman("healthcheck", "run", coordinator, netns=netns, check=False)
             volume = Path(podman("volume", "inspect", f"{PROJECT}_peer-data", "--format", "{{.Mountpoint}}",
                                  netns=netns).stdout.strip())
-            facts["first_ids"] = sorted(identity(log) for log in facts["first_logs"].values())
-            facts["first_steps"] = {slot: train_steps(volume, slot) for slot, _, _ in facts["first_ids"]}
+            facts["restarts"] = {p["Names"][0]: restarts(netns, p["Names"][0]) for p in first}
+            facts["first_ids"] = slot_identities(facts["first_logs"])
+            facts["first_steps"] = {slot: train_steps(volume, slot) for slot in facts["first_ids"]}
 
             # re-create both peers (as an image update would) with a higher step count
             podman("rm", *(p["Names"][0] for p in first), netns=netns)
             compose(netns, {**env, "RANKSWARM_NODE_TOML": str(tmp / "node-5.toml")}, "up", "-d", "--scale", "peer=2")
             again = wait_for_peers_to_finish(netns, 300)
             facts["second_logs"] = {p["Names"][0]: logs(netns, p["Names"][0]) for p in again}
-            facts["second_ids"] = sorted(identity(log) for log in facts["second_logs"].values())
-            facts["second_steps"] = {slot: train_steps(volume, slot) for slot, _, _ in facts["second_ids"]}
+            facts["second_ids"] = slot_identities(facts["second_logs"])
+            facts["second_steps"] = {slot: train_steps(volume, slot) for slot in facts["second_ids"]}
+            facts["restarts"].update({p["Names"][0] + " (re-created)": restarts(netns, p["Names"][0]) for p in again})
             facts["identity_files"] = sorted(p.name for p in volume.rglob("*") if p.name in ("dht.identity",
                                                                                                "signing.key"))
         finally:
@@ -167,12 +193,11 @@ def test_two_scaled_peers_join_through_the_bootstrap_info_and_train(scenario):
         assert "bootstrap: run compose-test" in log, f"{name} did not join through the bootstrap info:\n{log[-2000:]}"
     bootstrap = scenario["bootstrap"]
     assert bootstrap["run"] == RUN_ID and bootstrap["maddrs"][0].startswith("/dns4/coordinator/tcp/31337/p2p/")
-    slots = [slot for slot, _, _ in scenario["first_ids"]]
-    assert sorted(slots) == ["/data/peer/slot-0", "/data/peer/slot-1"], "each scaled peer claims its own slot"
+    assert sorted(scenario["first_ids"]) == ["/data/peer/slot-0", "/data/peer/slot-1"], "each scaled peer claims a slot"
     assert all(steps == [1, 2, 3] for steps in scenario["first_steps"].values()), scenario["first_steps"]
     peers = scenario["state"]["peers"]["items"]
     assert len(peers) == 2 and scenario["state"]["round"]["number"] >= 1
-    assert {p["peer_id"] for p in peers} == {fingerprint for _, fingerprint, _ in scenario["first_ids"]}
+    assert {p["peer_id"] for p in peers} == {fingerprint for fingerprint, _ in scenario["first_ids"].values()}
 
 
 def test_prometheus_scrapes_the_coordinators_metrics(scenario):
@@ -189,7 +214,7 @@ def test_coordinator_container_reports_healthy(scenario):
 def test_recreated_peers_keep_their_identity_and_resume_from_their_checkpoint(scenario):
     assert scenario["second_ids"] == scenario["first_ids"], "a re-created peer came back as a stranger:\n" + "\n".join(
         f"--- {run} {name}\n{log[-3000:]}" for run in ("first_logs", "second_logs")
-        for name, log in scenario[run].items())
+        for name, log in scenario[run].items()) + f"\nrestarts: {scenario['restarts']}"
     for log in scenario["second_logs"].values():
         assert "resumed from the checkpoint of step 3" in log, log[-2000:]
     for slot, steps in scenario["second_steps"].items():
