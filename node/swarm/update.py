@@ -155,7 +155,8 @@ class GossipUpdate:
             weights_disagreements=consensus.disagreements if consensus is not None else None,
             # lets anyone check that peers at the same epoch hold the same weights
             param_fingerprint=report.fingerprint)
-        return UpdateReport(report.applied or self.outer is not None, norm, details=counters)
+        return UpdateReport(report.applied or self.outer is not None, norm, details=counters,
+                            weights_replaced=report.resynced or report.state_bytes_received > 0)
 
     def _inner_report(self) -> GossipStepReport:
         return GossipStepReport(applied=False, epoch=self.gossip.epoch, num_peers=self.gossip.num_peers(),

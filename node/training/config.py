@@ -26,6 +26,12 @@ class SamplingConfig(BaseModel):
     group_size: int = Field(8, ge=2, le=1024, description="Rollouts per prompt (G); GRPO needs at least 2.")
     max_new_tokens: int = Field(48, ge=1, le=32768, description="Response length cap in tokens.")
     temperature: float = Field(1.0, gt=0.0, le=10.0, description="Sampling temperature for training rollouts.")
+    max_staleness: int = Field(0, ge=0, le=1, description=(
+        "Policy versions the weights that sampled a batch may be behind those it trains. 0: every batch is "
+        "sampled by the current policy. 1: the next batch is sampled while this step's update is applied (on a "
+        "swarm peer: while the round averages), by a copy of the weights from before it; the loss then divides "
+        "by the sampler's recorded log-probs (the importance ratio, clipped). Costs one more copy of the weights "
+        "(node/training/overlap.py)."))
 
 
 class LossConfig(BaseModel):

@@ -55,8 +55,10 @@ class FirstPass:
     graph: PolicyOutputs | None  # the whole batch's differentiable forward (single plan only)
 
 
-def first_pass(model, ref_model, batch: RolloutBatch, cfg: TrainConfig, *, keep_graph: bool) -> FirstPass:
-    """The sampling policy over all rollouts (see the module docstring)."""
+def first_pass(model, ref_model, batch: RolloutBatch, cfg: TrainConfig, *, keep_graph: bool,
+               stale: bool = False) -> FirstPass:
+    """The sampling policy over all rollouts (see the module docstring). `stale`: the rollouts were sampled
+    by an older policy than `model` (overlap); the ratio then divides by the sampler's log-probs."""
     num = batch.input_ids.shape[0]
     size = num if keep_graph else min(cfg.memory.micro_batch_size or num, num)
     temperature, chunk = cfg.sampling.temperature, cfg.memory.logit_chunk_tokens
@@ -72,7 +74,7 @@ def first_pass(model, ref_model, batch: RolloutBatch, cfg: TrainConfig, *, keep_
         logprobs = out.logprobs.detach()
         gap_sum += float(((logprobs - sub.sample_logprobs).abs() * mask).sum())
         gap_tokens += int(mask.sum())
-        olds.append(logprobs if cfg.loss.old_logprobs == "recompute" else sub.sample_logprobs)
+        olds.append(logprobs if cfg.loss.old_logprobs == "recompute" and not stale else sub.sample_logprobs)
         if ref_model is not None:
             with torch.no_grad():
                 refs.append(policy_forward(ref_model, sub, temperature=temperature, with_hidden=False,
@@ -117,6 +119,7 @@ class PhaseClock:
     forward: float = 0.0
     backward: float = 0.0
     update: float = 0.0
+    update_wait: float | None = None  # with overlap: of `update`, the time the trainer waited after sampling
 
 
 def combine_reports(reports: list[UpdateReport]) -> UpdateReport:

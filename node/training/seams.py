@@ -69,6 +69,7 @@ class UpdateReport:
     applied: bool  # the parameters changed (a local step or a swarm update; not a state download)
     grad_norm: float  # of this peer's gradients, before clipping
     skipped: str | None = None  # why no update was attempted (e.g. "non-finite gradient")
+    weights_replaced: bool = False  # the weights were replaced by others' (a swarm state download or resync)
     details: MetricsPart | None = None  # what the update rule measured besides (the swarm's gossip counters)
 
     def metrics_row(self) -> dict[str, Any]:

@@ -11,6 +11,10 @@ first pass without gradients gives the hidden states and the sampling policy's l
 each mini-batch is forwarded in micro-batches, their float32 gradients accumulate, and it is
 applied as one update; the ratio to the sampling policy and its clip then act.
 
+With `sampling.max_staleness = 1` the next step's rollouts are sampled while this step's last
+update is applied (node/training/overlap.py); the step that trains on them divides by the
+sampler's log-probs.
+
 The swarm peer reuses this class unchanged and swaps the two seams in `seams.py`.
 """
 
@@ -31,6 +35,7 @@ from node.training.config import TrainConfig
 from node.training.evaluation import EvalResult, evaluate
 from node.training.loss import LossParts, policy_loss
 from node.training.memory import PeakMemory
+from node.training.overlap import Prefetched, SamplerSnapshot, UpdateOverlap, staleness_after
 from node.training.passes import FirstPass, LossTotals, PhaseClock, UpdatePlan, combine_reports, first_pass
 from node.training.policy_forward import policy_forward
 from node.training.rollout import PromptFormat, RolloutBatch, sample_rollouts
@@ -80,6 +85,12 @@ class Trainer:
         self.ref_model = None
         if cfg.loss.kl_coef > 0:
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        # overlap (sampling.max_staleness = 1): the next batch is sampled by a snapshot while the update runs
+        self.overlap = UpdateOverlap() if cfg.sampling.max_staleness else None
+        self.sampler = SamplerSnapshot(model) if cfg.sampling.max_staleness else None
+        self.prefetched: Prefetched | None = None
+        self.policy_version = 0  # updates applied to this trainer's weights (a replacement counts as one)
+        self.stale_batches_dropped = 0  # prefetched batches dropped because the weights were replaced
 
     # -- one step ---------------------------------------------------------------------------
     def train_step(self) -> StepReport:
@@ -87,9 +98,13 @@ class Trainer:
         timer = time.perf_counter
         self.peak_memory.reset()
         t0 = timer()
-        problems = self.task.sample(self.rng, cfg.algo.prompts_per_step)
-        batch = sample_rollouts(self.model, self.tokenizer, [p.prompt for p in problems], cfg.sampling,
-                                prompt_format=self.prompt_format)
+        ready, self.prefetched = self.prefetched, None
+        if ready is not None and self.policy_version - ready.version <= cfg.sampling.max_staleness:
+            problems, batch, time_generate = ready.problems, ready.batch, ready.seconds
+            staleness = self.policy_version - ready.version
+        else:  # sampled now, by the current weights
+            problems, batch = self._sample(self.model)
+            time_generate, staleness = timer() - t0, 0
         t_generate = timer()
         owners = [problems[i // group] for i in range(len(batch.texts))]
         rewards = torch.tensor([self.task.score(p, t, cfg.reward) for p, t in zip(owners, batch.texts)],
@@ -97,9 +112,10 @@ class Trainer:
         correct = [self.task.is_correct(p, t) for p, t in zip(owners, batch.texts)]
         t_reward = timer()
 
-        # the policy that sampled, before any update: hidden states for shaping, old and reference log-probs
+        # the current policy (the one that sampled, unless the batch was sampled during the last update):
+        # hidden states for shaping, old (the sampler's when stale) and reference log-probs
         self.model.train()
-        first = first_pass(self.model, self.ref_model, batch, cfg, keep_graph=self.plan.single)
+        first = first_pass(self.model, self.ref_model, batch, cfg, keep_graph=self.plan.single, stale=staleness > 0)
         t_forward = timer()
 
         # shaping: detached data, on the CPU in float64 whatever the policy's device: the first pass's
@@ -136,9 +152,10 @@ class Trainer:
             loss=parts.total, policy_loss=parts.policy, kl=parts.kl, entropy=parts.entropy,
             clip_fraction=parts.clip_fraction, response_tokens=batch.num_tokens,
             truncated=float(batch.truncated.float().mean()),
-            time_generate=t_generate - t0, time_reward=t_reward - t_generate,
+            time_generate=time_generate, time_reward=t_reward - t_generate,
             time_forward=t_forward - t_reward + clock.forward, time_shaping=t_shaping - t_forward,
             time_backward=clock.backward, time_update=clock.update, time_step=t_update - t0,
+            time_update_wait=clock.update_wait, staleness=staleness,
             tokens_per_s=batch.num_tokens / max(t_update - t0, 1e-9),
             num_updates=len(reports), logprob_gap=first.logprob_gap,
             loss_scale=self.update.master.loss_scale if self.update.master.loss_scale != 1.0 else None,
@@ -151,10 +168,38 @@ class Trainer:
         self.update.master.accumulate_grads()  # float32, whatever the model computes in
         clock.backward += time.perf_counter() - started
 
-    def _apply(self, num_samples: int, clock: PhaseClock) -> UpdateReport:
-        started = time.perf_counter()
-        report = self.update.apply(num_samples)  # a swarm peer averages with the others here
-        clock.update += time.perf_counter() - started
+    def _sample(self, policy) -> tuple[list, RolloutBatch]:
+        """Draw the next step's prompts and sample their rollouts with `policy`."""
+        problems = self.task.sample(self.rng, self.cfg.algo.prompts_per_step)
+        batch = sample_rollouts(policy, self.tokenizer, [p.prompt for p in problems], self.cfg.sampling,
+                                prompt_format=self.prompt_format)
+        return problems, batch
+
+    def _prefetch(self, sampler, version: int) -> None:
+        """Sample the next step's rollouts with the snapshot `sampler` of policy `version`."""
+        started, rng_state = time.perf_counter(), self.rng.getstate()
+        problems, batch = self._sample(sampler)
+        self.prefetched = Prefetched(problems, batch, time.perf_counter() - started, rng_state, version)
+
+    def _apply(self, num_samples: int, clock: PhaseClock, *, last: bool = False) -> UpdateReport:
+        """One update (a swarm peer averages with the others here). The step's `last` one, with overlap
+        on and a step still to come, runs in a worker thread while the next step's rollouts are sampled."""
+        if last and self.overlap is not None and self.step + 2 <= self.cfg.steps:
+            sampler, version = self.sampler.refresh(self.model), self.policy_version
+            report, times = self.overlap.run(lambda: self.update.apply(num_samples),
+                                             lambda: self._prefetch(sampler, version))
+            clock.update += times.update
+            clock.update_wait = (clock.update_wait or 0.0) + times.wait
+        else:
+            started = time.perf_counter()
+            report = self.update.apply(num_samples)
+            clock.update += time.perf_counter() - started
+        behind = staleness_after(report)
+        self.policy_version += 1 if behind is None else behind
+        if behind is None and self.prefetched is not None:  # sampled by weights this peer no longer holds
+            log.info("dropped the batch sampled during step %d's update: the weights were replaced", self.step + 1)
+            self.prefetched = None
+            self.stale_batches_dropped += 1
         return report
 
     def _one_update(self, batch: RolloutBatch, first: FirstPass, advantages: torch.Tensor, clock: PhaseClock
@@ -166,7 +211,7 @@ class Trainer:
         self._backward(parts, clock)
         totals = LossTotals()
         totals.add(parts)
-        return totals.finish(1), [self._apply(len(batch.texts), clock)]
+        return totals.finish(1), [self._apply(len(batch.texts), clock, last=True)]
 
     def _update_passes(self, batch: RolloutBatch, first: FirstPass, advantages: torch.Tensor, clock: PhaseClock
                        ) -> tuple[LossTotals, list[UpdateReport]]:
@@ -180,11 +225,10 @@ class Trainer:
         shuffle = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step)
         device = batch.input_ids.device
         totals, reports = LossTotals(), []
-        for _ in range(cfg.loss.ppo_epochs):
+        for epoch in range(cfg.loss.ppo_epochs):
             order = torch.randperm(num, generator=shuffle) if cfg.loss.mini_batches > 1 else torch.arange(num)
-            for mini in torch.tensor_split(order, cfg.loss.mini_batches):
-                if not mini.numel():
-                    continue
+            minis = [mini for mini in torch.tensor_split(order, cfg.loss.mini_batches) if mini.numel()]
+            for index, mini in enumerate(minis):
                 num_tokens = int(batch.response_mask[mini.to(device)].sum())
                 for rows in torch.split(mini.to(device), micro):
                     started = time.perf_counter()
@@ -197,7 +241,8 @@ class Trainer:
                     clock.forward += time.perf_counter() - started
                     self._backward(parts, clock)
                     totals.add(parts)
-                reports.append(self._apply(len(mini), clock))
+                last = epoch == cfg.loss.ppo_epochs - 1 and index == len(minis) - 1
+                reports.append(self._apply(len(mini), clock, last=last))
         return totals.finish(len(reports)), reports
 
     # -- evaluation and checkpoints --------------------------------------------------------
@@ -216,7 +261,9 @@ class Trainer:
                             k=ev.pass_k, num_samples=ev.num_samples, prompt_format=self.prompt_format)
 
     def state_dict(self) -> dict[str, Any]:
-        version, internal, gauss = self.rng.getstate()
+        # a batch sampled ahead is not saved: a resumed run draws its prompts again
+        rng_state = self.prefetched.rng_state if self.prefetched is not None else self.rng.getstate()
+        version, internal, gauss = rng_state
         return {"baselines": self.baselines.state_dict(), "python_rng": [version, list(internal), gauss]}
 
     def save(self) -> None:
