@@ -223,7 +223,7 @@ class Deciles(_message.Message):
     def __init__(self, count: _Optional[int] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PeerStatus(_message.Message):
-    __slots__ = ("schema_version", "run_id", "peer_id", "version", "address", "reachability", "step", "throughput", "bytes_sent", "bytes_received", "reported_at", "tokens_per_s", "step_seconds", "compression_ratio", "reward", "accuracy", "heldout_accuracy", "kl", "er", "erv", "era", "gate", "aux", "epoch", "num_peers_seen", "averaging_rounds", "averaging_failures", "last_averaging_error", "publish_failures", "baselines_source", "balance_round", "er_deciles", "erv_deciles", "era_deciles")
+    __slots__ = ("schema_version", "run_id", "peer_id", "version", "address", "reachability", "step", "throughput", "bytes_sent", "bytes_received", "reported_at", "tokens_per_s", "step_seconds", "compression_ratio", "reward", "accuracy", "heldout_accuracy", "kl", "er", "erv", "era", "gate", "aux", "epoch", "num_peers_seen", "averaging_rounds", "averaging_failures", "last_averaging_error", "publish_failures", "baselines_source", "balance_round", "er_deciles", "erv_deciles", "era_deciles", "staleness", "gradient_bytes_sent", "gradient_bytes_received", "state_averaging_bytes_sent", "state_averaging_bytes_received", "state_bytes_served", "state_bytes_downloaded")
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PEER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -258,6 +258,13 @@ class PeerStatus(_message.Message):
     ER_DECILES_FIELD_NUMBER: _ClassVar[int]
     ERV_DECILES_FIELD_NUMBER: _ClassVar[int]
     ERA_DECILES_FIELD_NUMBER: _ClassVar[int]
+    STALENESS_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    GRADIENT_BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    STATE_AVERAGING_BYTES_SENT_FIELD_NUMBER: _ClassVar[int]
+    STATE_AVERAGING_BYTES_RECEIVED_FIELD_NUMBER: _ClassVar[int]
+    STATE_BYTES_SERVED_FIELD_NUMBER: _ClassVar[int]
+    STATE_BYTES_DOWNLOADED_FIELD_NUMBER: _ClassVar[int]
     schema_version: int
     run_id: str
     peer_id: str
@@ -292,7 +299,14 @@ class PeerStatus(_message.Message):
     er_deciles: Deciles
     erv_deciles: Deciles
     era_deciles: Deciles
-    def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., version: _Optional[str] = ..., address: _Optional[str] = ..., reachability: _Optional[_Union[Reachability, str]] = ..., step: _Optional[int] = ..., throughput: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., reported_at: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., step_seconds: _Optional[float] = ..., compression_ratio: _Optional[float] = ..., reward: _Optional[float] = ..., accuracy: _Optional[float] = ..., heldout_accuracy: _Optional[float] = ..., kl: _Optional[float] = ..., er: _Optional[float] = ..., erv: _Optional[float] = ..., era: _Optional[float] = ..., gate: _Optional[float] = ..., aux: _Optional[float] = ..., epoch: _Optional[int] = ..., num_peers_seen: _Optional[int] = ..., averaging_rounds: _Optional[int] = ..., averaging_failures: _Optional[int] = ..., last_averaging_error: _Optional[str] = ..., publish_failures: _Optional[int] = ..., baselines_source: _Optional[str] = ..., balance_round: _Optional[int] = ..., er_deciles: _Optional[_Union[Deciles, _Mapping]] = ..., erv_deciles: _Optional[_Union[Deciles, _Mapping]] = ..., era_deciles: _Optional[_Union[Deciles, _Mapping]] = ...) -> None: ...
+    staleness: int
+    gradient_bytes_sent: int
+    gradient_bytes_received: int
+    state_averaging_bytes_sent: int
+    state_averaging_bytes_received: int
+    state_bytes_served: int
+    state_bytes_downloaded: int
+    def __init__(self, schema_version: _Optional[int] = ..., run_id: _Optional[str] = ..., peer_id: _Optional[str] = ..., version: _Optional[str] = ..., address: _Optional[str] = ..., reachability: _Optional[_Union[Reachability, str]] = ..., step: _Optional[int] = ..., throughput: _Optional[float] = ..., bytes_sent: _Optional[int] = ..., bytes_received: _Optional[int] = ..., reported_at: _Optional[float] = ..., tokens_per_s: _Optional[float] = ..., step_seconds: _Optional[float] = ..., compression_ratio: _Optional[float] = ..., reward: _Optional[float] = ..., accuracy: _Optional[float] = ..., heldout_accuracy: _Optional[float] = ..., kl: _Optional[float] = ..., er: _Optional[float] = ..., erv: _Optional[float] = ..., era: _Optional[float] = ..., gate: _Optional[float] = ..., aux: _Optional[float] = ..., epoch: _Optional[int] = ..., num_peers_seen: _Optional[int] = ..., averaging_rounds: _Optional[int] = ..., averaging_failures: _Optional[int] = ..., last_averaging_error: _Optional[str] = ..., publish_failures: _Optional[int] = ..., baselines_source: _Optional[str] = ..., balance_round: _Optional[int] = ..., er_deciles: _Optional[_Union[Deciles, _Mapping]] = ..., erv_deciles: _Optional[_Union[Deciles, _Mapping]] = ..., era_deciles: _Optional[_Union[Deciles, _Mapping]] = ..., staleness: _Optional[int] = ..., gradient_bytes_sent: _Optional[int] = ..., gradient_bytes_received: _Optional[int] = ..., state_averaging_bytes_sent: _Optional[int] = ..., state_averaging_bytes_received: _Optional[int] = ..., state_bytes_served: _Optional[int] = ..., state_bytes_downloaded: _Optional[int] = ...) -> None: ...
 
 class WeightsClaim(_message.Message):
     __slots__ = ("schema_version", "run_id", "peer_id", "epoch", "fingerprint", "published_at")

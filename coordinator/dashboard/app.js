@@ -512,6 +512,8 @@ const COLUMNS = [
   { key: "last_seen", label: "Seen", order: "desc" },
   { key: "step", label: "Step", num: true },
   { key: "epoch", label: "Epoch", num: true },
+  { key: "staleness", label: "Stale", num: true,
+    title: "policy versions between the weights that sampled the latest rollouts and those they trained" },
   { key: "rollouts_per_s", label: "Roll/s", num: true, title: "rollouts per second since the peer started" },
   { key: "tokens_per_s", label: "Tok/s", num: true, title: "response tokens per second, latest step" },
   { key: "bytes_sent", label: "Sent", num: true },
@@ -565,10 +567,17 @@ function cell(peer, key) {
       td.className = "num";
       break;
     case "bytes_sent":
-    case "bytes_received":
+    case "bytes_received": {
       td.textContent = bytes(peer[key]);
       td.className = "num";
+      const way = key === "bytes_sent" ? ["sent", "served"] : ["received", "downloaded"];
+      if (peer[`gradient_bytes_${way[0]}`] !== null && peer[`gradient_bytes_${way[0]}`] !== undefined) {
+        td.title = `gradients ${bytes(peer[`gradient_bytes_${way[0]}`])} · ` +
+          `state averaging ${bytes(peer[`state_averaging_bytes_${way[0]}`])} · ` +
+          `besides these, full state ${way[1]} ${bytes(peer[`state_bytes_${way[1]}`])}`;
+      }
       break;
+    }
     case "compression_ratio":
       td.textContent = peer[key] ? `${fmt(peer[key], 3)}×` : "–";
       td.className = "num";

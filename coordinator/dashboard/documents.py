@@ -27,7 +27,9 @@ HISTOGRAM_BINS = 24
 RATE_WINDOW_ROUNDS = 5  # merged tokens/s and rollouts/s are averaged over this many rounds
 _STATUS_NUMBERS = ("epoch", "tokens_per_s", "step_seconds", "compression_ratio", "reward", "accuracy",
                    "heldout_accuracy", "kl", "er", "erv", "era", "gate", "aux", "averaging_rounds",
-                   "averaging_failures", "publish_failures", "balance_round", "num_peers_seen")
+                   "averaging_failures", "publish_failures", "balance_round", "num_peers_seen", "staleness",
+                   "gradient_bytes_sent", "gradient_bytes_received", "state_averaging_bytes_sent",
+                   "state_averaging_bytes_received", "state_bytes_served", "state_bytes_downloaded")
 PEER_SORT_KEYS = ("state", "peer_id", "version", "last_seen", "step", "num_contributions", "rollouts_per_s",
                   "bytes_sent", "bytes_received", "epoch_lag", *_STATUS_NUMBERS)
 

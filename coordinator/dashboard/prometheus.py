@@ -99,6 +99,8 @@ _PEER_METRICS: list[tuple[str, str, str, Callable[[swarm_pb2.PeerState], float |
     ("gate_ratio", "gauge", "Mean ERA gate (exploration share) of the peer's latest step.",
      _status("gate")),
     ("aux", "gauge", "Mean auxiliary signal r_aux of the peer's latest step.", _status("aux")),
+    ("staleness", "gauge", "Policy versions between the weights that sampled the peer's latest rollouts and those "
+     "it trained (0: on-policy).", _status("staleness")),
     ("averaging_rounds_total", "counter", "Averaging rounds the peer completed since it started.",
      _status("averaging_rounds")),
     ("averaging_failures_total", "counter", "Averaging rounds that failed on the peer since it started.",
@@ -108,6 +110,15 @@ _PEER_METRICS: list[tuple[str, str, str, Callable[[swarm_pb2.PeerState], float |
 ]
 _FAMILIES.update({f"rankswarm_peer_{suffix}": (kind, help_text, ("peer",))
                   for suffix, kind, help_text, _ in _PEER_METRICS})
+_FAMILIES["rankswarm_peer_traffic_bytes_total"] = (
+    "counter", "Bytes the peer exchanged with the swarm since it started, by kind (gradients: (pseudo-)gradient "
+    "all-reduces; state_averaging: parameter averaging; state: full state served or downloaded) and direction.",
+    ("peer", "kind", "direction"))
+# (kind, direction) -> the PeerStatus field (schema 3) that counts it
+TRAFFIC_FIELDS = {("gradients", "sent"): "gradient_bytes_sent", ("gradients", "received"): "gradient_bytes_received",
+                  ("state_averaging", "sent"): "state_averaging_bytes_sent",
+                  ("state_averaging", "received"): "state_averaging_bytes_received",
+                  ("state", "sent"): "state_bytes_served", ("state", "received"): "state_bytes_downloaded"}
 _FAMILIES["rankswarm_peer_indicator"] = ("gauge", "Mean ER, ERV and ERA over the peer's latest step's responses.",
                                          ("peer", "indicator"))
 
@@ -163,6 +174,8 @@ def _peer_samples(peers: list[swarm_pb2.PeerState]) -> Iterator[tuple[str, Sampl
         yield f"rankswarm_peer_{suffix}", [((p.peer_id,), read(p)) for p in peers]
     yield "rankswarm_peer_indicator", [((p.peer_id, name), reported(status_of(p), name))
                                        for p in peers for name in ("er", "erv", "era")]
+    yield "rankswarm_peer_traffic_bytes_total", [((p.peer_id, kind, direction), reported(status_of(p), field))
+                                                 for p in peers for (kind, direction), field in TRAFFIC_FIELDS.items()]
 
 
 class SwarmCollector(Collector):

@@ -254,8 +254,8 @@ class Node:
             extra |= dict(tokens_per_s=_finite(m.tokens_per_s, 0.0), step_seconds=_finite(m.time_step, 0.0),
                           reward=_finite(m.reward), accuracy=_finite(m.accuracy, 0.0, 1.0), kl=_finite(m.kl),
                           er=_finite(m.er), erv=_finite(m.erv), era=_finite(m.era), gate=_finite(m.gate, 0.0, 1.0),
-                          aux=_finite(m.aux), baselines_source=m.baselines if m.baselines in ("global", "local")
-                          else "unknown",
+                          aux=_finite(m.aux), staleness=m.staleness,
+                          baselines_source=m.baselines if m.baselines in ("global", "local") else "unknown",
                           **{f"{name}_deciles": {"count": d.count, "values": list(d.values)} if d is not None
                              else None for name, d in (("er", m.er_deciles), ("erv", m.erv_deciles),
                                                        ("era", m.era_deciles))})
@@ -264,7 +264,13 @@ class Node:
                           else None, epoch=swarm.epoch, num_peers_seen=swarm.num_peers,
                           averaging_rounds=swarm.rounds_averaged,
                           averaging_failures=swarm.rounds_failed + swarm.rounds_dropped,
-                          last_averaging_error=(swarm.averaging_error or "")[:256])
+                          last_averaging_error=(swarm.averaging_error or "")[:256],
+                          gradient_bytes_sent=swarm.gradient_bytes_sent_total,
+                          gradient_bytes_received=swarm.gradient_bytes_received_total,
+                          state_averaging_bytes_sent=swarm.state_averaging_bytes_sent_total,
+                          state_averaging_bytes_received=swarm.state_averaging_bytes_received_total,
+                          state_bytes_served=swarm.state_bytes_sent_total,
+                          state_bytes_downloaded=swarm.state_bytes_received_total)
         try:
             return records.build(swarm_pb2.PeerStatus, **base, **extra)
         except records.RecordError as err:  # report what is sound rather than nothing

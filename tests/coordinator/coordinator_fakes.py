@@ -37,22 +37,28 @@ def random_batch(rng: random.Random, size: int) -> tuple[dict[str, list[float | 
 
 
 def peer_status(peer: str, reported_at: float, *, run: str = RUN, **fields) -> swarm_pb2.PeerStatus:
-    """A validated status report (schema 2 unless `schema_version` says otherwise)."""
+    """A validated status report (the latest schema unless `schema_version` says otherwise)."""
     return records.build(swarm_pb2.PeerStatus, run_id=run, peer_id=peer, reported_at=reported_at, **fields)
 
 
 DECILES = swarm_pb2.Deciles(count=5, values=[float(i) for i in range(11)])
 
 
+TRAFFIC = dict(gradient_bytes_sent=9, gradient_bytes_received=18, state_averaging_bytes_sent=1,
+               state_averaging_bytes_received=2, state_bytes_served=0, state_bytes_downloaded=40)
+SCHEMA_3_FIELDS = ("staleness", *TRAFFIC)
+
+
 def full_peer_status(peer: str, reported_at: float, **changes) -> swarm_pb2.PeerStatus:
-    """A schema-2 report with every field set (zeros included: they must stay zeros, not become unset);
+    """A schema-3 report with every field set (zeros included: they must stay zeros, not become unset);
     `changes` replace fields (None unsets one)."""
     fields = dict(version="0.1.0", address="/ip4/1.2.3.4/tcp/5", reachability=swarm_pb2.REACHABILITY_RELAYED, step=9,
                   throughput=1.5, bytes_sent=10, bytes_received=20, tokens_per_s=812.5, step_seconds=1.25,
                   compression_ratio=19.3, reward=-0.25, accuracy=0.5, heldout_accuracy=0.39, kl=0.0, er=21.5,
                   erv=-0.5, era=0.0, gate=1.0, aux=-0.01, epoch=0, num_peers_seen=3, averaging_rounds=4,
                   averaging_failures=1, last_averaging_error="TimeoutError: x", publish_failures=2,
-                  baselines_source="global", balance_round=12, er_deciles=DECILES, era_deciles=DECILES)
+                  baselines_source="global", balance_round=12, er_deciles=DECILES, era_deciles=DECILES, staleness=0,
+                  **TRAFFIC)
     return peer_status(peer, reported_at, **(fields | changes))
 
 

@@ -5,7 +5,15 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from coordinator_fakes import RUN, batch_stats, full_peer_status, meta_record, peer_status, random_batch
+from coordinator_fakes import (
+    RUN,
+    SCHEMA_3_FIELDS,
+    batch_stats,
+    full_peer_status,
+    meta_record,
+    peer_status,
+    random_batch,
+)
 
 from coordinator.rounds import RoundState, merge_round
 from coordinator.store import STORE_SCHEMA_VERSION, HistoryStore, StoreError
@@ -118,7 +126,8 @@ def _legacy_file(path: Path, version: int) -> Path:
 
 def _expected_statuses() -> tuple[swarm_pb2.PeerStatus, swarm_pb2.PeerStatus]:
     """The two reports in LEGACY_V2, as this version builds them."""
-    full = full_peer_status("a", 102.5, balance_round=2, era_deciles=None)
+    full = full_peer_status("a", 102.5, balance_round=2, era_deciles=None, schema_version=2,
+                            **dict.fromkeys(SCHEMA_3_FIELDS))
     old = peer_status("b", 102.75, schema_version=1, version="0.0.9", reachability=swarm_pb2.REACHABILITY_DIRECT,
                       step=2, throughput=0.5, bytes_sent=1, bytes_received=2)
     return full, old

@@ -1,4 +1,4 @@
-"""A peer's status report (schema 2) carries a real training step's numbers, as the dashboard shows them."""
+"""A peer's status report (schema 3) carries a real training step's numbers, as the dashboard shows them."""
 
 import dataclasses
 from concurrent.futures import Future
@@ -39,7 +39,7 @@ def test_status_report_carries_the_steps_numbers(tmp_path):
     # what the gossip update adds on a swarm peer
     report.update.details = GossipCounters(
         epoch=3, num_peers=2, bytes_sent=100, bytes_received=150, bytes_sent_total=1_000,
-        bytes_received_total=1_500, state_bytes_sent_total=0, state_bytes_received_total=0,
+        bytes_received_total=1_500, state_bytes_sent_total=70, state_bytes_received_total=80,
         gradient_bytes_sent_total=900, gradient_bytes_received_total=1_400, state_averaging_bytes_sent_total=100,
         state_averaging_bytes_received_total=100, dense_bytes_total=19_000, compression_ratio=19.0,
         time_averaging=0.5, time_allreduce=0.1,
@@ -48,7 +48,7 @@ def test_status_report_carries_the_steps_numbers(tmp_path):
     status = node.status_record(report)
     metrics = report.metrics_row()
 
-    assert status.schema_version == records.latest_schema(swarm_pb2.PeerStatus) == 2 and status.version == __version__
+    assert status.schema_version == records.latest_schema(swarm_pb2.PeerStatus) == 3 and status.version == __version__
     assert (status.step, status.address, status.reachability) == (1, node.addresses[0], swarm_pb2.REACHABILITY_DIRECT)
     for key in ("reward", "accuracy", "er", "erv", "era", "gate", "aux", "tokens_per_s"):
         assert getattr(status, key) == pytest.approx(metrics[key]), key
@@ -59,6 +59,10 @@ def test_status_report_carries_the_steps_numbers(tmp_path):
     assert status.compression_ratio == 19.0 and (status.bytes_sent, status.bytes_received) == (1_000, 1_500)
     assert status.last_averaging_error == "TimeoutError: no group" and status.publish_failures == 2
     assert status.balance_round == 7 and status.baselines_source == "local"
+    assert status.staleness == 0  # sampled by the weights it trained (sampling.max_staleness 0)
+    traffic = [status.gradient_bytes_sent, status.gradient_bytes_received, status.state_averaging_bytes_sent,
+               status.state_averaging_bytes_received, status.state_bytes_served, status.state_bytes_downloaded]
+    assert traffic == [900, 1_400, 100, 100, 70, 80]
     er = report.stats.moments["er"]
     deciles = status.er_deciles
     assert deciles.count == er.count and list(deciles.values) == sorted(deciles.values)

@@ -149,10 +149,14 @@ def test_since_also_covers_plain_fields_and_lists_but_not_their_defaults():
                 compression_ratio=None, heldout_accuracy=None, kl=None, er=None, erv=None, era=None, gate=None,
                 aux=None, epoch=None, num_peers_seen=None, averaging_rounds=0, averaging_failures=0,
                 last_averaging_error="", publish_failures=0, baselines_source="", balance_round=None,
-                er_deciles=None, era_deciles=None)
+                er_deciles=None, era_deciles=None, staleness=None, gradient_bytes_sent=None,
+                gradient_bytes_received=None, state_averaging_bytes_sent=None, state_averaging_bytes_received=None,
+                state_bytes_served=None, state_bytes_downloaded=None)
     assert records.validate(_status(**base)).schema_version == 1  # defaults are not "set"
     _refused(_status(**{**base, "averaging_rounds": 3}), "PeerStatus.averaging_rounds", "since")
     _refused(_status(**{**base, "era_deciles": DECILES}), "PeerStatus.era_deciles", "since")
+    # an optional field is "set" even at 0: a schema-2 report may not carry schema 3's staleness
+    _refused(_status(**{**base, "schema_version": 2, "staleness": 0}), "PeerStatus.staleness", "since")
 
 
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
@@ -234,10 +238,10 @@ def test_a_missing_or_newer_schema_version_is_refused_naming_both_versions(messa
 
 def test_a_nested_record_of_a_newer_schema_is_refused_inside_a_current_message():
     state = _state()
-    state.peers[0].status.schema_version = 3
+    state.peers[0].status.schema_version = 4
     error = _refused(state, "SwarmState.peers[0].status.schema_version", "schema_version", SchemaVersionError)
-    assert "SwarmState.peers[0].status (PeerStatus) has schema_version 3, newer than the 2" in str(error)
-    assert records.latest_schema(swarm_pb2.PeerStatus) == 2 and records.latest_schema(swarm_pb2.PeerState) == 0
+    assert "SwarmState.peers[0].status (PeerStatus) has schema_version 4, newer than the 3" in str(error)
+    assert records.latest_schema(swarm_pb2.PeerStatus) == 3 and records.latest_schema(swarm_pb2.PeerState) == 0
 
 
 # ---------------------------------------------------------------- bytes from elsewhere
