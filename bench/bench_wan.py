@@ -49,11 +49,15 @@ class Mode:
 
 
 def parse_mode(name: str) -> Mode:
-    """sync-dense, sync-powersgd, diloco-h<H>[-lr<outer lr>][-m<outer momentum>][-dense|-fp16]."""
-    if name in ("sync-dense", "sync-powersgd"):
-        compression = "none" if name == "sync-dense" else "powersgd"
-        return Mode(name, ('gossip.mode="sync"', f'gossip.compression="{compression}"'), 1, compression)
-    parts = name.split("-")
+    """sync-dense, sync-powersgd, diloco-h<H>[-lr<outer lr>][-m<outer momentum>][-dense|-fp16], each with an
+    optional -overlap (sampling.max_staleness = 1: the next batch is sampled while the update runs)."""
+    overlap = name.endswith("-overlap")
+    base = name.removesuffix("-overlap")
+    staleness = ("sampling.max_staleness=1",) if overlap else ()
+    if base in ("sync-dense", "sync-powersgd"):
+        compression = "none" if base == "sync-dense" else "powersgd"
+        return Mode(name, ('gossip.mode="sync"', f'gossip.compression="{compression}"', *staleness), 1, compression)
+    parts = base.split("-")
     if parts[0] != "diloco" or len(parts) < 2 or not parts[1].startswith("h"):
         raise ValueError(f"unknown mode {name!r}: sync-dense, sync-powersgd or diloco-h<H>[-lr<x>][-m<x>][-dense]")
     inner = int(parts[1][1:])
@@ -71,7 +75,7 @@ def parse_mode(name: str) -> Mode:
         else:
             raise ValueError(f"unknown part {part!r} of mode {name!r}")
     overrides.append(f'gossip.compression="{compression}"')
-    return Mode(name, tuple(overrides), inner, compression)
+    return Mode(name, (*overrides, *staleness), inner, compression)
 
 
 @dataclass
@@ -197,7 +201,8 @@ def render(results: list[Result], modes: dict[str, Mode], args: argparse.Namespa
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", type=float, nargs="+", default=[100.0, 10.0, 1.0], help="Mbit/s per peer")
-    parser.add_argument("--modes", nargs="+", default=["sync-dense", "sync-powersgd", "diloco-h4", "diloco-h16"])
+    parser.add_argument("--modes", nargs="+", default=["sync-dense", "sync-powersgd", "diloco-h4", "diloco-h16",
+                                                         "diloco-h16-overlap"])
     parser.add_argument("--skip", nargs="*", default=["sync-dense@1"],
                         help="mode@rate pairs not to run (dense sync at 1 Mbit/s takes ~40 s a round)")
     parser.add_argument("--steps", type=int, default=32)
