@@ -121,7 +121,11 @@ class LiveSwarm:
             averaging_rounds=peer.step - peer.failures, averaging_failures=peer.failures,
             last_averaging_error="TimeoutError: averaging group did not assemble" if peer.index in self.failing else "",
             baselines_source="global" if latest else "local", balance_round=latest.round if latest else None,
-            er_deciles=deciles(indicators.er), erv_deciles=deciles(indicators.erv), era_deciles=deciles(indicators.era))
+            er_deciles=deciles(indicators.er), erv_deciles=deciles(indicators.erv), era_deciles=deciles(indicators.era),
+            staleness=peer.index % 2, gradient_bytes_sent=200_000 * peer.step,
+            state_averaging_bytes_sent=50_000 * peer.step, gradient_bytes_received=200_000 * peer.step + 1234,
+            state_averaging_bytes_received=50_000 * peer.step,
+            state_bytes_served=0, state_bytes_downloaded=4_000_000 if peer.index == 3 else 0)
         assert publish(peer.dht, status, expires_in(600), identity=peer.identity)
         peer.published.append(record)
         peer.statuses.append(status)

@@ -167,11 +167,15 @@ def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(
         assert cells[1] == f"{peer.peer_id[:8]}…{peer.peer_id[-4:]}"
         assert cells[3] == f"127.0.0.1:{4000 + peer.index}{reachability(status)}"
         assert cells[5] == str(peer.step)
-        assert cells[12] == signed(status.reward)
-        assert cells[14] == js_percent(status.heldout_accuracy)
-        assert cells[15] == js_precision(status.er, 4)
+        assert cells[7] == str(status.staleness)
+        assert cells[13] == signed(status.reward)
+        assert cells[15] == js_percent(status.heldout_accuracy)
+        assert cells[16] == js_precision(status.er, 4)
     assert row_cells(page, live.peers[1].peer_id)[2] == "⚠ 0.0.9"
-    assert row_cells(page, live.peers[3].peer_id)[18] == f"{live.peers[3].failures} / {live.peers[3].step}"
+    assert row_cells(page, live.peers[3].peer_id)[19] == f"{live.peers[3].failures} / {live.peers[3].step}"
+    # Sent and Recv break their bytes down by kind on hover (schema-3 reports)
+    received = page.locator(f'tr[data-peer="{live.peers[3].peer_id}"] td').nth(11).get_attribute("title")
+    assert received.startswith("gradients ") and "state averaging" in received and "downloaded 4" in received
     alerts = text(page, "#alerts")
     assert "peer behind" in alerts and "averaging failures" in alerts and "version mismatch" in alerts
 
@@ -205,7 +209,7 @@ def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(
     assert text(page, "#kpi-reward-value") == signed(records.stats_of(new.merged).moments["score"].mean)
     page.wait_for_function("id => document.querySelector(`tr[data-peer='${id}'] td .pill`).textContent"
                            " === 'unreachable'", arg=live.peers[4].peer_id, timeout=15000)
-    assert row_cells(page, live.peers[0].peer_id)[12] == signed(live.peers[0].statuses[-1].reward)
+    assert row_cells(page, live.peers[0].peer_id)[13] == signed(live.peers[0].statuses[-1].reward)
 
     # a small swarm plots every live peer next to the swarm; a click on its row takes one out and back
     series = "#chart-reward path[data-series^='" + live.peers[0].peer_id[:8] + "']"

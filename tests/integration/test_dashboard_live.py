@@ -111,7 +111,7 @@ def test_old_status_reports_show_and_newer_ones_are_rejected(live):
                         version="0.0.9", reachability=swarm_pb2.REACHABILITY_DIRECT, step=9, throughput=1.5,
                         bytes_sent=10, bytes_received=20, reported_at=get_dht_time())
     assert old_peer.dht.store(key, records.encode(old), expires_in(600), subkey=old_peer.identity.owner_subkey())
-    newer = records.replace(new_peer.statuses[-1], schema_version=3, reported_at=get_dht_time())
+    newer = records.replace(new_peer.statuses[-1], schema_version=4, reported_at=get_dht_time())
     assert new_peer.dht.store(key, newer.SerializeToString(), expires_in(600),
                               subkey=new_peer.identity.owner_subkey())
     # a report that says schema 1 but carries a schema-2 field: not honest about what it is
@@ -132,11 +132,11 @@ def test_old_status_reports_show_and_newer_ones_are_rejected(live):
     kinds = {a["kind"] for a in doc["alerts"]["active"]}
     assert {"records_rejected", "version_mismatch"} <= kinds
     reasons = [e["detail"] for e in doc["events"] if e["kind"] == "record_rejected"]
-    assert any("PeerStatus has schema_version 3, newer than the 2" in r for r in reasons), reasons
+    assert any("PeerStatus has schema_version 4, newer than the 3" in r for r in reasons), reasons
     assert any("exists since schema 2 and the record says schema 1" in r for r in reasons), reasons
     rows = {p["peer_id"]: p for p in doc["peers"]["items"]}
-    assert rows[new_peer.peer_id]["status_schema"] == 2  # the refused reports changed nothing
-    assert rows[claiming_peer.peer_id]["status_schema"] == 2
+    assert rows[new_peer.peer_id]["status_schema"] == 3  # the refused reports changed nothing
+    assert rows[claiming_peer.peer_id]["status_schema"] == 3
 
 
 def test_a_status_for_another_peer_or_from_the_future_is_rejected_and_counted_by_rule(live):

@@ -46,7 +46,9 @@ def test_a_real_peers_status_reaches_the_dashboard(tmp_path):
             time.sleep(1.0)
         assert peer is not None, "the peer's step-6 status never reached the dashboard"
         rows = swarm.peer_rows(0)
-        assert peer["status_schema"] == 2 and peer["tokens_per_s"] == reported["tokens_per_s"]
+        assert peer["status_schema"] == 3 and peer["tokens_per_s"] == reported["tokens_per_s"]
+        assert peer["staleness"] == reported["staleness"] == 0  # sampling.max_staleness 0: on-policy
+        assert peer["gradient_bytes_sent"] == reported["gradient_bytes_sent_total"]
         assert peer["er"] == reported["er"] and peer["kl"] == reported["kl"]
         assert reported["kl"] is None and doc["swarm"]["kl"] is None  # loss.kl_coef 0: KL not measured, not 0
         first_eval = next(r for r in rows if r.get("kind") == "eval")
