@@ -64,10 +64,7 @@ def run_setup(setup: Setup, args: argparse.Namespace) -> Result:
     started = time.monotonic()
     try:
         swarm.start()
-        deadline = started + args.max_minutes * 60
-        while not swarm.finished() and time.monotonic() < deadline:
-            time.sleep(2)
-        if not swarm.finished():
+        if not swarm.wait_finished(args.max_minutes * 60, poll_s=2.0):
             raise RuntimeError(f"{setup} did not finish within {args.max_minutes} min")
     finally:
         swarm.stop()

@@ -171,6 +171,13 @@ class DemoSwarm:
     def finished(self) -> bool:
         return all(not p.alive for p in self.peers.values())
 
+    def wait_finished(self, timeout_s: float, poll_s: float = 1.0) -> bool:
+        """Wait (at most `timeout_s`) until every peer has exited; whether they all did."""
+        deadline = time.monotonic() + timeout_s
+        while not self.finished() and time.monotonic() < deadline:
+            time.sleep(poll_s)
+        return self.finished()
+
     def watch(self) -> None:
         deadline = time.monotonic() + self.cfg.max_minutes * 60
         redraw = sys.stdout.isatty()  # a terminal gets one table updated in place; a log gets them all

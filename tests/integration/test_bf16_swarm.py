@@ -9,8 +9,6 @@ checkpoints, which hold the masters), and held-out accuracy rises on an easy tas
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -34,10 +32,7 @@ def swarm(tmp_path_factory):
     demo = DemoSwarm(cfg)
     try:
         demo.start()
-        deadline = time.monotonic() + 300
-        while not demo.finished() and time.monotonic() < deadline:
-            time.sleep(1.0)
-        assert demo.finished(), "\n".join(p.tail(20) for p in demo.processes)
+        assert demo.wait_finished(300), "\n".join(p.tail(20) for p in demo.processes)
         yield demo
     finally:
         demo.stop()

@@ -10,7 +10,6 @@ reach the coordinator in the peers' status reports (schema 3): its state API and
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import pytest
@@ -36,10 +35,7 @@ def swarm(tmp_path_factory):
     demo = DemoSwarm(cfg)
     try:
         demo.start()
-        deadline = time.monotonic() + 300
-        while not demo.finished() and time.monotonic() < deadline:
-            time.sleep(1.0)
-        assert demo.finished(), "\n".join(p.tail(20) for p in demo.processes)
+        assert demo.wait_finished(300), "\n".join(p.tail(20) for p in demo.processes)
         demo.api_state = _get_json(demo, "/api/v1/state?peer_limit=10")
         demo.metrics_page = _get(demo, "/metrics")
         yield demo
