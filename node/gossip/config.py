@@ -89,10 +89,9 @@ class GossipConfig(BaseModel):
         "own to peers that are; a split in the last round is repaired there. 0: leave at once."))
     weights_claim_ttl_s: float = Field(120.0, gt=0, le=3600, description="How long a weights claim stays in the DHT.")
     max_epoch_lead: int = Field(2, ge=0, le=1_000_000, description=(
-        "Between two identities, a progress record may claim an epoch at most this far above the other's; one "
-        "further ahead is ignored, so a lone record with a huge epoch cannot make everyone download the state "
-        "of whoever advertises it. From three identities on, only epochs two identities report count "
-        "(docs/security.md)."))
+        "A progress record may claim an epoch at most this far above the highest epoch two identities report "
+        "(this peer included); one further ahead is ignored, so a lone record with a huge epoch cannot make "
+        "everyone download the state of whoever advertises it (docs/security.md)."))
     robust: RobustConfig = Field(default_factory=RobustConfig, description=(
         "Robust aggregation inside the all-reduce: what a reducer does with parts that lie."))
     verbose: bool = Field(False, description="Log hivemind's per-step progress.")

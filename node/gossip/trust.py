@@ -10,14 +10,7 @@ peer on its own:
   so one record with a huge epoch would make every peer think it is behind and download the
   state of whoever advertises it. Here an epoch counts only up to `max_lead` epochs above the
   highest epoch that two different identities (this peer included) report: a lone claim further
-  ahead is ignored, whoever makes it (`trusted_progress`). Once three identities or more take
-  part, a lone lead counts for nothing at all: a peer that got ahead alone (a round only it
-  applied, e.g. one its own inflated batch claim triggered before the others were in the group)
-  would otherwise serve its weights and optimizer moments to everyone behind it. An honest peer
-  left ahead alone heals without that: the others reach its epoch with rounds of their own, and
-  their weights claims outvote it there (node/gossip/consensus.py). With only two identities a
-  lone lead up to `max_lead` is believed, or a peer that missed one round of a pair, or the
-  joiner of a one-peer swarm, could never catch up.
+  ahead is ignored, whoever makes it (`trusted_progress`).
 - **Who averages.** The libp2p peers a peer may average with or download from are those that
   trusted progress records name (`AllowList`, shared with the averagers' child processes, which
   refuse anyone else's joins, parts and state; hivemind_internals/averagers.py). Until the
@@ -94,13 +87,12 @@ def trusted_progress(progress: Mapping[object, Progress], me: str, my_epoch: int
     allowed = {subkey: p for subkey, p in progress.items() if p.owner == me or refused(p.owner) is None}
     epochs = {p.owner: p.epoch for p in allowed.values() if p.owner != me}
     epochs[me] = max(my_epoch, epochs.get(me, 0))
-    lead = max_lead if len(epochs) <= 2 else 0  # from three identities on, only vouched epochs count
-    ceiling = max(vouched_epoch(epochs) or my_epoch, my_epoch) + lead
+    ceiling = max(vouched_epoch(epochs) or my_epoch, my_epoch) + max_lead
     kept = {subkey: p for subkey, p in allowed.items() if p.epoch <= ceiling or p.owner == me}
     for p in allowed.values():
         if p.epoch > ceiling and p.owner != me:
             log.warning("ignoring the progress record of %s: epoch %d, which nobody vouches for (swarm at %d)",
-                        p.owner, p.epoch, ceiling - lead)
+                        p.owner, p.epoch, ceiling - max_lead)
     return kept
 
 
