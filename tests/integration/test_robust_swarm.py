@@ -56,12 +56,24 @@ def swarm(request):
     run = f"robust-{request.node.name[5:40]}".replace("[", "-").replace("]", "").replace(" ", "-")
     first = Peer(run, seed=1, initial_peers=[], batch=BATCH)
     second = Peer(run, seed=2, initial_peers=visible_addresses(first.dht), batch=BATCH)
-    attacker = Attacker(run, seed=3, initial_peers=visible_addresses(first.dht), attack=request.param, batch=BATCH)
+    attacker = None
     try:
+        # the attacker joins a running swarm: the honest peers train until they see each other first. (Had it
+        # stepped before seeing anyone, it would be alone: its inflated batch claim fills the target by itself,
+        # it applies a round of its own, and peers one epoch behind it download its state, moments included.
+        # That is the trust an open swarm puts in the state a peer catches up from: docs/security.md.)
+        deadline = time.monotonic() + 60
+        with ThreadPoolExecutor(2) as pool:
+            while min(peer.gossip.num_peers() for peer in (first, second)) < 2:
+                assert time.monotonic() < deadline, "the honest peers never saw each other"
+                step_together((first, second), pool)
+        attacker = Attacker(run, seed=3, initial_peers=visible_addresses(first.dht), attack=request.param,
+                            batch=BATCH)
         yield first, second, attacker
     finally:
         for peer in (attacker, second, first):
-            peer.close()
+            if peer is not None:
+                peer.close()
 
 
 @pytest.mark.parametrize("swarm", ["nan", "amplified sign flip", "noise", "inflated weight"], indirect=True)
