@@ -13,10 +13,10 @@ import threading
 from hivemind.utils import get_dht_time
 
 from node.swarm.polling import Poller
-from node.training.seams import LocalBaselines
+from node.training.seams import BaselineChoice, LocalBaselines
 from plumbing.dht_records import fetch_balance
 from protos import records, swarm_pb2
-from shaping import Baselines, IndicatorStats
+from shaping import IndicatorStats
 
 log = logging.getLogger(__name__)
 
@@ -51,17 +51,13 @@ class SwarmBaselines:
         if record is not None and (self.latest is None or record.round >= self.latest.round):
             self.latest = record
 
-    def fresh_record(self) -> swarm_pb2.BalanceWeights | None:
-        record = self.latest
-        if record is None or get_dht_time() - record.issued_at > self.max_age_s:
-            return None
-        return record
-
-    def current(self) -> tuple[Baselines, str]:
-        record = self.fresh_record()
-        if record is not None and record.baselines.ready:
-            return records.baselines_of(record.baselines), "global"  # valid: fetch_balance validated it
-        return self.local.baselines, "local"
+    def current(self) -> BaselineChoice:
+        record = self.latest  # read once: the poller may replace it meanwhile
+        age = get_dht_time() - record.issued_at if record is not None else None
+        if age is not None and age <= self.max_age_s and record.baselines.ready:
+            # valid: fetch_balance validated it
+            return BaselineChoice(records.baselines_of(record.baselines), "global", age)
+        return BaselineChoice(self.local.baselines, "local", age)
 
     def observe(self, stats: IndicatorStats) -> None:
         self.local.observe(stats)

@@ -16,7 +16,7 @@ metrics row.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
@@ -31,9 +31,19 @@ class MetricsPart(Protocol):
     def metrics_row(self) -> dict[str, Any]: ...
 
 
+class BaselineChoice(NamedTuple):
+    """The baselines a step shapes with, where they came from ("local", "global"), and how old the
+    coordinator's newest record was then (seconds; None when none was ever read): a peer on "local"
+    with a large age lost its coordinator, one with no age never had one."""
+
+    baselines: Baselines
+    source: str
+    global_age_s: float | None = None
+
+
 class BaselineSource(Protocol):
-    def current(self) -> tuple[Baselines, str]:
-        """The baselines to shape this step with, and where they came from ("local", "global")."""
+    def current(self) -> BaselineChoice:
+        """The baselines to shape this step with (read once per step, never waits)."""
 
     def observe(self, stats: IndicatorStats) -> None:
         """Fold this step's batch statistics in, after the step's signals were computed."""
@@ -51,8 +61,8 @@ class LocalBaselines:
         # the config decides alpha and the reference zero-start mode, so it must reach the initial state
         self.baselines = baselines if baselines is not None else Baselines.initial(cfg)
 
-    def current(self) -> tuple[Baselines, str]:
-        return self.baselines, "local"
+    def current(self) -> BaselineChoice:
+        return BaselineChoice(self.baselines, "local")
 
     def observe(self, stats: IndicatorStats) -> None:
         self.baselines = self.baselines.update(stats, self.cfg)

@@ -58,6 +58,7 @@ class StepMetrics:
     bonus: float  # mean shaping bonus added to the advantages
     lambda_t: float | None  # auxiliary-signal scale used
     baselines: str  # which baselines shaped the step: "local" or "global"
+    baselines_global_age_s: float | None  # age of the coordinator's newest record then; None: none read yet
     loss: float
     policy_loss: float
     kl: float | None  # KL to the reference policy; None when there is none (loss.kl_coef = 0)

@@ -122,7 +122,8 @@ class Trainer:
         # ER/ERV/ERA against the current baselines (the statistics are tiny next to the forward)
         response_mask = batch.response_mask.cpu()
         indicators = first.indicators
-        baselines, baseline_source = self.baselines.current()
+        choice = self.baselines.current()
+        baselines = choice.baselines
         a0 = base_advantages(rewards.view(-1, group), cfg.algo.estimator).reshape(-1)  # [B]
         aux = aux_signal(indicators, baselines, cfg.shaping) if cfg.shaping.enabled else None
         bonus = shaping_bonus(a0, aux.r_aux, cfg.shaping.kappa) if aux is not None else torch.zeros_like(a0)
@@ -148,7 +149,8 @@ class Trainer:
             era_deciles=Distribution.of(indicators.era),
             gate=float(aux.gate.mean()) if aux is not None else None,
             aux=float(aux.r_aux.mean()) if aux is not None else None, bonus=float(bonus.mean()),
-            lambda_t=aux.lam if aux is not None else None, baselines=baseline_source,
+            lambda_t=aux.lam if aux is not None else None,
+            baselines=choice.source, baselines_global_age_s=choice.global_age_s,
             loss=parts.total, policy_loss=parts.policy, kl=parts.kl, entropy=parts.entropy,
             clip_fraction=parts.clip_fraction, response_tokens=batch.num_tokens,
             truncated=float(batch.truncated.float().mean()),

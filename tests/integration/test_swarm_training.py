@@ -142,8 +142,20 @@ def test_rounds_are_compressed_averages_over_several_peers(scenario):
     rows = [r for i in (0, 2) for r in train_rows(swarm, i) if r.get("bytes_sent")]
     averaged = [r for r in rows if r.get("num_peers", 1) >= 2]
     assert averaged, "no averaging round moved any bytes"
+    # the rounds that averaged: PowerSGD sends at least 16x fewer bytes than a dense fp32 all-reduce
+    # (the per-round ratio varies with the peer count the tracker estimated for the round)
+    dense = sum(r["compression_ratio"] * r["bytes_sent"] for r in averaged if r.get("compression_ratio"))
+    compressed = sum(r["bytes_sent"] for r in averaged if r.get("compression_ratio"))
+    assert compressed and dense / compressed >= 16, [(r["step"], r["bytes_sent"], r.get("compression_ratio"))
+                                                     for r in rows]
+    # all traffic, with the rounds that sent their part and then dropped or failed (the late join and
+    # the kill cost a few, more on a loaded machine): each wastes one compressed round, never a dense one
     last = train_rows(swarm, 0)[-1]
-    assert last["dense_bytes_total"] / last["bytes_sent_total"] >= 16
+    wasted = sum(r["bytes_sent"] for r in train_rows(swarm, 0)
+                 if r.get("bytes_sent") and not r.get("compression_ratio"))
+    print(f"peer0: {last['dense_bytes_total'] / last['bytes_sent_total']:.1f}x fewer bytes than dense in all, "
+          f"{wasted} bytes in rounds that did not apply")
+    assert last["dense_bytes_total"] / last["bytes_sent_total"] >= 8
 
 
 def test_late_joiner_downloads_state_before_training(scenario):
@@ -197,9 +209,15 @@ def test_peers_shape_with_the_coordinators_weights_then_fall_back(scenario):
     rows = train_rows(swarm, 0)
     before = [r["baselines"] for r in rows if r["time"] <= facts["killed_at"]]
     assert "global" in before, "peer0 never shaped with the coordinator's baselines"
-    # max_age_s=8: steps well after the coordinator died must use the local EMA
-    late = [r["baselines"] for r in rows if r["time"] > facts["killed_at"] + 12]
-    assert late and set(late) == {"local"}, late
+    # max_age_s=8: a step shapes with the global baselines only while the coordinator's newest record is
+    # at most that old (the age is read when the step shapes, which can be long before its row is written:
+    # an averaging round waits up to gossip.averaging_timeout); once the dead coordinator's last record
+    # is older, every step falls back to the local EMA
+    used = [(r["step"], r["baselines"], r["baselines_global_age_s"]) for r in rows]
+    assert all(age is not None and age <= 8 for _, source, age in used if source == "global"), used
+    late = [source for _, source, age in used if age is not None and age > 12]
+    assert late and set(late) == {"local"}, used
+    assert used[-1][1] == "local", used
 
 
 def test_coordinator_merged_exactly_what_the_peers_measured(scenario):

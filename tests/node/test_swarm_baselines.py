@@ -70,13 +70,14 @@ def test_local_until_a_signed_fresh_record_arrives_then_global(swarm):
     source = SwarmBaselines(LocalBaselines(ShapingConfig()), peer_dht, RUN, coordinator.fingerprint,
                             max_age_s=30, poll_interval_s=0.2).start()
     try:
-        assert source.current()[1] == "local"  # nothing published yet: never waits
+        assert source.current() == (source.local.baselines, "local", None)  # nothing published yet: never waits
         record = balance(coordinator, 1, 7.0, get_dht_time())
         assert publish(coord_dht, record, expires_in(60), identity=coordinator)
         assert wait_for(lambda: source.current()[1] == "global"), "the fresh record was never used"
         assert source.latest == record  # the record crossed the DHT as protobuf bytes, unchanged
-        baselines, _ = source.current()
-        assert baselines == ready_baselines(7.0)  # the exact EMA state, not just the displayed m_k
+        choice = source.current()
+        assert choice.baselines == ready_baselines(7.0)  # the exact EMA state, not just the displayed m_k
+        assert 0 <= choice.global_age_s <= get_dht_time() - record.issued_at
     finally:
         source.stop()
 
@@ -91,7 +92,8 @@ def test_stale_or_foreign_records_leave_the_peer_on_its_local_ema(swarm):
                               max_age_s=30, poll_interval_s=0.2).start()
     try:
         assert wait_for(lambda: source.latest is not None and source.latest.round == 2)
-        assert source.current()[1] == "local"  # seen, but older than max_age_s
+        choice = source.current()
+        assert choice.source == "local" and choice.global_age_s >= 600  # seen, but older than max_age_s
         time.sleep(1.0)
         assert impostor.latest is None and impostor.current()[1] == "local"  # signed by a key it does not trust
     finally:

@@ -30,10 +30,10 @@ def test_local_baselines_follow_the_shaping_config():
     from shaping import ShapingConfig
 
     compat = ShapingConfig(alpha=0.5, compat={"zero_start_baselines": True})
-    baselines, _ = LocalBaselines(compat).current()
+    baselines = LocalBaselines(compat).current().baselines
     assert baselines.alpha == 0.5
     assert baselines.corrected is False and baselines.ready  # reference mode: zero baselines from step 1
-    ours, _ = LocalBaselines(ShapingConfig()).current()
+    ours = LocalBaselines(ShapingConfig()).current().baselines
     assert ours.corrected is True and not ours.ready
 
 
