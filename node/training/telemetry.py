@@ -75,6 +75,7 @@ class StepMetrics:
     time_step: float
     time_update_wait: float | None  # overlap: seconds waited for the update after sampling the next batch
     staleness: int  # policy versions between the weights that sampled the batch and those it trained
+    stale_batches_dropped: int  # since start: batches sampled during an update that replaced the weights
     tokens_per_s: float
     num_updates: int  # optimizer updates this step made (loss.ppo_epochs x loss.mini_batches)
     logprob_gap: float | None  # mean |training forward - sampler| log-prob of the sampled tokens

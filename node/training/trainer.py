@@ -158,6 +158,7 @@ class Trainer:
             time_forward=t_forward - t_reward + clock.forward, time_shaping=t_shaping - t_forward,
             time_backward=clock.backward, time_update=clock.update, time_step=t_update - t0,
             time_update_wait=clock.update_wait, staleness=staleness,
+            stale_batches_dropped=self.stale_batches_dropped,
             tokens_per_s=batch.num_tokens / max(t_update - t0, 1e-9),
             num_updates=len(reports), logprob_gap=first.logprob_gap,
             loss_scale=self.update.master.loss_scale if self.update.master.loss_scale != 1.0 else None,
@@ -305,20 +306,25 @@ class Trainer:
             self._log_eval(first_eval)
         if before_first_step is not None:
             before_first_step()
-        while self.step < cfg.steps:
-            if cfg.max_minutes is not None and time.monotonic() - started > cfg.max_minutes * 60:
-                log.info("max_minutes reached at step %d", self.step)
-                break
-            report = self.train_step()
-            if on_step is not None:
-                on_step(report)
-            self.metrics.log({"kind": "train", **report.metrics_row()})
-            if cfg.progress:
-                print_progress(report.metrics, cfg.steps)
-            if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
-                self._log_eval(self.evaluate())
-            if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
-                self.save()
+        try:
+            while self.step < cfg.steps:
+                if cfg.max_minutes is not None and time.monotonic() - started > cfg.max_minutes * 60:
+                    log.info("max_minutes reached at step %d", self.step)
+                    break
+                report = self.train_step()
+                if on_step is not None:
+                    on_step(report)
+                self.metrics.log({"kind": "train", **report.metrics_row()})
+                if cfg.progress:
+                    print_progress(report.metrics, cfg.steps)
+                if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
+                    self._log_eval(self.evaluate())
+                if cfg.checkpoint.every and self.step % cfg.checkpoint.every == 0:
+                    self.save()
+        finally:
+            if self.overlap is not None:  # idle here: every overlapped update finished inside its step
+                self.overlap.shutdown()
+                self.overlap = None
         if after_last_step is not None:
             after_last_step()
         final_eval = self.evaluate()

@@ -111,9 +111,17 @@ def test_a_batch_sampled_before_the_weights_were_replaced_is_dropped(tmp_path):
     trainer.update = _ReplacesWeights(trainer.update)
     trainer.train_step()
     trainer.update.replace_next = True
-    trainer.train_step()  # its update replaced the weights: the batch sampled meanwhile is useless
-    assert trainer.prefetched is None and trainer.stale_batches_dropped == 1
+    row = trainer.train_step().metrics_row()  # its update replaced the weights: the batch sampled meanwhile is useless
+    assert trainer.prefetched is None and row["stale_batches_dropped"] == 1
     assert trainer.train_step().metrics_row()["staleness"] == 0  # sampled afresh by the current weights
+
+
+@pytest.mark.unit
+def test_a_finished_run_leaves_no_update_thread_behind(tmp_path):
+    trainer = build_trainer(_config(tmp_path, steps=2))
+    trainer.run()
+    assert trainer.metrics.latest()  # it ran: step 1's update went through the worker thread
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("update")]
 
 
 @pytest.mark.unit
