@@ -50,16 +50,22 @@ class Mode:
 
 def parse_mode(name: str) -> Mode:
     """sync-dense, sync-powersgd, diloco-h<H>[-lr<outer lr>][-m<outer momentum>][-dense|-fp16], each with an
-    optional -overlap (sampling.max_staleness = 1: the next batch is sampled while the update runs)."""
+    optional -g<N> (gossip.group_size = N: a round starts once N peers joined it, not after matchmaking_time)
+    and an optional -overlap (sampling.max_staleness = 1: the next batch is sampled while the update runs)."""
     overlap = name.endswith("-overlap")
-    base = name.removesuffix("-overlap")
+    parts = name.removesuffix("-overlap").split("-")
     staleness = ("sampling.max_staleness=1",) if overlap else ()
+    group = ()
+    if len(parts) > 1 and parts[-1].startswith("g") and parts[-1][1:].isdigit():
+        group = (f"gossip.group_size={int(parts.pop()[1:])}",)
+    base = "-".join(parts)
     if base in ("sync-dense", "sync-powersgd"):
         compression = "none" if base == "sync-dense" else "powersgd"
-        return Mode(name, ('gossip.mode="sync"', f'gossip.compression="{compression}"', *staleness), 1, compression)
-    parts = base.split("-")
+        return Mode(name, ('gossip.mode="sync"', f'gossip.compression="{compression}"', *group, *staleness), 1,
+                    compression)
     if parts[0] != "diloco" or len(parts) < 2 or not parts[1].startswith("h"):
-        raise ValueError(f"unknown mode {name!r}: sync-dense, sync-powersgd or diloco-h<H>[-lr<x>][-m<x>][-dense]")
+        raise ValueError(f"unknown mode {name!r}: sync-dense, sync-powersgd or diloco-h<H>[-lr<x>][-m<x>][-dense], "
+                         f"then [-g<n>][-overlap]")
     inner = int(parts[1][1:])
     overrides = ['gossip.mode="diloco"', f"gossip.inner_steps={inner}"]
     compression = "powersgd"
@@ -75,7 +81,7 @@ def parse_mode(name: str) -> Mode:
         else:
             raise ValueError(f"unknown part {part!r} of mode {name!r}")
     overrides.append(f'gossip.compression="{compression}"')
-    return Mode(name, (*overrides, *staleness), inner, compression)
+    return Mode(name, (*overrides, *group, *staleness), inner, compression)
 
 
 @dataclass

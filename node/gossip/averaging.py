@@ -85,7 +85,7 @@ class SettleReport:
 
 
 def _grad_averager_factory(cfg: GossipConfig, traffic: PeerTraffic, robust: RobustConfig, allow: AllowList):
-    peer = {"traffic": traffic, "robust": robust, "allow": allow}
+    peer = {"traffic": traffic, "robust": robust, "allow": allow, "target_group_size": cfg.group_size}
     if cfg.compression != "powersgd":
         return partial(PeerGradientAverager, **peer)  # dense, as hivemind's default
     return partial(PeerPowerSGDAverager, averager_rank=cfg.rank, **peer)
@@ -146,7 +146,7 @@ class GradientGossip:
             # full precision: fp16 flushes Adam's second moments (often < 6e-8) to zero, and the late
             # joiner's first steps then divide by eps
             load_state_compression=CountingCompression(NoCompression(), self.traffic.state_sync), verbose=cfg.verbose,
-            tracker_opts=tracker_opts,
+            tracker_opts=tracker_opts, averager_opts={"target_group_size": cfg.group_size},
             hooks=PeerHooks(others_alive=self._others_alive, trusted_progress=self._trusted_metadata,
                             download_agrees=self._download_agrees, traffic=self.traffic, robust=cfg.robust,
                             allow=self.allow),

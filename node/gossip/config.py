@@ -59,6 +59,11 @@ class GossipConfig(BaseModel):
     rank: int = Field(4, ge=1, le=256, description="PowerSGD rank r (a matrix m x n sends r(m + n) numbers).")
     matchmaking_time: float = Field(5.0, gt=0, le=600, description=(
         "Seconds peers wait to form an averaging group at each swarm step."))
+    group_size: int | None = Field(None, ge=2, le=4096, description=(
+        "Start a round as soon as this many peers joined it instead of waiting out matchmaking_time "
+        "(hivemind's target_group_size). For a swarm of known size: set it to that size. Never below it: "
+        "the peers beyond it form another group with another average, and the weights claims then make "
+        "one group download the other's state. None: every round waits matchmaking_time."))
     averaging_timeout: float = Field(60.0, gt=0, le=3600, description=(
         "Seconds an averaging round may take before the peers give up on it and retry next step."))
     next_chunk_timeout: float = Field(10.0, gt=0, le=3600, description=(

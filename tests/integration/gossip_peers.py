@@ -26,9 +26,10 @@ STEP_SECONDS = 0.5
 class Peer:
     def __init__(self, run: str, seed: int, initial_peers: list[str], compression: str = "powersgd",
                  dtype: torch.dtype = torch.float32, robust: RobustConfig | None = None, batch: int = BATCH,
-                 trusted_key: str | None = None, target_batches: int = 2):
+                 trusted_key: str | None = None, target_batches: int = 2, gossip: dict | None = None):
         """`trusted_key`: a coordinator key whose admission list the peer follows (polled every 0.5 s);
-        `target_batches`: the swarm's target batch, in batches of this peer's size."""
+        `target_batches`: the swarm's target batch, in batches of this peer's size; `gossip`: settings
+        that replace these tests' `GossipConfig` ones."""
         self.identity = SigningIdentity.generate()
         self.dht = start_dht(DHTConfig(host_maddrs=LOOPBACK, initial_peers=initial_peers),
                              record_validators=build_record_validators(self.identity, run))
@@ -40,9 +41,10 @@ class Peer:
         self.batch = batch
         # matchmaking_time above hivemind's 3 s request timeout, as its matchmaking asks; shorter ones
         # kept failing to form groups on a loaded 2-core machine
-        cfg = GossipConfig(target_batch_size=target_batches * batch, compression=compression, matchmaking_time=4.0,
-                           averaging_timeout=15, load_state_timeout=20, peer_expiration_s=6,
-                           average_state_every=10_000, robust=robust or RobustConfig())
+        settings = dict(target_batch_size=target_batches * batch, compression=compression, matchmaking_time=4.0,
+                        averaging_timeout=15, load_state_timeout=20, peer_expiration_s=6,
+                        average_state_every=10_000, robust=robust or RobustConfig())
+        cfg = GossipConfig(**settings | (gossip or {}))
         self.admission = (AdmissionView(self.dht, run, trusted_key, poll_interval_s=0.5,
                                         dht_lock=threading.Lock()).start() if trusted_key else None)
         self.gossip = GradientGossip(self.dht, self.master.params,
