@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 import time
@@ -169,17 +170,20 @@ def summarise(mode: Mode, rate: float, seed: int, out: Path, link: list[tuple[in
                   minutes=minutes)
 
 
-def qwen_bytes_per_rollout(mode: Mode, rollouts_per_step: int, rank: int = 4) -> float:
-    """Computed: gradient bytes one peer sends per rollout for a Qwen2.5-0.5B-shaped model (3 peers,
+def qwen_bytes_per_round(mode: Mode, rank: int = 4) -> float:
+    """Computed: gradient bytes one peer sends per round for a Qwen2.5-0.5B-shaped model (3 peers,
     butterfly all-reduce, fp32 parts: dense or PowerSGD rank `rank` with fp32 factors)."""
     shapes = qwen2_shapes(hidden=896, layers=24, heads=14, kv_heads=2, intermediate=4864, vocab=151936)
-    numel = sum(int(__import__("math").prod(s)) for s in shapes)
+    numel = sum(math.prod(s) for s in shapes)
     dense = 2 * (PEERS - 1) / PEERS * 4 * numel
     if mode.compression == "powersgd":
-        per_round = dense / compression_ratio_for_shapes(shapes, rank, bytes_per_number=4)
-    else:
-        per_round = dense / 2 if mode.compression == "fp16" else dense
-    return per_round / (mode.steps_per_round * rollouts_per_step)
+        return dense / compression_ratio_for_shapes(shapes, rank, bytes_per_number=4)
+    return dense / 2 if mode.compression == "fp16" else dense
+
+
+def qwen_bytes_per_rollout(mode: Mode, rollouts_per_step: int, rank: int = 4) -> float:
+    """`qwen_bytes_per_round`, spread over the rollouts of the swarm's round."""
+    return qwen_bytes_per_round(mode, rank) / (mode.steps_per_round * rollouts_per_step)
 
 
 def render(results: list[Result], modes: dict[str, Mode], args: argparse.Namespace) -> str:
@@ -199,8 +203,10 @@ def render(results: list[Result], modes: dict[str, Mode], args: argparse.Namespa
                      f"{r.final_reward:+.3f} | {r.minutes:.1f} |")
     lines += ["", "Computed (not measured): gradient bytes one peer sends per rollout for a Qwen2.5-0.5B-shaped "
               f"model, same rounds per rollout ({args.prompts * args.group} rollouts per local step):", ""]
-    lines += [f"- {name}: {qwen_bytes_per_rollout(m, args.prompts * args.group) / 1e6:,.2f} MB"
-              for name, m in modes.items()]
+    # a butterfly all-reduce sends and receives as much at once, so a full-duplex link's rate bounds it
+    lines += [f"- {name}: {qwen_bytes_per_rollout(m, args.prompts * args.group) / 1e6:,.2f} MB; a round sends "
+              f"{qwen_bytes_per_round(m) / 1e6:,.1f} MB per peer, {qwen_bytes_per_round(m) * 8 / 100e6:,.1f} s "
+              "at 100 Mbit/s (payload only)" for name, m in modes.items()]
     return "\n".join(lines)
 
 
