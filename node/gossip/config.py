@@ -63,7 +63,8 @@ class GossipConfig(BaseModel):
         "Start a round as soon as this many peers joined it instead of waiting out matchmaking_time "
         "(hivemind's target_group_size). For a swarm of known size: set it to that size. Never below it: "
         "the peers beyond it form another group with another average, and the weights claims then make "
-        "one group download the other's state. None: every round waits matchmaking_time."))
+        "one group download the other's state. A round right after a dropped one can still wait for the "
+        "matchmaking attempt left in flight. None: every round waits matchmaking_time."))
     averaging_timeout: float = Field(60.0, gt=0, le=3600, description=(
         "Seconds an averaging round may take before the peers give up on it and retry next step."))
     next_chunk_timeout: float = Field(10.0, gt=0, le=3600, description=(
