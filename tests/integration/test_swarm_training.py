@@ -187,9 +187,9 @@ def test_each_survivor_leaves_with_the_swarms_weights(scenario):
     # first steps download state (on a loaded CI machine peer0 finished first and the joiner stepped on alone)
     first, other = sorted((0, 2), key=lambda i: settled[i][0]["time"])
     leaver = settled[first][0]
-    held = fingerprints(swarm, other)
-    assert leaver["epoch"] in held, f"peer{other} never logged epoch {leaver['epoch']}, where peer{first} left"
     prints = {i: fingerprints(swarm, i) for i in (0, 1, 2)}
+    held = prints[other]
+    assert leaver["epoch"] in held, f"peer{other} never logged epoch {leaver['epoch']}, where peer{first} left"
     assert gap(leaver["param_fingerprint"], held[leaver["epoch"]]) <= tolerance(prints)
 
 
