@@ -7,7 +7,8 @@ into that process: when the child starts (`run`), it makes them the process's ow
 count each other's traffic or share a policy. The allow list (node.gossip.trust.AllowList) is
 enforced at every door of the averager: it opens no connection to a peer the list refuses (no
 joining its group, no sending it parts to reduce, no downloading its state: `get_stub`), and it
-turns away such a peer's requests to join this peer's group or to have parts reduced.
+turns away such a peer's requests to join this peer's group, to have parts reduced or to download
+this peer's state (a banned or unadmitted identity gets no copy of the swarm's model).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ TOUCHES = (
           ("self", "request", "context")),
     Touch(_AVERAGER, "rpc_aggregate_part", "override", "turn away a refused peer's parts",
           ("self", "stream", "context")),
+    Touch(_AVERAGER, "rpc_download_state", "override", "give a refused peer no copy of our state",
+          ("self", "_request", "_context")),
 )
 
 _allow: AllowList | None = None  # the allow list of the peer this child process averages for
@@ -91,6 +94,15 @@ class PeerAverager:
             return
         async for response in super().rpc_aggregate_part(stream, context):
             yield response
+
+    async def rpc_download_state(self, request: averaging_pb2.DownloadRequest,
+                                 context: P2PContext) -> AsyncIterator[averaging_pb2.DownloadData]:
+        if _allow is not None and not _allow.allows(context.remote_id.to_bytes()):
+            # answered as hivemind answers when it shares no state: nothing, and the asker tries another peer
+            log.info("refused %s a copy of our state: not on the allow list", context.remote_id)
+            return
+        async for data in super().rpc_download_state(request, context):
+            yield data
 
 
 class PeerGradientAverager(PeerAverager, GradientAverager):
