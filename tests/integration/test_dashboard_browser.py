@@ -77,12 +77,8 @@ def signed(value: float) -> str:
     return ("+" if value >= 0 else "") + js_precision(value)
 
 
-_browser_running = False  # set while the module's Chromium (and Playwright's driver threads) run
-
-
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-    global _browser_running
     if not Path(CHROMIUM).is_file():
         message = f"no Chromium at {CHROMIUM}: apt-get install chromium (or set RANKSWARM_CHROMIUM)"
         if os.environ.get("RANKSWARM_REQUIRE_BROWSER") == "1":
@@ -95,20 +91,14 @@ def browser(tmp_path_factory):
         context = playwright.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM, headless=True, args=FLAGS,
             viewport={"width": 1440, "height": 900}, device_scale_factor=1)
-        _browser_running = True
         try:
             yield context
         finally:
-            _browser_running = False
             context.close()
 
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
-    # hivemind forks a process per DHT node; a child forked while Playwright's threads and event
-    # loop run can crash starting its p2p daemon (seen: a segfault in create_subprocess_exec, and
-    # the test hung in setup). So tests request `live` before `browser`, and this says so if not.
-    assert not _browser_running, "request the `live` fixture before `browser` (see the comment above)"
     swarm = LiveSwarm(tmp_path_factory.mktemp("browser"), num_peers=5, health={"silent_after_s": 10.0})
     try:
         swarm.run_rounds = lambda n, peers=None: [swarm.round(peers) for _ in range(n)]
@@ -147,7 +137,7 @@ def hover_last_point(page, chart: str) -> str:
     return tip.inner_text()
 
 
-def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(live, browser, tmp_path):
+def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(browser, live, tmp_path):
     page = browser.new_page()
     problems = watch_for_errors(page)
     page.goto(live.base_url + "/", wait_until="load")
@@ -241,7 +231,7 @@ def test_page_shows_the_published_numbers_follows_new_rounds_and_logs_no_errors(
     assert problems == [], problems
 
 
-def test_what_no_peer_measured_is_a_gap_and_says_so_never_zero(live, browser):
+def test_what_no_peer_measured_is_a_gap_and_says_so_never_zero(browser, live):
     """Peers stop computing KL (no reference policy) for 3 rounds, then start again: the card says KL
     is not measured meanwhile, and each peer's KL line has a gap there, not a dip to 0."""
     page = browser.new_page()
