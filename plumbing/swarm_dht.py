@@ -8,6 +8,7 @@ responded") and on the p2p daemon not starting in time; both are turned into a
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -81,9 +82,9 @@ def start_dht(cfg: DHTConfig, *, record_validators: Iterable = ()) -> hivemind.D
     if cfg.identity_path:
         Path(cfg.identity_path).parent.mkdir(parents=True, exist_ok=True)
         kwargs["identity_path"] = cfg.identity_path
+    validators = list(record_validators)
     try:
-        dht = hivemind.DHT(initial_peers=cfg.initial_peers or None, start=True,
-                           record_validators=list(record_validators), **kwargs)
+        dht = _start_dht_process(hivemind, cfg, validators, kwargs)
     except P2PDaemonError as err:
         if "already taken" in str(err):
             raise BootstrapError(f"another running peer already uses the DHT identity {cfg.identity_path}: give "
@@ -99,6 +100,41 @@ def start_dht(cfg: DHTConfig, *, record_validators: Iterable = ()) -> hivemind.D
             raise BootstrapError(f"none of the initial peers answered.\n{_advice(cfg.initial_peers)}") from None
         raise
     return dht
+
+
+START_ATTEMPTS = 2  # a DHT child that dies while starting is started once more
+
+
+def _start_dht_process(hivemind, cfg: DHTConfig, validators: list, kwargs: dict) -> hivemind.DHT:
+    """hivemind.DHT, started, and ready. hivemind waits for readiness without a time limit, and a child
+    that dies before it is ready leaves it waiting forever: seen as a segfault of the forked child
+    in `asyncio.create_subprocess_exec` (starting p2pd, on the uvloop loop hivemind runs there) when
+    the parent had many threads (a test process; twice in about ten full test runs, each a CI run
+    hung for good). Here the wait watches the child: one that died is started again once, then
+    reported."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        dht = hivemind.DHT(initial_peers=cfg.initial_peers or None, start=False, record_validators=validators,
+                           **kwargs)
+        dht.run_in_background(await_ready=False)
+        # the daemon's own startup_timeout bounds a live child; the margin covers the DHT's bootstrap after it
+        deadline = time.monotonic() + cfg.startup_timeout + 120.0
+        while True:
+            try:
+                dht.wait_until_ready(timeout=0.5)
+                return dht
+            except TimeoutError:
+                pass
+            if not dht.is_alive():
+                dht.join(1)
+                log.warning("the DHT process died while starting (exit code %s)%s", dht.exitcode,
+                            ": starting it again" if attempt < START_ATTEMPTS else "")
+                break
+            if time.monotonic() > deadline:
+                dht.terminate()
+                raise BootstrapError(f"the DHT process did not become ready in {cfg.startup_timeout + 120:.0f} s "
+                                     "(raise dht.startup_timeout on a slow or loaded machine)")
+    raise BootstrapError(f"the DHT process died while starting, on all {START_ATTEMPTS} attempts (last exit "
+                         f"code {dht.exitcode}); see the log above for its error")
 
 
 def visible_addresses(dht) -> list[str]:

@@ -1,8 +1,14 @@
 """Joining a swarm: config validation and a clear error when no initial peer answers (real p2pd)."""
 
-import pytest
+import multiprocessing as mp
+import os
+import signal
+import time
 
-from plumbing.swarm_dht import BootstrapError, DHTConfig, start_dht, visible_addresses
+import pytest
+from hivemind.utils import get_dht_time
+
+from plumbing.swarm_dht import START_ATTEMPTS, BootstrapError, DHTConfig, start_dht, visible_addresses
 
 LOOPBACK = ["/ip4/127.0.0.1/tcp/0"]
 
@@ -31,3 +37,42 @@ def test_join_and_clear_error_when_nobody_answers():
     with pytest.raises(BootstrapError, match="none of the initial peers answered") as info:
         start_dht(DHTConfig(host_maddrs=LOOPBACK, initial_peers=[dead]))
     assert dead in str(info.value)
+
+
+def _crash_the_first_children(monkeypatch, crashes: int):
+    """Make the next `crashes` DHT child processes die as the segfaulting one did (SIGSEGV while starting)."""
+    import hivemind
+
+    left = mp.get_context("fork").Value("i", crashes)  # shared with the forked children
+    run = hivemind.DHT.run
+
+    def crash_first(self):
+        with left.get_lock():
+            crash = left.value > 0
+            left.value -= crash
+        if crash:
+            os.kill(os.getpid(), signal.SIGSEGV)
+        run(self)
+
+    monkeypatch.setattr(hivemind.DHT, "run", crash_first)
+    return left
+
+
+@pytest.mark.integration
+def test_a_dht_child_that_dies_while_starting_is_started_again(monkeypatch, caplog):
+    left = _crash_the_first_children(monkeypatch, crashes=1)
+    dht = start_dht(DHTConfig(host_maddrs=LOOPBACK, startup_timeout=20))
+    try:
+        assert left.value == 0 and "died while starting (exit code -11): starting it again" in caplog.text
+        assert dht.store("key", "value", get_dht_time() + 60) and dht.get("key", latest=True).value == "value"
+    finally:
+        dht.shutdown()
+
+
+@pytest.mark.integration
+def test_a_dht_child_that_keeps_dying_is_an_error_not_a_hang(monkeypatch):
+    _crash_the_first_children(monkeypatch, crashes=START_ATTEMPTS)
+    started = time.monotonic()
+    with pytest.raises(BootstrapError, match=f"died while starting, on all {START_ATTEMPTS} attempts"):
+        start_dht(DHTConfig(host_maddrs=LOOPBACK, startup_timeout=20))
+    assert time.monotonic() - started < 20  # (hivemind alone waits for a dead child forever)
