@@ -112,12 +112,13 @@ def _start_dht_process(hivemind, cfg: DHTConfig, validators: list, kwargs: dict)
     the parent had many threads (a test process; twice in about ten full test runs, each a CI run
     hung for good). Here the wait watches the child: one that died is started again once, then
     reported."""
+    # the daemon's own startup_timeout bounds a live child; the margin covers the DHT's bootstrap after it
+    ready_within = cfg.startup_timeout + 120.0
     for attempt in range(1, START_ATTEMPTS + 1):
         dht = hivemind.DHT(initial_peers=cfg.initial_peers or None, start=False, record_validators=validators,
                            **kwargs)
         dht.run_in_background(await_ready=False)
-        # the daemon's own startup_timeout bounds a live child; the margin covers the DHT's bootstrap after it
-        deadline = time.monotonic() + cfg.startup_timeout + 120.0
+        deadline = time.monotonic() + ready_within
         while True:
             try:
                 dht.wait_until_ready(timeout=0.5)
@@ -131,7 +132,7 @@ def _start_dht_process(hivemind, cfg: DHTConfig, validators: list, kwargs: dict)
                 break
             if time.monotonic() > deadline:
                 dht.terminate()
-                raise BootstrapError(f"the DHT process did not become ready in {cfg.startup_timeout + 120:.0f} s "
+                raise BootstrapError(f"the DHT process did not become ready in {ready_within:.0f} s "
                                      "(raise dht.startup_timeout on a slow or loaded machine)")
     raise BootstrapError(f"the DHT process died while starting, on all {START_ATTEMPTS} attempts (last exit "
                          f"code {dht.exitcode}); see the log above for its error")

@@ -51,6 +51,11 @@ class RefusedPeer(ConnectionError):
     """The allow list refuses this peer (banned, not admitted, or named by no trusted progress record)."""
 
 
+def _refuses(peer) -> bool:
+    """This child process's allow list refuses `peer` (a libp2p PeerID); none set yet refuses nobody."""
+    return _allow is not None and not _allow.allows(peer.to_bytes())
+
+
 class PeerAverager:
     """Mixin for a hivemind averager class: built with `traffic=`, `robust=` and `allow=`, which its child
     process uses."""
@@ -71,14 +76,14 @@ class PeerAverager:
 
     @classmethod
     def get_stub(cls, p2p, peer, *, namespace=None):
-        if _allow is not None and not _allow.allows(peer.to_bytes()):
+        if _refuses(peer):
             raise RefusedPeer(f"{peer} is not on this peer's allow list")
         return super().get_stub(p2p, peer, namespace=namespace)
 
     # hivemind registers rpc_* handlers by their type hints (ServicerBase._collect_rpc_handlers)
     async def rpc_join_group(self, request: averaging_pb2.JoinRequest,
                              context: P2PContext) -> AsyncIterator[averaging_pb2.MessageFromLeader]:
-        if _allow is not None and not _allow.allows(context.remote_id.to_bytes()):
+        if _refuses(context.remote_id):
             log.info("turned away %s, which asked to join our averaging group: not on the allow list",
                      context.remote_id)
             yield averaging_pb2.MessageFromLeader(code=averaging_pb2.NOT_LOOKING_FOR_GROUP)
@@ -88,7 +93,7 @@ class PeerAverager:
 
     async def rpc_aggregate_part(self, stream: AsyncIterator[averaging_pb2.AveragingData],
                                  context: P2PContext) -> AsyncIterator[averaging_pb2.AveragingData]:
-        if _allow is not None and not _allow.allows(context.remote_id.to_bytes()):
+        if _refuses(context.remote_id):
             log.info("turned away %s's parts: not on the allow list", context.remote_id)
             yield averaging_pb2.AveragingData(code=averaging_pb2.PROTOCOL_VIOLATION)
             return
@@ -97,7 +102,7 @@ class PeerAverager:
 
     async def rpc_download_state(self, request: averaging_pb2.DownloadRequest,
                                  context: P2PContext) -> AsyncIterator[averaging_pb2.DownloadData]:
-        if _allow is not None and not _allow.allows(context.remote_id.to_bytes()):
+        if _refuses(context.remote_id):
             # answered as hivemind answers when it shares no state: nothing, and the asker tries another peer
             log.info("refused %s a copy of our state: not on the allow list", context.remote_id)
             return
