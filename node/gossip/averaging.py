@@ -76,7 +76,7 @@ class TrafficTotals:
 
 @dataclass
 class SettleReport:
-    settled: bool  # every other live peer claimed the same weights at this peer's final epoch (or none is left)
+    settled: bool  # every other live peer at this peer's final epoch claimed the same weights there (or none is left)
     epoch: int
     peers: int  # live peers at the end, this one included
     downloads: int  # state downloads while settling (behind, or outvoted in the last round)
@@ -332,17 +332,21 @@ class GradientGossip:
         `timeout_s`, default `gossip.settle_timeout_s`), the peer downloads the swarm's state when
         another peer is ahead or the claims outvote it, and otherwise waits, still serving its
         state, for the peers of its last round to claim theirs (an outvoted one re-claims after
-        its download). Peers behind are not waited for: they may be dead, and blocking here would
-        stall a swarm that is still training (its solo rounds are dropped while we are alive)."""
+        its download). A live peer behind (its last round dropped) is waited for as well, still
+        serving: at its next step it downloads this peer's state, and had we left, it would end on
+        older weights with nobody to download from. A dead one is waited for until its progress
+        record expires (`gossip.peer_expiration_s`), never past `timeout_s`; it does not make this
+        peer unsettled."""
         timeout_s = self.cfg.settle_timeout_s if timeout_s is None else timeout_s
         started = time.monotonic()
         deadline = started + timeout_s
         downloads, others, tried_epoch, unserved_epoch = 0, {}, None, None
         self._claim_weights(downloaded=False)  # the last round may have been dropped: claim what we hold
-        settled = False
+        settled = behind = False
         while True:
             try:
                 others = {key: epoch for key, epoch in self._progress_epochs().items() if key != self.progress_subkey}
+                behind = any(epoch < self.epoch for epoch in others.values())
                 newest = max(others.values(), default=self.epoch)
                 if not others:
                     settled = True
@@ -359,13 +363,12 @@ class GradientGossip:
                         else:
                             unserved_epoch = lost
                 else:
-                    # peers behind (lagging, or dead until their record expires) are not waited for: the
-                    # peers that shared this last round are the ones that can have split from us
+                    # the peers that shared this last round are the ones that can have split from us
                     level = sum(epoch == self.epoch for epoch in others.values())
                     settled = self.consensus.agreeing_peers(self.epoch) >= level
             except Exception as err:  # network boundary: try again until the deadline
                 log.warning("could not compare weights with the swarm: %s", err)
-            if settled or time.monotonic() + poll_s > deadline:
+            if (settled and not behind) or time.monotonic() + poll_s > deadline:
                 break
             time.sleep(poll_s)
         if not settled:

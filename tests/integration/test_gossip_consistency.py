@@ -273,6 +273,50 @@ def test_a_peer_behind_at_its_last_step_takes_the_newest_state_while_settling(pa
     assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
 
 
+def test_a_peer_that_settles_waits_for_a_live_peer_behind_to_take_its_state(pair):
+    a, b = pair
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, 2)
+    # b dropped the last round and is still training: a settles and leaves (shuts down) while b is an
+    # epoch behind. Had a left at once, b's download would find nobody, and b would end on older weights.
+    b.gossip.optimizer.state_averager.local_epoch -= 1
+    b.gossip.optimizer.tracker.report_local_progress(b.gossip.epoch, 0)
+    with torch.no_grad():
+        for param in b.master.params:
+            param.add_(1e-3)
+
+    def settle_and_leave():
+        report = a.gossip.settle(30.0)
+        a.close()
+        return report
+
+    with ThreadPoolExecutor(1) as pool:
+        leaving = pool.submit(settle_and_leave)
+        time.sleep(3 * STEP_SECONDS + 2)  # a's settle polls every 0.5 s: it would be gone by now
+        b.local_step()  # behind: downloads the swarm's state
+        report = leaving.result(timeout=60)
+    assert report.settled and report.downloads == 0, report
+    assert b.gossip.epoch == report.epoch
+    assert fingerprints_agree(report.fingerprint, b.fingerprint(), RTOL)
+
+
+def test_a_peer_alone_does_not_move_to_the_next_epoch_without_samples(pair):
+    """diloco waits for a round with steps of zero samples (node.gossip.outer); alone with nothing
+    accumulated, an "update" would only relabel the same weights with the next epoch."""
+    a, b = pair
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, 1)
+    b.close()  # its progress record is withdrawn: a is alone
+    epoch, before = a.gossip.epoch, a.fingerprint()
+    # polls further apart than the tracker's estimate of the next epoch (about 2 s here; on a loaded
+    # machine, a slow DHT read between two polls does the same): each poll finds the epoch "due"
+    for _ in range(4):
+        report = a.swarm_step(0)
+        assert not report.applied, "a zero-sample step applied an update"
+        time.sleep(4.0)
+    assert a.gossip.epoch == epoch and a.fingerprint() == before
+
+
 def test_a_peer_alone_settles_at_once(pair):
     a, b = pair
     b.close()  # shut down cleanly: its progress record is withdrawn

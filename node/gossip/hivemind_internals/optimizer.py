@@ -232,6 +232,11 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
 
     def _update_global_epoch(self, grad_scaler) -> None:
         self.drop_round = False
+        if self.grad_averager.local_samples_accumulated == 0 and not self.others_alive():
+            # alone with nothing accumulated (diloco waiting for a round whose peers left): hivemind would
+            # "update" with zero gradients, labelling the same weights with the next epoch (seen in a WAN
+            # run: the peer then ended one epoch ahead of the weights it held)
+            return
         # the round's all-reduce is triggered below; a delayed state average of this peer that ends
         # partial in this window drops the round as well: its parameters are off too
         partials = self.traffic.partial_allreduces
