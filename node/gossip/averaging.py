@@ -207,13 +207,17 @@ class GradientGossip:
             log.warning("could not compare the downloaded state with the swarm's claims: %s", err)
             return True
 
-    def _progress_epochs(self) -> dict[bytes, int]:
-        """Epoch of every peer with a trusted progress record, by the record's owner subkey (read from the
-        DHT, not the tracker's cache, which refreshes only every few seconds)."""
+    def _live_progress(self) -> dict[object, Progress]:
+        """Every trusted progress record, by its owner subkey (read from the DHT, not the tracker's cache,
+        which refreshes only every few seconds)."""
         tracker = self.optimizer.tracker
         found = tracker.dht.get(tracker.training_progress_key, latest=True)
         entries = found.value if found is not None and isinstance(found.value, dict) else {}
-        return {subkey: progress.epoch for subkey, progress in self._trusted(entries).items()}
+        return self._trusted(entries)
+
+    def _progress_epochs(self) -> dict[bytes, int]:
+        """Epoch of every peer with a trusted progress record, by the record's owner subkey."""
+        return {subkey: progress.epoch for subkey, progress in self._live_progress().items()}
 
     def _others_alive(self) -> bool:
         """True if a peer other than this one has a live progress record in the DHT."""
@@ -334,9 +338,9 @@ class GradientGossip:
         state, for the peers of its last round to claim theirs (an outvoted one re-claims after
         its download). A live peer behind (its last round dropped) is waited for as well, still
         serving: at its next step it downloads this peer's state, and had we left, it would end on
-        older weights with nobody to download from. A dead one is waited for until its progress
-        record expires (`gossip.peer_expiration_s`), never past `timeout_s`; it does not make this
-        peer unsettled."""
+        older weights with nobody to download from (unless this peer refuses it). A dead one is
+        waited for until its progress record expires (`gossip.peer_expiration_s`), never past
+        `timeout_s`; it does not make this peer unsettled."""
         timeout_s = self.cfg.settle_timeout_s if timeout_s is None else timeout_s
         started = time.monotonic()
         deadline = started + timeout_s
@@ -345,8 +349,10 @@ class GradientGossip:
         settled = behind = False
         while True:
             try:
-                others = {key: epoch for key, epoch in self._progress_epochs().items() if key != self.progress_subkey}
-                behind = any(epoch < self.epoch for epoch in others.values())
+                live = {key: p for key, p in self._live_progress().items() if key != self.progress_subkey}
+                others = {key: p.epoch for key, p in live.items()}
+                # one that this peer's averagers refuse (caught sending NaN, banned) could not download anyway
+                behind = any(p.epoch < self.epoch and self.allow.allows(p.libp2p_id) for p in live.values())
                 newest = max(others.values(), default=self.epoch)
                 if not others:
                     settled = True

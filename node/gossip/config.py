@@ -24,6 +24,10 @@ class RobustConfig(BaseModel):
     iterations: int = Field(3, ge=1, le=50, description="CenteredClip iterations.")
     max_weight: float | None = Field(None, gt=0, description=(
         "Absolute cap on the weight (claimed batch) of any sender, on top of the median cap; None: none."))
+    caught_ban_s: float = Field(600.0, ge=0, le=86_400, description=(
+        "How long this peer's averagers refuse a peer caught sending a non-finite or misshapen part, or "
+        "returning a non-finite result as a reducer (no honest peer sends either, and libp2p authenticates the "
+        "sender): no groups, parts or state with it. 0: only the round it was caught in drops it."))
 
 
 class GossipConfig(BaseModel):

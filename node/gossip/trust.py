@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -100,14 +101,57 @@ class AllowList:
     """The libp2p peers this peer's averagers may talk to, shared with their child processes.
 
     Written by the peer's main process (`set`), read in the averagers' processes (`allows`). None
-    (the initial state) allows everyone."""
+    (the initial state) allows everyone. On top of that, any process sharing the list may `deny` a
+    peer for a while: one caught sending what no honest peer sends (a non-finite or misshapen part,
+    or a non-finite reduced result: honest peers zero a non-finite gradient before any round).
+    libp2p authenticates every stream, so such data convicts its sender, and nobody can get an
+    honest peer denied this way."""
 
     MAX_BYTES = 1 << 20
+    DENIED_BYTES = 1 << 16  # about 700 denied peers; past that the ones denied longest ago are forgotten
 
     def __init__(self) -> None:
         self._data = mp.Array("c", self.MAX_BYTES)
         self._version = mp.Value("q", 0)
         self._cached: tuple[int, frozenset[bytes] | None] = (-1, None)
+        self._denied = mp.Array("c", self.DENIED_BYTES)  # b"<peer hex> <until, unix time>" lines
+        self._denied_version = mp.Value("q", 0)
+        self._denied_cached: tuple[int, dict[bytes, float]] = (-1, {})
+
+    def deny(self, peer: bytes, seconds: float) -> None:
+        """Refuse `peer` for the next `seconds`, whatever `set` allows (see the class docstring)."""
+        now = time.time()
+        with self._denied.get_lock():
+            denied = {p: until for p, until in self._parse_denied(self._denied.value).items() if until > now}
+            denied[peer] = max(now + seconds, denied.get(peer, 0.0))
+            lines = [f"{p.hex()} {until:.3f}".encode() for p, until in
+                     sorted(denied.items(), key=lambda item: item[1], reverse=True)]
+            encoded = b""
+            for line in lines:  # the latest first, as many as fit
+                if len(encoded) + len(line) + 1 >= self.DENIED_BYTES:
+                    break
+                encoded += line + b"\n"
+            self._denied.value = encoded
+            self._denied_version.value += 1
+
+    def denied(self) -> dict[bytes, float]:
+        """The peers denied now, with the unix time each denial ends."""
+        version = self._denied_version.value
+        if version != self._denied_cached[0]:
+            with self._denied.get_lock():
+                raw, version = self._denied.value, self._denied_version.value
+            self._denied_cached = (version, self._parse_denied(raw))
+        now = time.time()
+        return {p: until for p, until in self._denied_cached[1].items() if until > now}
+
+    @staticmethod
+    def _parse_denied(raw: bytes) -> dict[bytes, float]:
+        denied = {}
+        for line in raw.split(b"\n"):
+            if line:
+                peer, until = line.split(b" ")
+                denied[bytes.fromhex(peer.decode())] = float(until)
+        return denied
 
     def set(self, peers: set[bytes] | None) -> None:
         encoded = b"*" if peers is None else b"\n".join(sorted(peer.hex().encode() for peer in peers))
@@ -122,6 +166,8 @@ class AllowList:
             self._version.value += 1
 
     def allows(self, peer: bytes) -> bool:
+        if peer in self.denied():
+            return False
         version = self._version.value
         if version != self._cached[0]:
             with self._data.get_lock():

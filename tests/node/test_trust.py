@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import time
 
 import pytest
 
@@ -54,3 +55,41 @@ def test_the_allow_list_set_in_the_parent_reaches_a_forked_process_and_allows_ev
     assert allow.allows(b"alice") and not allow.allows(b"mallory")
     allow.set(None)
     assert allow.allows(b"mallory")
+
+
+def _deny_in_child(allow: AllowList, peer: bytes, seconds: float) -> None:
+    allow.deny(peer, seconds)  # as a reducer in an averager's child process does when it catches a peer
+
+
+def test_a_peer_denied_in_one_process_is_refused_in_all_until_its_denial_ends():
+    fork = mp.get_context("fork")
+    allow = AllowList()
+    allow.set({b"alice", b"mallory"})
+    child = fork.Process(target=_deny_in_child, args=(allow, b"mallory", 0.6))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert not allow.allows(b"mallory") and allow.allows(b"alice")
+    allow.set(None)  # the admission list changing allows it no sooner
+    assert not allow.allows(b"mallory") and set(allow.denied()) == {b"mallory"}
+    deadline = time.monotonic() + 10
+    while not allow.allows(b"mallory"):
+        assert time.monotonic() < deadline, "the denial never ended"
+        time.sleep(0.1)
+    assert allow.denied() == {}
+
+
+def test_a_full_denial_list_keeps_the_denials_that_end_last():
+    class SmallAllowList(AllowList):
+        DENIED_BYTES = 2048  # about 20 denials
+
+    allow = SmallAllowList()
+    allow.deny(b"old", 1000.0)
+    peers = [i.to_bytes(38, "big") for i in range(40)]  # more than fit
+    for peer in peers:
+        allow.deny(peer, 2000.0)
+    denied = allow.denied()
+    assert b"old" not in denied and peers[-1] in denied
+    assert 0 < len(denied) < len(peers)
+    allow.deny(peers[-1], 1.0)  # a shorter denial never shortens a longer one
+    assert allow.denied()[peers[-1]] > time.time() + 1000

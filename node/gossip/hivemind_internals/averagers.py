@@ -70,9 +70,13 @@ class PeerAverager:
         global _allow
         # this is the averager's child process: one averager, one peer
         wire_taps.activate(self.traffic, self.ALLREDUCE_KIND)
-        robust_reducer.use_policy(self.robust)
+        robust_reducer.use_policy(self.robust, on_caught=self._caught)
         _allow = self.allow
         super().run()
+
+    def _caught(self, peer: bytes, what: str) -> None:
+        if self.robust.caught_ban_s > 0:
+            self.allow.deny(peer, self.robust.caught_ban_s)  # shared: this peer's other averagers refuse it too
 
     @classmethod
     def get_stub(cls, p2p, peer, *, namespace=None):

@@ -12,6 +12,12 @@ non-finite result from a remote reducer counts as a failed reducer: the peer kee
 for those parts, the round comes back partial and applies nothing (AllOrNothingOptimizer), and no
 NaN reaches the weights, the optimizer state or PowerSGD's error-feedback buffers.
 
+Both kinds of data convict whoever sent them (libp2p authenticates every stream, and an honest
+peer zeroes a non-finite gradient before any round), so the peer is also reported (`use_policy`'s
+`on_caught`): its averagers then refuse that peer for `robust.caught_ban_s`. Without that, a NaN
+sender stays in every group, and every round it is in comes back partial: its own part of the
+result is what it reduces.
+
 The policy each averager's child process aggregates with is set when that process starts
 (`averagers.PeerAverager.run` calls `use_policy`).
 """
@@ -21,6 +27,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import weakref
+from collections.abc import Callable
 
 import torch
 from hivemind.averaging.partition import AllreduceException, BannedException, TensorPartReducer
@@ -53,15 +61,36 @@ TOUCHES = (
           ("self", "peer_index", "part_index", "part")),
     Touch("hivemind.averaging.partition.TensorPartContainer", "register_failed_reducer", "read",
           "fall back to this peer's own values for that reducer's parts", ("self", "peer_index")),
+    Touch("hivemind.averaging.allreduce.AllReduceRunner", "__init__", "wrap",
+          "tell the reducer and the container whose parts they hold, to report a peer caught lying",
+          ("self",)),
+    Touch("hivemind.averaging.allreduce.AllReduceRunner", "sender_peer_ids", "read",
+          "the reducer's sender indices, in order"),
+    Touch("hivemind.averaging.allreduce.AllReduceRunner", "ordered_peer_ids", "read",
+          "the container's reducer indices, in order"),
+    Touch("hivemind.averaging.allreduce.AllReduceRunner", "tensor_part_reducer", "read", "its reducer"),
+    Touch("hivemind.averaging.allreduce.AllReduceRunner", "tensor_part_container", "read", "its container"),
 )
 
 _policy = RobustConfig()  # the policy of the averager this child process runs
+_on_caught: Callable[[bytes, str], None] | None = None  # told of a peer caught sending what no honest peer sends
+# an all-reduce's reducer and container -> the libp2p ids their indices stand for (set as the all-reduce is built)
+_peer_ids: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def use_policy(policy: RobustConfig) -> None:
-    """Set the aggregation policy of this process (an averager's child process, once, at its start)."""
-    global _policy
-    _policy = policy
+def use_policy(policy: RobustConfig, on_caught: Callable[[bytes, str], None] | None = None) -> None:
+    """Set the aggregation policy of this process (an averager's child process, once, at its start), and
+    whom to tell of a peer caught sending non-finite data (its libp2p id, and what it sent)."""
+    global _policy, _on_caught
+    _policy, _on_caught = policy, on_caught
+
+
+def _report_caught(peer_ids, index: int, what: str) -> None:
+    if _on_caught is None or peer_ids is None or not 0 <= index < len(peer_ids):
+        return
+    peer = peer_ids[index]
+    log.warning("all-reduce: %s %s: refusing it for %.0f s", peer, what, _policy.caught_ban_s)
+    _on_caught(peer.to_bytes(), what)
 
 
 class RobustTensorPartReducer(TensorPartReducer):
@@ -93,6 +122,7 @@ class RobustTensorPartReducer(TensorPartReducer):
                         "the round", sender_index, part_index, weight)
             self.num_parts_received[sender_index] -= 1  # not received: the part is not waited for
             self.on_sender_failed(sender_index)
+            _report_caught(_peer_ids.get(self), sender_index, "sent a non-finite or misshapen part")
             raise BannedException(f"sender {sender_index} sent an invalid part")
         self.kept_parts[sender_index] = (tensor_part, weight)
         self.current_part_accumulated_from += 1
@@ -128,6 +158,7 @@ def _refuse_non_finite_results(cls) -> None:
             log.warning("all-reduce: reducer %d returned a non-finite part %d: using this peer's own values",
                         peer_index, part_index)
             self.register_failed_reducer(peer_index)
+            _report_caught(_peer_ids.get(self), peer_index, "returned a non-finite result")
             raise AllreduceException(f"reducer {peer_index} returned a non-finite part")
         return inner(self, peer_index, part_index, part)
 
@@ -141,3 +172,16 @@ def install() -> None:
 
     allreduce.TensorPartReducer = RobustTensorPartReducer
     _refuse_non_finite_results(TensorPartContainer)
+    _name_the_peers(allreduce.AllReduceRunner)
+
+
+def _name_the_peers(cls) -> None:
+    inner = cls.__dict__["__init__"]
+
+    @functools.wraps(inner)
+    def __init__(self, *args, **kwargs):
+        inner(self, *args, **kwargs)
+        _peer_ids[self.tensor_part_reducer] = tuple(self.sender_peer_ids)  # by sender index
+        _peer_ids[self.tensor_part_container] = tuple(self.ordered_peer_ids)  # by reducer index
+
+    cls.__init__ = __init__
