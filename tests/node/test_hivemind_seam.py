@@ -189,9 +189,22 @@ def test_our_averagers_serve_the_same_rpc_handlers_as_hiveminds():
     from node.gossip.hivemind_internals.averagers import PeerGradientAverager, PeerPowerSGDAverager
     from node.gossip.hivemind_internals.optimizer import ConsistentStateAverager
 
-    for ours, theirs in ((PeerGradientAverager, GradientAverager), (PeerPowerSGDAverager, PowerSGDGradientAverager),
-                         (ConsistentStateAverager, TrainingStateAverager)):
-        ours._collect_rpc_handlers()
-        theirs._collect_rpc_handlers()
-        by_name = lambda handlers: sorted(handlers, key=lambda handler: handler.method_name)  # noqa: E731
-        assert by_name(ours._rpc_handlers) == by_name(theirs._rpc_handlers), ours.__name__
+    pairs = ((PeerGradientAverager, GradientAverager), (PeerPowerSGDAverager, PowerSGDGradientAverager),
+             (ConsistentStateAverager, TrainingStateAverager))
+    # hivemind caches the handlers and the stub type on each class: left cached by this test, every later
+    # swarm in the same pytest process failed to find a group (epochs stuck at 0), so they are put back
+    cached = {cls: {name: cls.__dict__[name] for name in ("_rpc_handlers", "_stub_type") if name in cls.__dict__}
+              for pair in pairs for cls in pair}
+    try:
+        for ours, theirs in pairs:
+            ours._collect_rpc_handlers()
+            theirs._collect_rpc_handlers()
+            by_name = lambda handlers: sorted(handlers, key=lambda handler: handler.method_name)  # noqa: E731
+            assert by_name(ours._rpc_handlers) == by_name(theirs._rpc_handlers), ours.__name__
+    finally:
+        for cls, saved in cached.items():
+            for name in ("_rpc_handlers", "_stub_type"):
+                if name in saved:
+                    setattr(cls, name, saved[name])
+                elif name in cls.__dict__:
+                    delattr(cls, name)
