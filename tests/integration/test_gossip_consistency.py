@@ -290,10 +290,19 @@ def test_a_peer_that_settles_waits_for_a_live_peer_behind_to_take_its_state(pair
         a.close()
         return report
 
+    epoch = a.gossip.epoch
+    deadline = time.monotonic() + 20  # b's new record reaches the DHT (as a peer that dropped its round: never left)
+    while a.gossip._progress_epochs().get(b.gossip.progress_subkey) != epoch - 1:
+        assert time.monotonic() < deadline, "b's progress record never showed it behind"
+        time.sleep(0.2)
     with ThreadPoolExecutor(1) as pool:
         leaving = pool.submit(settle_and_leave)
         time.sleep(3 * STEP_SECONDS + 2)  # a's settle polls every 0.5 s: it would be gone by now
-        b.local_step()  # behind: downloads the swarm's state
+        deadline = time.monotonic() + 40
+        # b trains on; once its tracker sees the swarm ahead, it downloads (a step or a few, under load)
+        while b.gossip.epoch < epoch and time.monotonic() < deadline:
+            b.local_step()
+            time.sleep(STEP_SECONDS)
         report = leaving.result(timeout=60)
     assert report.settled and report.downloads == 0, report
     assert b.gossip.epoch == report.epoch
