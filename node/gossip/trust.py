@@ -136,13 +136,17 @@ class AllowList:
 
     def denied(self) -> dict[bytes, float]:
         """The peers denied now, with the unix time each denial ends."""
+        now = time.time()
+        return {p: until for p, until in self._denial_ends().items() if until > now}
+
+    def _denial_ends(self) -> dict[bytes, float]:
+        """Every denial written, ended or not (re-read only after a `deny`)."""
         version = self._denied_version.value
         if version != self._denied_cached[0]:
             with self._denied.get_lock():
                 raw, version = self._denied.value, self._denied_version.value
             self._denied_cached = (version, self._parse_denied(raw))
-        now = time.time()
-        return {p: until for p, until in self._denied_cached[1].items() if until > now}
+        return self._denied_cached[1]
 
     @staticmethod
     def _parse_denied(raw: bytes) -> dict[bytes, float]:
@@ -166,7 +170,7 @@ class AllowList:
             self._version.value += 1
 
     def allows(self, peer: bytes) -> bool:
-        if peer in self.denied():
+        if self._denial_ends().get(peer, 0.0) > time.time():  # asked for every rpc: no copy of the list
             return False
         version = self._version.value
         if version != self._cached[0]:

@@ -254,17 +254,21 @@ def test_a_split_in_the_last_round_is_repaired_while_settling(pair):
     assert reports[0].fingerprint == a.fingerprint() and reports[0].epoch == reports[1].epoch
 
 
+def drop_the_last_round(peer):
+    """As if `peer`'s last round was dropped: it holds (and says it holds) the previous epoch's weights."""
+    peer.gossip.optimizer.state_averager.local_epoch -= 1
+    peer.gossip.optimizer.tracker.report_local_progress(peer.gossip.epoch, 0)
+    with torch.no_grad():
+        for param in peer.master.params:  # the float32 model's own parameters in these tests
+            param.add_(1e-3)
+
+
 def test_a_peer_behind_at_its_last_step_takes_the_newest_state_while_settling(pair):
     a, b = pair
     with ThreadPoolExecutor(2) as pool:
         rounds_until(pair, pool, 2)
-    # b's last round was dropped and it stopped: it holds (and says it holds) the previous epoch's weights.
-    # a does not wait for it, but while a is alive b takes a's state
-    b.gossip.optimizer.state_averager.local_epoch -= 1
-    b.gossip.optimizer.tracker.report_local_progress(b.gossip.epoch, 0)
-    with torch.no_grad():
-        for param in b.model.parameters():
-            param.add_(1e-3)
+    # b's last round was dropped and it stopped: while a is alive b takes a's state
+    drop_the_last_round(b)
     with ThreadPoolExecutor(2) as pool:
         reports = [f.result(timeout=60) for f in [pool.submit(p.gossip.settle, 30.0) for p in pair]]
     assert all(r.settled for r in reports), reports
@@ -279,11 +283,7 @@ def test_a_peer_that_settles_waits_for_a_live_peer_behind_to_take_its_state(pair
         rounds_until(pair, pool, 2)
     # b dropped the last round and is still training: a settles and leaves (shuts down) while b is an
     # epoch behind. Had a left at once, b's download would find nobody, and b would end on older weights.
-    b.gossip.optimizer.state_averager.local_epoch -= 1
-    b.gossip.optimizer.tracker.report_local_progress(b.gossip.epoch, 0)
-    with torch.no_grad():
-        for param in b.master.params:
-            param.add_(1e-3)
+    drop_the_last_round(b)
 
     def settle_and_leave():
         report = a.gossip.settle(30.0)
