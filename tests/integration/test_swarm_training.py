@@ -1,10 +1,10 @@
 """Real peers training together: `rankswarm coordinator` and `rankswarm node` processes on 127.0.0.1.
 
 One scenario, shared by the tests below (about two minutes on 2 cores): a coordinator and two
-peers start; once they have averaged a few rounds a third peer joins late; once it has caught
-up, one of the first peers and the coordinator are killed with SIGKILL. The survivors must
-finish their steps. Everything is read back from what the processes write (metrics.jsonl,
-exit codes) and from the coordinator's gRPC API before it dies; every wait is bounded.
+peers start (peer0 with 40 steps, peer1 with 30); once they have averaged a few rounds a third peer
+joins late; once it has caught up, one of the first peers and the coordinator are killed with
+SIGKILL. The survivors must finish their steps. Everything is read back from what the processes
+write (metrics.jsonl, exit codes) and from the coordinator's gRPC API before it dies; every wait is bounded.
 Weight equality is read from the parameter fingerprint each peer logs after every update
 (tests/integration/test_gossip_consistency.py forces the failure cases on purpose).
 """
@@ -62,7 +62,13 @@ def scenario(tmp_path_factory):
     swarm = DemoSwarm(cfg)
     facts: dict = {}
     try:
-        swarm.start()
+        swarm.root.mkdir(parents=True, exist_ok=True)
+        swarm.start_coordinator()
+        # peer0 takes 10 steps more than the others: the fall-back check needs it to shape for well over 12 s
+        # after the coordinator dies, however late the joiner caught up (a loaded CI machine killed the
+        # coordinator with peer0 a few quick steps from its end, and no step saw the record older than 12 s)
+        swarm.start_peer(0, ["steps=40"])
+        swarm.start_peer(1)
         wait_until(lambda: min(epoch_of(swarm, 0), epoch_of(swarm, 1)) >= 2, 240, "two averaged rounds", swarm)
         facts["joined_at_epoch"] = epoch_of(swarm, 0)
         swarm.start_peer(2, ["steps=12"])
