@@ -220,12 +220,18 @@ class GradientGossip:
         return {subkey: progress.epoch for subkey, progress in self._live_progress().items()}
 
     def _others_alive(self) -> bool:
-        """True if a peer other than this one has a live progress record in the DHT."""
+        """True if a peer other than this one has a live progress record in the DHT, or if the read cannot
+        tell: one that does not even show this peer's own record (a lookup cut short under load, or its own
+        record lapsed) is no evidence that the others are gone, and a round is applied alone only on evidence."""
         try:
-            return any(key != self.progress_subkey for key in self._progress_epochs())
+            live = self._progress_epochs()
         except Exception as err:  # network boundary: unknown counts as alive, so nothing is applied alone
             log.warning("could not read the swarm's progress: %s", err)
             return True
+        if self.progress_subkey not in live:
+            log.info("the swarm's progress as read lacks this peer's own record: counting the others as alive")
+            return True
+        return any(key != self.progress_subkey for key in live)
 
     def swarm_epoch(self) -> int:
         """The highest epoch any training peer reports now."""
