@@ -118,6 +118,20 @@ def test_the_reducer_bans_a_nan_sender_and_answers_the_others_with_one_finite_av
     assert torch.equal(answers[0], answers[2]) and torch.allclose(answers[0], pair_mean(*good), atol=1e-6)
 
 
+def test_a_sender_tagging_along_with_weight_zero_is_answered_not_banned(monkeypatch):
+    """hivemind joins a peer with no gradients of its own with weight 0; a reducer that took that for a lie
+    refused an honest peer for caught_ban_s (seen in bench_attacks: the honest pair then never averaged again)."""
+    caught = []
+    monkeypatch.setattr(robust_reducer, "_report_caught", lambda *args: caught.append(args))
+    good = honest(10)
+    answers = _reduce([good[0], torch.zeros(SHAPE), good[1]], [8.0, 0.0, 8.0], POLICY)
+    assert caught == [] and not any(isinstance(answer, Exception) for answer in answers)
+    assert all(torch.equal(answer, answers[0]) for answer in answers)
+    assert torch.allclose(answers[0], pair_mean(*good), atol=1e-6)  # the zero-weight part adds nothing
+    nan_at_zero = _reduce([good[0], torch.full(SHAPE, float("nan")), good[1]], [8.0, 0.0, 8.0], POLICY)
+    assert type(nan_at_zero[1]).__name__ == "BannedException" and len(caught) == 1  # NaN is a lie at any weight
+
+
 def test_the_reducer_clips_a_liar_and_without_the_policy_it_does_not():
     good = honest(5)
     parts, weights = [*good, -1000 * good[0]], [8.0, 8.0, 8.0]

@@ -116,7 +116,10 @@ class RobustTensorPartReducer(TensorPartReducer):
         if part_index != self.current_part_index:  # a sender that repeats a part it already sent
             raise AllreduceException(f"sender {sender_index} sent part {part_index} again")
         future = self.current_part_future
-        kept, _, _ = sanitize([tensor_part], [weight], self.part_shapes[part_index])
+        # weight 0 is honest: hivemind tags a peer with no gradients of its own along that way, so that its
+        # group need not re-form. Its part must still be a finite one of the right shape; it adds nothing.
+        tagging_along = weight == 0
+        kept, _, _ = sanitize([tensor_part], [1.0 if tagging_along else weight], self.part_shapes[part_index])
         if not kept:
             log.warning("reducer: sender %d sent a non-finite or misshapen part %d (or weight %r): banned for "
                         "the round", sender_index, part_index, weight)
@@ -124,7 +127,8 @@ class RobustTensorPartReducer(TensorPartReducer):
             self.on_sender_failed(sender_index)
             _report_caught(_peer_ids.get(self), sender_index, "sent a non-finite or misshapen part")
             raise BannedException(f"sender {sender_index} sent an invalid part")
-        self.kept_parts[sender_index] = (tensor_part, weight)
+        if not tagging_along:
+            self.kept_parts[sender_index] = (tensor_part, weight)
         self.current_part_accumulated_from += 1
         self.check_current_part_finished()
         return await future
