@@ -34,7 +34,7 @@ from node.gossip.fingerprint import parameter_fingerprint
 from node.gossip.hivemind_internals import AllOrNothingOptimizer, PeerGradientAverager, PeerPowerSGDAverager
 from node.gossip.hivemind_internals.optimizer import PeerHooks
 from node.gossip.traffic import CountingCompression, PeerTraffic
-from node.gossip.trust import Admission, AllowList, OpenSwarm, Progress, read_progress, trusted_progress
+from node.gossip.trust import Admission, AllowList, OpenSwarm, Progress, admitted, read_progress, trusted_progress
 from plumbing.dht_keys import owner_subkey
 from plumbing.identity import SigningIdentity
 
@@ -179,8 +179,9 @@ class GradientGossip:
         talk to."""
         optimizer = getattr(self, "optimizer", None)  # the tracker reads before the optimizer is built
         epoch = optimizer.local_epoch if optimizer is not None else 0
+        stuck = optimizer is not None and optimizer.rounds_dropped_here() >= self.cfg.group_patience_rounds
         trusted = trusted_progress(read_progress(entries), self.identity.fingerprint, epoch,
-                                   self.admission.refused, self.cfg.max_epoch_lead)
+                                   self.admission.refused, self.cfg.max_epoch_lead, group_stuck=stuck)
         self.trusted_owners = {p.owner for p in trusted.values()}
         if self.admission.restricts:
             self.allow.set({p.libp2p_id for p in trusted.values()} | {self.dht.peer_id.to_bytes()})
@@ -207,31 +208,36 @@ class GradientGossip:
             log.warning("could not compare the downloaded state with the swarm's claims: %s", err)
             return True
 
-    def _live_progress(self) -> dict[object, Progress]:
-        """Every trusted progress record, by its owner subkey (read from the DHT, not the tracker's cache,
-        which refreshes only every few seconds)."""
+    def _progress_entries(self) -> dict:
+        """The progress records in the DHT now (not the tracker's cache, which refreshes only every few seconds)."""
         tracker = self.optimizer.tracker
         found = tracker.dht.get(tracker.training_progress_key, latest=True)
-        entries = found.value if found is not None and isinstance(found.value, dict) else {}
-        return self._trusted(entries)
+        return found.value if found is not None and isinstance(found.value, dict) else {}
+
+    def _live_progress(self) -> dict[object, Progress]:
+        """Every trusted progress record (one this peer follows), by its owner subkey."""
+        return self._trusted(self._progress_entries())
 
     def _progress_epochs(self) -> dict[bytes, int]:
         """Epoch of every peer with a trusted progress record, by the record's owner subkey."""
         return {subkey: progress.epoch for subkey, progress in self._live_progress().items()}
 
     def _others_alive(self) -> bool:
-        """True if a peer other than this one has a live progress record in the DHT, or if the read cannot
-        tell: one that does not even show this peer's own record (a lookup cut short under load, or its own
-        record lapsed) is no evidence that the others are gone, and a round is applied alone only on evidence."""
+        """True if a peer other than this one has a live progress record in the DHT (any that may take part and
+        is within `max_epoch_lead` of this peer, followed or not: were a lone leader's solo round and this
+        peer's both applied, the two would hold different weights at one epoch), or if the read cannot tell:
+        one that does not even show this peer's own record (a lookup cut short under load, or its own record
+        lapsed) is no evidence that the others are gone, and a round is applied alone only on evidence."""
         try:
-            live = self._progress_epochs()
+            me, reach = self.identity.fingerprint, self.epoch + self.cfg.max_epoch_lead
+            live = admitted(read_progress(self._progress_entries()), me, self.admission.refused)
         except Exception as err:  # network boundary: unknown counts as alive, so nothing is applied alone
             log.warning("could not read the swarm's progress: %s", err)
             return True
         if self.progress_subkey not in live:
             log.info("the swarm's progress as read lacks this peer's own record: counting the others as alive")
             return True
-        return any(key != self.progress_subkey for key in live)
+        return any(p.owner != me and p.epoch <= reach for p in live.values())
 
     def swarm_epoch(self) -> int:
         """The highest epoch any training peer reports now."""

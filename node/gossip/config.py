@@ -99,9 +99,14 @@ class GossipConfig(BaseModel):
         "own to peers that are; a split in the last round is repaired there. 0: leave at once."))
     weights_claim_ttl_s: float = Field(120.0, gt=0, le=3600, description="How long a weights claim stays in the DHT.")
     max_epoch_lead: int = Field(2, ge=0, le=1_000_000, description=(
-        "A progress record may claim an epoch at most this far above the highest epoch two identities report "
-        "(this peer included); one further ahead is ignored, so a lone record with a huge epoch cannot make "
-        "everyone download the state of whoever advertises it (docs/security.md)."))
+        "How far ahead a lone progress record may be for a peer with no group at or above its epoch (the other "
+        "of a pair that missed a round) to follow it. A peer that has a group (two identities at one epoch at or "
+        "above its own, itself included) follows the group and ignores every lone record above it, so one "
+        "identity cannot make everyone download its state (docs/security.md)."))
+    group_patience_rounds: int = Field(2, ge=1, le=1_000, description=(
+        "A peer whose rounds at one epoch failed this many times in a row stops counting on its group and "
+        "follows a lone record ahead as a peer without a group would: a partner that cannot complete a "
+        "round with it (one that sends NaN, say) must not keep it from catching up with the swarm."))
     robust: RobustConfig = Field(default_factory=RobustConfig, description=(
         "Robust aggregation inside the all-reduce: what a reducer does with parts that lie."))
     verbose: bool = Field(False, description="Log hivemind's per-step progress.")

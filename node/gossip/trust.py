@@ -6,11 +6,18 @@ peer on its own:
 - **Admission.** `refused(fingerprint)` ("banned", "not_admitted" or None) comes from the
   coordinator-signed admission list (`node.swarm.admission.AdmissionView`). A refused identity's
   progress records, weights claims and averaging traffic are ignored.
-- **Vouched epochs.** A progress record may claim any epoch; hivemind believes the highest one,
-  so one record with a huge epoch would make every peer think it is behind and download the
-  state of whoever advertises it. Here an epoch counts only up to `max_lead` epochs above the
-  highest epoch that two different identities (this peer included) report: a lone claim further
-  ahead is ignored, whoever makes it (`trusted_progress`).
+- **Whom to follow.** A progress record may claim any epoch; hivemind believes the highest, so
+  one record with a huge epoch would make every peer think it is behind and download the state
+  of whoever advertises it. Here a peer follows the most advanced *group*: the highest epoch at
+  or above its own that two identities (this peer included) report. A lone record above that
+  group is ignored, however close: a peer with someone to average with has no reason to take
+  one identity's word for the swarm's state (a peer that followed a lone leader would report
+  the leader's epoch and so vouch for it, and the leader could pull the swarm along one
+  download at a time; docs/security.md). Only a peer with no group at or above its epoch (the
+  other of a pair that missed a round) follows the nearest lone record above it, and only up
+  to `max_lead` epochs ahead (`trusted_progress`). So does a peer whose group cannot round: its
+  rounds at its epoch failed `gossip.group_patience_rounds` times in a row (a partner that sends
+  NaN makes every round of the two fail), since waiting for that group would stall it for good.
 - **Who averages.** The libp2p peers a peer may average with or download from are those that
   trusted progress records name (`AllowList`, shared with the averagers' child processes, which
   refuse anyone else's joins, parts and state; hivemind_internals/averagers.py). Until the
@@ -22,6 +29,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
@@ -76,24 +84,42 @@ def read_progress(entries: Mapping[object, object]) -> dict[object, Progress]:
     return parsed
 
 
-def vouched_epoch(epochs: Mapping[str, int]) -> int | None:
-    """The highest epoch that at least two identities report (each counted at its own epoch and below)."""
-    ordered = sorted(epochs.values(), reverse=True)
-    return ordered[1] if len(ordered) >= 2 else None
+def group_epoch(epochs: Mapping[str, int], my_epoch: int) -> int | None:
+    """The highest epoch at or above `my_epoch` that at least two identities report (`epochs`
+    includes this peer's own), or None if every identity at or above it is alone at its epoch."""
+    counts = Counter(epoch for epoch in epochs.values() if epoch >= my_epoch)
+    return max((epoch for epoch, n in counts.items() if n >= 2), default=None)
+
+
+def follow_ceiling(epochs: Mapping[str, int], my_epoch: int, max_lead: int, group_stuck: bool = False) -> int:
+    """The highest epoch a peer at `my_epoch` believes, given every identity's epoch (its own included).
+    `group_stuck`: this peer's rounds at its epoch keep failing, so its group counts for nothing."""
+    group = None if group_stuck else group_epoch(epochs, my_epoch)
+    if group is not None:
+        return group
+    nearest = min((epoch for epoch in epochs.values() if epoch > my_epoch), default=my_epoch)
+    return nearest if nearest <= my_epoch + max_lead else my_epoch
+
+
+def admitted(progress: Mapping[object, Progress], me: str, refused: Refusal) -> dict[object, Progress]:
+    """The records of identities that may take part (this peer's own always)."""
+    return {subkey: p for subkey, p in progress.items() if p.owner == me or refused(p.owner) is None}
 
 
 def trusted_progress(progress: Mapping[object, Progress], me: str, my_epoch: int, refused: Refusal,
-                     max_lead: int) -> dict[object, Progress]:
-    """The records to believe: not refused, and not ahead of the vouched epoch by more than `max_lead`."""
-    allowed = {subkey: p for subkey, p in progress.items() if p.owner == me or refused(p.owner) is None}
+                     max_lead: int, group_stuck: bool = False) -> dict[object, Progress]:
+    """The records to believe: not refused, and not above the epoch this peer follows (`follow_ceiling`)."""
+    allowed = admitted(progress, me, refused)
     epochs = {p.owner: p.epoch for p in allowed.values() if p.owner != me}
-    epochs[me] = max(my_epoch, epochs.get(me, 0))
-    ceiling = max(vouched_epoch(epochs) or my_epoch, my_epoch) + max_lead
+    epochs[me] = my_epoch
+    ceiling = follow_ceiling(epochs, my_epoch, max_lead, group_stuck)
     kept = {subkey: p for subkey, p in allowed.items() if p.epoch <= ceiling or p.owner == me}
     for p in allowed.values():
         if p.epoch > ceiling and p.owner != me:
-            log.warning("ignoring the progress record of %s: epoch %d, which nobody vouches for (swarm at %d)",
-                        p.owner, p.epoch, ceiling - max_lead)
+            # a lone leader just ahead is routine (a peer whose round failed steps alone); far ahead is a lie
+            level = logging.WARNING if p.epoch > my_epoch + max_lead else logging.DEBUG
+            log.log(level, "not following the progress record of %s: epoch %d, which no one else reports "
+                    "(following epoch %d)", p.owner, p.epoch, ceiling)
     return kept
 
 

@@ -1,6 +1,6 @@
 """Identities that lie about the swarm, against two honest peers on loopback (docs/security.md).
 
-A fake epoch (a progress record far ahead), votes from identities made up to vote (Sybil weights
+A fake epoch (a progress record far ahead, or one kept just ahead), votes from identities made up to vote (Sybil weights
 claims), and a key the operator banned while it averages with the others: in each the honest
 peers keep averaging with each other, end with equal weights and download nothing they should not.
 """
@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from gossip_peers import LOOPBACK, RTOL, Peer, rounds_until, step_together
+from gossip_peers import LOOPBACK, RTOL, STEP_SECONDS, Peer, rounds_until, step_together
 from hivemind.optim.progress_tracker import LocalTrainingProgress
 from hivemind.utils import get_dht_time
 
@@ -67,6 +67,30 @@ def test_a_progress_record_far_ahead_makes_nobody_download_or_think_itself_behin
     assert [p.gossip.traffic_totals().state_bytes_received_total for p in (a, b)] == downloaded
     assert max(p.gossip.optimizer.tracker.global_epoch for p in (a, b)) < 10**6
     assert a.gossip.swarm_epoch() < 10**6 and fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+
+
+def test_a_lone_record_kept_one_epoch_ahead_of_a_pair_is_never_followed(pair):
+    """The ratchet attacker's position: always just ahead, within `max_epoch_lead`. A pair at one epoch ignores
+    it and keeps rounding. (The rule before followed it: both peers then downloaded each other's state, still an
+    epoch behind the liar, step after step, and never rounded again.)"""
+    run, _, a, b, outsiders = pair
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until([a, b], pool, 1)
+        liar = Outsider(run, visible_addresses(a.dht))
+        outsiders.append(liar)
+        key = a.gossip.optimizer.tracker.training_progress_key
+        start, deadline, applied = a.gossip.epoch, time.monotonic() + 150, [0, 0]
+        while min(a.gossip.epoch, b.gossip.epoch) < start + 3 or a.gossip.epoch != b.gossip.epoch:
+            assert time.monotonic() < deadline, f"epochs {[p.gossip.epoch for p in (a, b)]}"
+            lead = max(a.gossip.epoch, b.gossip.epoch) + 1
+            ahead = LocalTrainingProgress(peer_id=liar.dht.peer_id.to_bytes(), epoch=lead, samples_accumulated=0,
+                                          samples_per_second=1.0, time=get_dht_time(), client_mode=False)
+            assert liar.dht.store(key, ahead.dict(), get_dht_time() + 120, subkey=liar.identity.owner_subkey())
+            for i, report in enumerate(step_together([a, b], pool)):
+                applied[i] += report.applied
+            time.sleep(STEP_SECONDS)
+    assert min(applied) >= 1, applied  # the pair moved on by rounds, not by downloading from each other
+    assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
 
 
 def test_votes_from_identities_made_up_to_vote_change_nothing(pair):

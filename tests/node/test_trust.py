@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from node.gossip.trust import AllowList, Progress, trusted_progress, vouched_epoch
+from node.gossip.trust import AllowList, Progress, group_epoch, trusted_progress
 
 pytestmark = pytest.mark.unit
 
@@ -16,18 +16,48 @@ def _progress(**epochs: int) -> dict[str, Progress]:
     return {f"sub-{name}": Progress(name, epoch, name.encode()) for name, epoch in epochs.items()}
 
 
-def test_the_vouched_epoch_is_the_highest_two_identities_report():
-    assert vouched_epoch({"a": 7, "b": 7, "c": 10**9}) == 7
-    assert vouched_epoch({"a": 5, "b": 7}) == 5
-    assert vouched_epoch({"a": 5}) is None
+def test_the_group_epoch_is_the_highest_at_or_above_mine_that_two_identities_report():
+    assert group_epoch({"me": 7, "a": 7, "b": 9, "c": 10**9}, 7) == 7
+    assert group_epoch({"me": 3, "a": 5, "b": 5, "c": 6}, 3) == 5
+    assert group_epoch({"me": 7, "a": 5, "b": 5}, 7) is None  # a group behind is not one to follow
+    assert group_epoch({"me": 5, "a": 7}, 5) is None
 
 
-def test_a_lone_huge_epoch_is_ignored_and_an_honest_lead_is_believed():
-    records = _progress(me=7, honest=7, liar=10**9, ahead=9)
+def test_a_peer_with_a_group_ignores_any_lone_leader():
+    records = _progress(me=7, honest=7, liar=10**9, ahead=8)
     kept = trusted_progress(records, "me", 7, lambda fp: None, max_lead=2)
-    assert {p.owner for p in kept.values()} == {"me", "honest", "ahead"}  # 9 <= 7 + 2; 10**9 is not
+    assert {p.owner for p in kept.values()} == {"me", "honest"}  # one epoch ahead alone is not followed
+    kept = trusted_progress(_progress(me=3, a=5, b=5, c=6), "me", 3, lambda fp: None, max_lead=2)
+    assert {p.owner for p in kept.values()} == {"me", "a", "b"}  # a group ahead is, a lone one beyond it not
+
+
+def test_a_peer_without_a_group_follows_the_nearest_lone_leader_within_reach():
     behind = trusted_progress(_progress(me=3, other=5), "me", 3, lambda fp: None, max_lead=2)
-    assert {p.owner for p in behind.values()} == {"me", "other"}  # a peer behind still sees the swarm ahead
+    assert {p.owner for p in behind.values()} == {"me", "other"}  # the other of a pair that missed a round
+    # behind two lone peers, it follows the nearer: not the one further ahead
+    split = trusted_progress(_progress(me=3, honest=4, mallory=5), "me", 3, lambda fp: None, max_lead=2)
+    assert {p.owner for p in split.values()} == {"me", "honest"}
+    far = trusted_progress(_progress(me=3, liar=6), "me", 3, lambda fp: None, max_lead=2)
+    assert {p.owner for p in far.values()} == {"me"}
+
+
+def test_a_peer_whose_group_cannot_round_follows_as_if_alone():
+    """Its partner at its epoch makes every round fail (sends NaN, say): waiting for it would stall for good."""
+    records = _progress(me=3, nan_sender=3, honest=4)
+    assert {p.owner for p in trusted_progress(records, "me", 3, lambda fp: None, 2).values()} == {"me", "nan_sender"}
+    stuck = trusted_progress(records, "me", 3, lambda fp: None, 2, group_stuck=True)
+    assert {p.owner for p in stuck.values()} == {"me", "nan_sender", "honest"}
+
+
+def test_the_download_ratchet_does_not_turn():
+    """A lone leader two epochs ahead of an honest pair that split: the peer behind follows its honest partner,
+    and once the pair is together again neither follows the leader, wherever it goes."""
+    honest = lambda fp: None  # noqa: E731
+    assert {p.owner for p in trusted_progress(_progress(me=2, peer=3, mallory=4), "me", 2, honest, 2).values()} \
+        == {"me", "peer"}
+    for lead in (1, 2, 3):
+        kept = trusted_progress(_progress(me=3, peer=3, mallory=3 + lead), "me", 3, honest, 2)
+        assert {p.owner for p in kept.values()} == {"me", "peer"}
 
 
 def test_refused_identities_are_ignored_but_a_peer_always_believes_itself():

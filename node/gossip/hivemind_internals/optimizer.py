@@ -136,7 +136,14 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         self.downloads_refused = 0  # state downloads that the weights claims did not back, rolled back
         self.rounds_dropped = 0
         self.rounds_partial = 0  # of those, rounds whose all-reduce came back with parts missing
+        self._dropped_here = (-1, 0)  # (epoch, rounds dropped at it in a row): see rounds_dropped_here
         super().__init__(*args, **kwargs)
+
+    def rounds_dropped_here(self) -> int:
+        """How many rounds in a row failed at this peer's current epoch (0 after a download): a group
+        that cannot complete a round with this peer (node.gossip.trust, group patience)."""
+        epoch, count = self._dropped_here
+        return count if epoch == self.local_epoch else 0
 
     def _make_state_averager(self, **kwargs) -> ConsistentStateAverager:
         # hivemind builds the averager by its module-level name, with its own settings: have it build
@@ -271,6 +278,8 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
             del averager.step  # back to the class's method
         if self.drop_round:
             self.rounds_dropped += 1
+            epoch, count = self._dropped_here
+            self._dropped_here = (self.local_epoch, count + 1 if epoch == self.local_epoch else 1)
             log.info("averaging round at epoch %d %s: applied nothing", self.local_epoch,
                      "came back with parts missing" if came_back_partial else "failed")
 
@@ -310,6 +319,7 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
             return result
 
         averager.load_state_from_peers = load_and_note_epoch
+        self._dropped_here = (-1, 0)  # after a download (or a try) the peer counts on its group again
         try:
             # weights, then epoch, then hivemind's relabel, then ours: nobody may copy what lies between
             with averager.update_lock:
@@ -357,7 +367,8 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
 
 class TrustingProgressTracker(ProgressTracker):
     """hivemind's progress tracker, counting only trusted progress records (node.gossip.trust): refused
-    identities and epochs nobody vouches for change neither the swarm's epoch, its size nor its batch."""
+    identities and lone records above the epoch a peer follows change neither the swarm's epoch, its size
+    nor its batch."""
 
     def __init__(self, *args, trusted: Callable[[dict], dict], **kwargs):
         self.trusted = trusted  # before the base class starts fetching
