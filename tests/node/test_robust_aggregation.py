@@ -71,6 +71,30 @@ def test_one_liar_among_three_cannot_turn_the_average(attack):
     assert cosine(result.average, target) > 0.9 and result.average.norm() < 2 * target.norm()
 
 
+@pytest.mark.parametrize("attack", ["amplified sign flip", "random noise"])
+def test_a_liar_far_beyond_the_others_counts_for_nothing(attack):
+    good = honest(6)
+    liar = -1000 * good[0] if attack == "amplified sign flip" else 100 * torch.randn(SHAPE)
+    result = robust_average([*good, liar], [8.0] * 3, SHAPE, POLICY)
+    assert result.outliers == (2,) and result.rejected == ()  # not counted, and not banned: no proof of a lie
+    assert torch.allclose(result.average, torch.stack(good).mean(0), atol=1e-5)  # the honest pair's own mean
+    clip_only = robust_average([*good, liar], [8.0] * 3, SHAPE, RobustConfig(reject_radius=1e6))
+    assert clip_only.outliers == () and (clip_only.average - result.average).norm() > 0.1 * result.average.norm()
+
+
+def test_a_liar_inside_the_reject_radius_is_clipped_and_an_honest_part_of_any_usual_size_counts():
+    good = honest(7)
+    near = good[0] - 3 * (good[0] - good[1])  # three honest spreads out: suspicious, but within reach
+    result = robust_average([*good, near], [8.0] * 3, SHAPE, POLICY)
+    assert result.outliers == () and cosine(result.average, torch.stack(good).mean(0)) > 0.9
+    # honest gradients differ in size from batch to batch (a batch with no reward spread gives none at all)
+    sizes = robust_average([0.0 * good[0], good[0], 3 * good[1]], [8.0] * 3, SHAPE, POLICY)
+    assert sizes.outliers == ()
+    # however small the radii, at least half the senders count and the result is finite
+    tight = robust_average(honest(8, 4), [8.0] * 4, SHAPE, RobustConfig(radius=0.01, reject_radius=1.0))
+    assert len(tight.outliers) <= 2 and bool(torch.isfinite(tight.average).all())
+
+
 def test_weights_are_capped_at_the_lower_median_and_the_absolute_cap():
     assert capped_weights([8.0, 8.0, 8000.0]) == [8.0, 8.0, 8.0]
     assert capped_weights([4.0, 8000.0]) == [4.0, 4.0]  # two senders: nobody outweighs the other
@@ -132,12 +156,13 @@ def test_a_sender_tagging_along_with_weight_zero_is_answered_not_banned(monkeypa
     assert type(nan_at_zero[1]).__name__ == "BannedException" and len(caught) == 1  # NaN is a lie at any weight
 
 
-def test_the_reducer_clips_a_liar_and_without_the_policy_it_does_not():
+def test_the_reducer_leaves_a_blatant_liar_out_and_without_the_policy_it_does_not():
     good = honest(5)
     parts, weights = [*good, -1000 * good[0]], [8.0, 8.0, 8.0]
     robust, plain = _reduce(parts, weights, POLICY), _reduce(parts, weights, RobustConfig(enabled=False))
     target = torch.stack(good).mean(0)
-    assert all(torch.equal(answer, robust[0]) for answer in robust) and cosine(robust[0], target) > 0.9
+    assert all(torch.equal(answer, robust[0]) for answer in robust)
+    assert torch.allclose(robust[0], target, atol=1e-5)
     assert cosine(plain[0], target) < -0.9
 
 
