@@ -98,7 +98,7 @@ class Monitor:
         self._memories: dict[str, PeerMemory] = {}
         self._tracker = AlertTracker(ledger.store)
         self._round_times = [(r.issued_at, r.round) for r in ledger.store.rounds(limit=_MAX_ROUND_TIMES)]
-        self._cached: tuple[float, Snapshot] | None = None
+        self._cached: tuple[float, Snapshot, int] | None = None  # (when, what, the ledger's round then)
         self._pruned_at = float("-inf")
         if now is not None:  # after a restart: recent reports tell the failure counters' history
             for _, status in ledger.store.statuses(since=now - max(peer_timeout, cfg.failure_window_s)):
@@ -114,12 +114,15 @@ class Monitor:
         return self.snapshot(now, fresh=True)
 
     def snapshot(self, now: float, *, fresh: bool = False) -> Snapshot:
-        """The latest evaluation, or a new one if it is older than `max_age_s` (or `fresh`)."""
+        """The latest evaluation, or a new one if it is older than `max_age_s`, predates the latest committed
+        round (a client that saw a round end must see its peers), or `fresh` is asked for."""
         with self._lock:
-            if not fresh and self._cached is not None and time.monotonic() - self._cached[0] < self.max_age_s:
+            round_ = self.ledger.round
+            if (not fresh and self._cached is not None and time.monotonic() - self._cached[0] < self.max_age_s
+                    and self._cached[2] == round_):
                 return self._cached[1]
             snapshot = self._evaluate(now)
-            self._cached = (time.monotonic(), snapshot)
+            self._cached = (time.monotonic(), snapshot, round_)
             return snapshot
 
     # ------------------------------------------------------------ one evaluation (holding the lock)

@@ -170,3 +170,20 @@ def test_summary_leaves_what_no_peer_measured_unknown_rather_than_zero():
     assert (summary.averaging_rounds, summary.averaging_failures, summary.bytes_sent) == (4, 1, 30)
     assert summary.means["kl"] is None and summary.means["reward"] == 0.5
     assert summarize(classify_peers([old], {}, 100.0, CFG, "")).averaging_failures is None
+
+
+@pytest.mark.unit
+def test_a_cached_snapshot_never_predates_the_latest_committed_round(tmp_path):
+    """The monitor caches an evaluation for max_age_s; a round committed meanwhile must show at once (a client
+    that ran or saw a round, then asked for the swarm's state, was served the state before it: ci24)."""
+    swarm = FakeSwarm(tmp_path, num_peers=2).run(1)
+    swarm.monitor.max_age_s = 3600.0
+    before = swarm.monitor.snapshot(swarm.now)
+    newcomer = FakeSwarm(tmp_path / "other", num_peers=3).peers[2]
+    swarm.step_peer(newcomer, 1)
+    result = swarm.ledger.ingest([newcomer.published[-1]], swarm.now + 1.0)  # committed, the monitor not told
+    assert result is not None
+    after = swarm.monitor.snapshot(swarm.now + 1.0)
+    assert after.state.round == result.record.round > before.state.round
+    assert newcomer.peer_id in {p.peer_id for p in after.state.peers}
+    assert swarm.monitor.snapshot(swarm.now + 1.0) is after  # still one evaluation per max_age_s otherwise
