@@ -133,6 +133,7 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         self.others_alive = hooks.others_alive
         self.traffic, self.robust = hooks.traffic, hooks.robust
         self.drop_round = False
+        self.nothing_accumulated = False  # this round's own samples: none (see _update_global_epoch)
         self.downloads_refused = 0  # state downloads that the weights claims did not back, rolled back
         self.rounds_dropped = 0
         self.rounds_partial = 0  # of those, rounds whose all-reduce came back with parts missing
@@ -227,19 +228,23 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
 
     def _load_local_gradients_into_optimizer(self):
         # hivemind's fallback after a failed round (or a pre-scheduled round with nobody in it)
-        if self.others_alive():
+        if self.nothing_accumulated or self.others_alive():
             self.drop_round = True
         super()._load_local_gradients_into_optimizer()
 
     def _begin_averaging_gradients(self, grad_scaler) -> bool:
         began = super()._begin_averaging_gradients(grad_scaler)
-        if not began and self.others_alive():
+        if not began and (self.nothing_accumulated or self.others_alive()):
             self.drop_round = True  # hivemind would step with this peer's gradients alone
         return began
 
     def _update_global_epoch(self, grad_scaler) -> None:
         self.drop_round = False
-        if self.grad_averager.local_samples_accumulated == 0 and not self.others_alive():
+        # without samples of its own, a round that does not average has nothing to apply, alone or not:
+        # decided once here, as two DHT reads during one round may see different swarms (ci: the first
+        # still saw a peer that had just left, the fallback's did not, and zero gradients were applied)
+        self.nothing_accumulated = self.grad_averager.local_samples_accumulated == 0
+        if self.nothing_accumulated and not self.others_alive():
             # alone with nothing accumulated (diloco waiting for a round whose peers left): hivemind would
             # "update" with zero gradients, labelling the same weights with the next epoch (seen in a WAN
             # run: the peer then ended one epoch ahead of the weights it held)
