@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,10 +20,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Each child asks Linux for SIGTERM when the launcher dies, however it dies (its own session keeps the child
+# out of the terminal's Ctrl-C, so nothing else would). util-linux's setpriv asks for it and then execs the
+# command: the launcher then spawns without a Python preexec_fn, so CPython uses vfork, and no fork handler
+# runs in the child. gRPC's do (grpcio >= 1.80, grpc/grpc#43055): in a launcher with live gRPC channels the
+# child restarted gRPC's poller, close_fds closed its epoll fd, and the child aborted before exec (seen in ci:
+# "coordinator exited with code -6 ... epoll_wait error: Bad file descriptor").
+SETPRIV = shutil.which("setpriv")
+_EXEC_IF_PARENT = 'if [ "$PPID" != "$0" ]; then exit 143; fi; exec "$@"'  # $0: the launcher's pid
+
 
 def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux for SIGTERM when the launcher dies, however it dies
-    (its own session keeps the child out of the terminal's Ctrl-C, so nothing else would)."""
+    """Without setpriv: the same request, made in the forked child before exec."""
     try:
         import ctypes
 
@@ -41,8 +50,14 @@ class ManagedProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log = self.log_path.open("ab")
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     env=full_env, start_new_session=True, preexec_fn=_die_with_parent)
+        command, before_exec = (argv, _die_with_parent)
+        if SETPRIV:
+            # a launcher that died before setpriv's request was made is not signalled: the shell, started after
+            # it, checks that its parent is still the launcher, and only then becomes the command
+            command = [SETPRIV, "--pdeathsig", "TERM", "--", "sh", "-c", _EXEC_IF_PARENT, str(os.getpid()), *argv]
+            before_exec = None
+        self.proc = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=full_env, start_new_session=True, preexec_fn=before_exec)
 
     @property
     def alive(self) -> bool:
