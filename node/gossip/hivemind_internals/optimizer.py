@@ -14,7 +14,9 @@ alone, it lets one peer's weights leave the swarm's, each seen in real runs here
 Here a round of the first two kinds applies nothing, a download keeps the epoch of the weights
 it brought, a peer serves its state only between updates, a peer behind downloads before it
 trains on, and only peers at the same epoch are grouped. What is left is the weights
-claims check's (node.gossip.consensus).
+claims check's (node.gossip.consensus). Kept strict, a download made while the others' round is
+under way brings the state that round replaces; so the peer waits that round out and downloads
+its result (where rounds come at every step, it would never catch up otherwise).
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from functools import partial
 import hivemind
 import torch
 from hivemind.optim import optimizer as hivemind_optimizer
-from hivemind.optim.progress_tracker import ProgressTracker
+from hivemind.optim.progress_tracker import GlobalTrainingProgress, ProgressTracker
 from hivemind.optim.state_averager import TrainingStateAverager
+from hivemind.utils import get_dht_time
 
 from node.gossip.config import RobustConfig
 from node.gossip.hivemind_internals.averagers import PeerAverager
@@ -82,7 +85,8 @@ TOUCHES = (
     Touch(_OPTIMIZER, "_make_progress_tracker", "override", "build a TrustingProgressTracker",
           ("self", "target_batch_size", "kwargs")),
     Touch("hivemind.optim.progress_tracker.ProgressTracker", "_parse_swarm_progress_data", "override",
-          "count only trusted progress records (node.gossip.trust)", ("self", "metadata")),
+          "count only trusted progress records (node.gossip.trust); the base one reads a fresh, trusted read",
+          ("self", "metadata")),
     Touch("hivemind.averaging.averager.DecentralizedAverager", "state_sharing_priority", "write",
           "a download keeps its epoch: so does the priority the peer serves its state with"),
     Touch("hivemind.averaging.control.StepControl", "weight", "write", "tag along with zero weight before "
@@ -306,6 +310,57 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
                    for param in group["params"] if param.grad is not None)
 
     def load_state_from_peers(self, **kwargs):
+        """Download the swarm's state (`download_state`); if the swarm was just replacing that state, wait
+        for the replacement and download it instead.
+
+        A download serves the donors' current epoch, and while a round of other peers is under way
+        that epoch is about to end: the peer would train on it, find itself behind at its next step
+        and download again, during the next round. Where a round comes at every step that never
+        ends (seen in ci: an honest peer downloaded the round before, step after step, while the
+        other honest peer and a liar claiming a thousand batches rounded). A pair is left alone:
+        its round needs this peer, which joins it at its next step."""
+        self.download_state(**kwargs)
+        if self.swarm_moved_past(self.local_epoch):
+            log.info("the swarm's round at epoch %d ended while this peer downloaded it: downloading again",
+                     self.local_epoch)
+            self.download_state(**kwargs)
+
+    def swarm_moved_past(self, epoch: int) -> bool:
+        """Whether the swarm is past `epoch` now, or moves past it in a round that is under way among at
+        least two other peers at `epoch` (waited for, at most as long as a round may take)."""
+        deadline = time.monotonic() + 2 * self.matchmaking_time + self.averaging_timeout
+        while True:
+            try:
+                progress, others_here = self.swarm_progress_now(epoch)
+            except Exception as err:  # network boundary: the next step looks again
+                log.warning("could not read the swarm's progress after a download: %s", err)
+                return False
+            if progress is None:
+                return False  # nobody else
+            if progress.epoch > epoch:
+                return True
+            due = (progress.samples_accumulated >= self.target_batch_size
+                   or get_dht_time() >= progress.eta_next_epoch)
+            if not due or others_here < 2 or time.monotonic() > deadline:
+                return False  # no round (or it was dropped: the samples are gone), or one that needs this peer
+            time.sleep(0.25)
+
+    def swarm_progress_now(self, epoch: int) -> tuple[GlobalTrainingProgress | None, int]:
+        """The tracker's view of the swarm from a fresh read of the DHT (its cache refreshes every few seconds),
+        and how many other peers' trusted records are at `epoch`; None without any trusted record."""
+        tracker = self.tracker
+        found = tracker.dht.get(tracker.training_progress_key, latest=True)
+        trusted = self.hooks.trusted_progress(found.value if found is not None and isinstance(found.value, dict)
+                                              else {})
+        me = self.dht.peer_id.to_bytes()
+        records = [entry.value for entry in trusted.values() if isinstance(getattr(entry, "value", None), dict)]
+        others_here = sum(1 for record in records if record.get("epoch") == epoch and record.get("peer_id") != me)
+        if not records:
+            return None, 0
+        # the base class's reading: the records are already the trusted ones
+        return ProgressTracker._parse_swarm_progress_data(tracker, trusted), others_here
+
+    def download_state(self, **kwargs):
         """hivemind's download, except that the state keeps the epoch it was downloaded at.
 
         When the swarm has just moved to epoch E, hivemind labels a download of epoch E-1 as E
