@@ -37,7 +37,9 @@ from deploytools import (
 
 pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 
-PROJECT = f"{PREFIX}-compose"
+# one per test process: two runs on one host (two CI checkouts) share podman, and one run's "down" would
+# remove the other's network (seen: two CI runs side by side, every compose test of both failed)
+PROJECT = f"{PREFIX}-{os.getpid()}-compose"
 RUN_ID = "compose-test"
 NODE_TOML = """shared_run_dir = true
 steps = {steps}
@@ -145,7 +147,7 @@ def scenario(image, prometheus_image, tmp_path_factory):
            "RANKSWARM_COORDINATOR_TOML": str(tmp / "coordinator.toml"), "RANKSWARM_NODE_TOML": str(tmp / "node-3.toml")}
     facts: dict = {}
     started = time.monotonic()
-    with network_namespace(f"{PROJECT}-{os.getpid()}") as netns:
+    with network_namespace(PROJECT) as netns:
         try:
             compose(netns, env, "up", "-d", "--scale", "peer=2")
             first = wait_for_peers_to_finish(netns, 300)

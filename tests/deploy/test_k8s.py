@@ -27,7 +27,7 @@ pytestmark = [pytest.mark.deploy, pytest.mark.slow]
 
 CHART = REPO / "deploy" / "k8s" / "rankswarm"
 KUBE_VERSION = "1.33.0"
-RELEASE = f"{PREFIX}-kube"
+RELEASE = f"{PREFIX}-{os.getpid()}-kube"  # one per test process, as test_compose's project
 PEER_TOML = """steps = 100000
 torch_threads = 1
 """ + SMALL_TRAINING_TOML + """[gossip]
@@ -126,7 +126,7 @@ def test_pods_run_with_podman_kube_play_until_their_probes_pass(image, tmp_path)
     (tmp_path / "coordinator.yaml").write_text(yaml.safe_dump_all([by_kind["PersistentVolumeClaim"],
                                                                    by_kind["Deployment"]]))
     network = f"{RELEASE}-net"
-    with network_namespace(f"{RELEASE}-{os.getpid()}") as netns:
+    with network_namespace(RELEASE) as netns:
         try:
             podman("network", "create", network, netns=netns)
             podman("kube", "play", "--network", network, "--configmap", str(tmp_path / "configmap.yaml"),
