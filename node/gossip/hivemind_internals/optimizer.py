@@ -327,23 +327,31 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
 
     def swarm_moved_past(self, epoch: int) -> bool:
         """Whether the swarm is past `epoch` now, or moves past it in a round that is under way among at
-        least two other peers at `epoch` (waited for, at most as long as a round may take)."""
-        deadline = time.monotonic() + 2 * self.matchmaking_time + self.averaging_timeout
-        while True:
+        least two other peers at `epoch` (waited for, at most as long as a round may take).
+
+        "No round" is believed after reads that say so for a second: under load a DHT read can come back
+        with records missing (ci33: with two CIs beside, the newcomer's reading found no round after its
+        download, though both others were held in one for it, and it kept the replaced state)."""
+        started = time.monotonic()
+        deadline, quiet_since = started + 2 * self.matchmaking_time + self.averaging_timeout, None
+        while time.monotonic() < deadline:
             try:
                 progress, others_here = self.swarm_progress_now(epoch)
             except Exception as err:  # network boundary: the next step looks again
                 log.warning("could not read the swarm's progress after a download: %s", err)
                 return False
-            if progress is None:
-                return False  # nobody else
-            if progress.epoch > epoch:
+            if progress is not None and progress.epoch > epoch:
                 return True
-            due = (progress.samples_accumulated >= self.target_batch_size
-                   or get_dht_time() >= progress.eta_next_epoch)
-            if not due or others_here < 2 or time.monotonic() > deadline:
-                return False  # no round (or it was dropped: the samples are gone), or one that needs this peer
+            under_way = progress is not None and others_here >= 2 and (
+                progress.samples_accumulated >= self.target_batch_size or get_dht_time() >= progress.eta_next_epoch)
+            if under_way:
+                quiet_since = None
+            else:
+                quiet_since = quiet_since or time.monotonic()
+                if time.monotonic() - quiet_since >= 1.0:
+                    return False  # no round (or it was dropped: the samples are gone), or one that needs this peer
             time.sleep(0.25)
+        return False
 
     def swarm_progress_now(self, epoch: int) -> tuple[GlobalTrainingProgress | None, int]:
         """The tracker's view of the swarm from a fresh read of the DHT (its cache refreshes every few seconds),
