@@ -337,9 +337,12 @@ def test_a_peer_alone_does_not_move_to_the_next_epoch_without_samples(pair, read
     """diloco waits for a round with steps of zero samples (node.gossip.outer); alone with nothing
     accumulated, an "update" would only relabel the same weights with the next epoch. Seen in ci: the
     round's first DHT read still showed the peer that had just left, the fallback's read did not."""
-    a, b = pair
     with ThreadPoolExecutor(2) as pool:
         rounds_until(pair, pool, 1)
+    # the one that stays must hold no samples: where one peer downloaded at the last step, the other's samples
+    # of that step wait for the next round, and alone with them it rightly steps (seen: "applied" in this test)
+    a, b = sorted(pair, key=lambda peer: peer.gossip.optimizer.grad_averager.local_samples_accumulated)
+    assert a.gossip.optimizer.grad_averager.local_samples_accumulated == 0
     b.close()  # its progress record is withdrawn: a is alone
     epoch, before = a.gossip.epoch, a.fingerprint()
     # polls further apart than the tracker's estimate of the next epoch (about 2 s here; on a loaded
