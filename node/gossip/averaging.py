@@ -359,6 +359,7 @@ class GradientGossip:
         downloads, others, tried_epoch, unserved_epoch = 0, {}, None, None
         self._claim_weights(downloaded=False)  # the last round may have been dropped: claim what we hold
         settled = behind = False
+        alone_since = None
         while True:
             try:
                 live = {key: p for key, p in self._live_progress().items() if key != self.progress_subkey}
@@ -366,8 +367,16 @@ class GradientGossip:
                 # one that this peer's averagers refuse (caught sending NaN, banned) could not download anyway
                 behind = any(p.epoch < self.epoch and self.allow.allows(p.libp2p_id) for p in live.values())
                 newest = max(others.values(), default=self.epoch)
+                # alone is believed after reads that say so for a second: a lookup cut short under load comes back
+                # with records missing (ci38: a peer behind read nobody, called itself settled and left on the
+                # epoch before, while the peer ahead was alive). Its own record is no test: hivemind publishes
+                # none for a peer that never reported samples
+                if others:
+                    alone_since = None
+                elif alone_since is None:
+                    alone_since = time.monotonic()
                 if not others:
-                    settled = True
+                    settled = time.monotonic() - alone_since >= 1.0
                 elif newest > self.epoch:
                     if newest != tried_epoch:  # once per epoch: a dead peer's record can name one nobody serves
                         tried_epoch = newest
