@@ -33,6 +33,7 @@ from node.gossip.consensus import WeightsConsensus
 from node.gossip.fingerprint import parameter_fingerprint
 from node.gossip.hivemind_internals import AllOrNothingOptimizer, PeerGradientAverager, PeerPowerSGDAverager
 from node.gossip.hivemind_internals.optimizer import PeerHooks
+from node.gossip.readings import Steady
 from node.gossip.traffic import CountingCompression, PeerTraffic
 from node.gossip.trust import Admission, AllowList, OpenSwarm, Progress, admitted, read_progress, trusted_progress
 from plumbing.dht_keys import owner_subkey
@@ -359,7 +360,7 @@ class GradientGossip:
         downloads, others, tried_epoch, unserved_epoch = 0, {}, None, None
         self._claim_weights(downloaded=False)  # the last round may have been dropped: claim what we hold
         settled = behind = False
-        alone_since = None
+        alone = Steady()
         while True:
             try:
                 live = {key: p for key, p in self._live_progress().items() if key != self.progress_subkey}
@@ -367,16 +368,12 @@ class GradientGossip:
                 # one that this peer's averagers refuse (caught sending NaN, banned) could not download anyway
                 behind = any(p.epoch < self.epoch and self.allow.allows(p.libp2p_id) for p in live.values())
                 newest = max(others.values(), default=self.epoch)
-                # alone is believed after reads that say so for a second: a lookup cut short under load comes back
-                # with records missing (ci38: a peer behind read nobody, called itself settled and left on the
-                # epoch before, while the peer ahead was alive). Its own record is no test: hivemind publishes
-                # none for a peer that never reported samples
-                if others:
-                    alone_since = None
-                elif alone_since is None:
-                    alone_since = time.monotonic()
+                # alone is believed after reads that say so for a second (ci38: a peer behind read nobody once,
+                # called itself settled and left on the epoch before, while the peer ahead was alive). Its own
+                # record is no test: hivemind publishes none for a peer that never reported samples
+                steadily_alone = alone.holds(not others)
                 if not others:
-                    settled = time.monotonic() - alone_since >= 1.0
+                    settled = steadily_alone
                 elif newest > self.epoch:
                     if newest != tried_epoch:  # once per epoch: a dead peer's record can name one nobody serves
                         tried_epoch = newest

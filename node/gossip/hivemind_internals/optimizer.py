@@ -40,6 +40,7 @@ from hivemind.utils import get_dht_time
 from node.gossip.config import RobustConfig
 from node.gossip.hivemind_internals.averagers import PeerAverager
 from node.gossip.hivemind_internals.touches import Touch
+from node.gossip.readings import Steady
 from node.gossip.traffic import PeerTraffic
 from node.gossip.trust import AllowList
 
@@ -332,8 +333,7 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         "No round" is believed after reads that say so for a second: under load a DHT read can come back
         with records missing (ci33: with two CIs beside, the newcomer's reading found no round after its
         download, though both others were held in one for it, and it kept the replaced state)."""
-        started = time.monotonic()
-        deadline, quiet_since = started + 2 * self.matchmaking_time + self.averaging_timeout, None
+        deadline, quiet = time.monotonic() + 2 * self.matchmaking_time + self.averaging_timeout, Steady()
         while time.monotonic() < deadline:
             try:
                 progress, others_here = self.swarm_progress_now(epoch)
@@ -344,12 +344,8 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
                 return True
             under_way = progress is not None and others_here >= 2 and (
                 progress.samples_accumulated >= self.target_batch_size or get_dht_time() >= progress.eta_next_epoch)
-            if under_way:
-                quiet_since = None
-            else:
-                quiet_since = quiet_since or time.monotonic()
-                if time.monotonic() - quiet_since >= 1.0:
-                    return False  # no round (or it was dropped: the samples are gone), or one that needs this peer
+            if quiet.holds(not under_way):
+                return False  # no round (or it was dropped: the samples are gone), or one that needs this peer
             time.sleep(0.25)
         return False
 
