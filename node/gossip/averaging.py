@@ -226,18 +226,33 @@ class GradientGossip:
     def _others_alive(self) -> bool:
         """True if a peer other than this one has a live progress record in the DHT (any that may take part and
         is within `max_epoch_lead` of this peer, followed or not: were a lone leader's solo round and this
-        peer's both applied, the two would hold different weights at one epoch), or if the read cannot tell:
-        one that does not even show this peer's own record (a lookup cut short under load, or its own record
-        lapsed) is no evidence that the others are gone, and a round is applied alone only on evidence."""
+        peer's both applied, the two would hold different weights at one epoch), or if the reads cannot tell.
+
+        A round is applied alone only on evidence, and one read is none: a lookup cut short under load
+        comes back with records missing (ci39: the read showed only this peer's own record while the
+        other peer was alive, and a round it could not average was applied). Alone is believed after
+        reads that say so for a second; a peer really alone pays that second only in a round that failed."""
+        alone = Steady()
+        while True:
+            seen = self._read_others_alive()
+            if seen is not False:
+                return True
+            if alone.holds(True):
+                return False
+            time.sleep(0.2)
+
+    def _read_others_alive(self) -> bool | None:
+        """One read of `_others_alive`: None when it cannot tell (the read failed, or it lacks this peer's own
+        record, as a lookup cut short or a lapsed record of its own does)."""
         try:
             me, reach = self.identity.fingerprint, self.epoch + self.cfg.max_epoch_lead
             live = admitted(read_progress(self._progress_entries()), me, self.admission.refused)
-        except Exception as err:  # network boundary: unknown counts as alive, so nothing is applied alone
+        except Exception as err:  # network boundary
             log.warning("could not read the swarm's progress: %s", err)
-            return True
+            return None
         if self.progress_subkey not in live:
             log.info("the swarm's progress as read lacks this peer's own record: counting the others as alive")
-            return True
+            return None
         return any(p.owner != me and p.epoch <= reach for p in live.values())
 
     def swarm_epoch(self) -> int:

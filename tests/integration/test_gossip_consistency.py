@@ -130,11 +130,34 @@ def test_low_precision_models_average_through_float32_masters(low_precision_pair
             assert weight.dtype == dtype and torch.equal(weight, master.detach().to(dtype))
 
 
-def test_a_round_that_cannot_average_applies_nothing(pair):
+def each_liveness_check_first_reads_only_itself(peer, monkeypatch):
+    """ci39 under load: the DHT lookup of a peer's check "is anyone else alive?" came back cut short,
+    showing only the peer's own record while the other peer was alive."""
+    entries, check, armed = peer.gossip._progress_entries, peer.gossip.optimizer.others_alive, []
+
+    def cut_short():
+        found = entries()
+        if not armed:
+            return found
+        armed.clear()
+        return {key: value for key, value in found.items() if key == peer.gossip.progress_subkey}
+
+    def check_whose_first_read_is_cut_short():
+        armed.append(True)
+        return check()
+
+    monkeypatch.setattr(peer.gossip, "_progress_entries", cut_short)
+    monkeypatch.setattr(peer.gossip.optimizer, "others_alive", check_whose_first_read_is_cut_short)
+
+
+@pytest.mark.parametrize("reads", ["as they are", "each check first reads only a"])
+def test_a_round_that_cannot_average_applies_nothing(pair, reads, monkeypatch):
     a, b = pair
     with ThreadPoolExecutor(2) as pool:
         rounds_until(pair, pool, 1)  # both are known to the swarm's progress tracker
         epoch, before = a.gossip.epoch, a.fingerprint()
+        if reads != "as they are":
+            each_liveness_check_first_reads_only_itself(a, monkeypatch)
         # b stays alive but stops training: a reaches the swarm's batch alone and finds nobody to average with
         solo, deadline = [], time.monotonic() + 60
         while not any(r.dropped or r.applied for r in solo):
