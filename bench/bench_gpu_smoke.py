@@ -164,7 +164,9 @@ def main() -> None:
     results = []
     for dtype in args.dtypes.split(","):
         argv = [sys.executable, "-m", "bench.bench_gpu_smoke", "--child", dtype, *sys.argv[1:]]
-        env = {**os.environ, "PYTHONPATH": str(REPO), "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
+        # the repository first, then whatever the caller put on the path (packages installed beside the system's)
+        path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, "PYTHONPATH": path, "MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
         out = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=REPO)
         if out.returncode != 0:
             raise SystemExit(f"{dtype} run failed:\n{out.stderr[-4000:]}")

@@ -121,8 +121,8 @@ def er_from_eigenvalues(eig: torch.Tensor, rank: torch.Tensor, inner: int | torc
     within 1e-9.
     """
     n = eig.shape[-1]
-    top = eig[..., -1].clamp(min=0) if n else torch.zeros(eig.shape[:-1], dtype=eig.dtype)
-    err = (_EIG_ERR * torch.as_tensor(inner, dtype=eig.dtype).sqrt()) * (
+    top = eig[..., -1].clamp(min=0) if n else torch.zeros(eig.shape[:-1], dtype=eig.dtype, device=eig.device)
+    err = (_EIG_ERR * torch.as_tensor(inner, dtype=eig.dtype, device=eig.device).sqrt()) * (
         top if scale is None else torch.maximum(top, scale))  # [...]
     live = torch.arange(n, device=eig.device) >= (n - rank)[..., None]  # [..., n]
     s = torch.where(live, eig, torch.zeros_like(eig)).clamp(min=0).sqrt()
@@ -292,7 +292,7 @@ def dynamics_from_rank_matrix(ranks: torch.Tensor) -> tuple[torch.Tensor, torch.
     present = torch.isfinite(ranks)
     count = present.sum(dim=1)  # checkpoints are a prefix of the columns
     values = torch.where(present, ranks, torch.zeros_like(ranks))
-    j = torch.arange(1, ranks.shape[1], dtype=torch.float64)
+    j = torch.arange(1, ranks.shape[1], dtype=torch.float64, device=ranks.device)
     velocity = values[:, 1:] - values.cumsum(dim=1)[:, :-1] / j  # [B, J-1]; V_j for j >= 2
     v_ok = present[:, 1:]
     accel = velocity[:, 1:] - velocity[:, :-1]  # [B, J-2]
@@ -306,7 +306,8 @@ def dynamics_from_rank_matrix(ranks: torch.Tensor) -> tuple[torch.Tensor, torch.
 
 def _dynamics(ranks: torch.Tensor, zero_short: bool) -> tuple[torch.Tensor, torch.Tensor]:
     if ranks.shape[1] < 3:
-        nan = torch.full((ranks.shape[0],), 0.0 if zero_short else float("nan"), dtype=torch.float64)
+        nan = torch.full((ranks.shape[0],), 0.0 if zero_short else float("nan"), dtype=torch.float64,
+                         device=ranks.device)
         return nan, nan.clone()
     erv, era = dynamics_from_rank_matrix(ranks)
     if zero_short:
@@ -351,7 +352,7 @@ def _indicators(hidden: torch.Tensor, mask: torch.Tensor, cfg: ShapingConfig) ->
 # -- single-response forms ----------------------------------------------------------------------
 def _as_batch(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     z64 = _check_single(z)
-    return z64[None], torch.tensor([z64.shape[0]])
+    return z64[None], torch.tensor([z64.shape[0]], device=z64.device)
 
 
 def effective_rank(z: torch.Tensor) -> float:

@@ -67,6 +67,9 @@ class ModelConfig(BaseModel):
         "on one that does not, float32 on the CPU. Below float32, training keeps float32 master weights, "
         "gradients and optimizer state (float16 adds dynamic loss scaling)."))
     device: str = Field("auto", description="'auto' (cuda if available), 'cpu', 'cuda', 'cuda:1', ...")
+    shaping_device: Literal["policy", "cpu"] = Field("policy", description=(
+        "Where ER/ERV/ERA (float64 Grams and eigen-solves of the hidden states) are computed: on the "
+        "policy's device, or always on the CPU (for a GPU whose float64 is slower than the host's)."))
     chat_template: Literal["auto", "on", "off"] = Field("auto", description=(
         "Wrap each prompt as a user turn with the tokenizer's chat template (instruct models). auto: when the "
         "tokenizer has one; on: always (an error if it has none); off: raw prompts."))

@@ -13,6 +13,7 @@ micro-batch by micro-batch.
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +54,7 @@ class FirstPass:
     ref_logprobs: torch.Tensor | None  # [B, R] the reference policy's (only with loss.kl_coef > 0)
     logprob_gap: float | None  # mean |training forward - sampler| log-prob over response tokens
     graph: PolicyOutputs | None  # the whole batch's differentiable forward (single plan only)
+    indicator_seconds: float = 0.0  # of the pass's wall time, spent reducing hidden states to ER/ERV/ERA
 
 
 def first_pass(model, ref_model, batch: RolloutBatch, cfg: TrainConfig, *, keep_graph: bool,
@@ -64,16 +66,18 @@ def first_pass(model, ref_model, batch: RolloutBatch, cfg: TrainConfig, *, keep_
     temperature, chunk = cfg.sampling.temperature, cfg.memory.logit_chunk_tokens
     entropy = ("grad" if cfg.loss.entropy_coef > 0 else "value") if keep_graph else "none"
     indicators, olds, refs, graph = [], [], [], None
-    gap_sum, gap_tokens = 0.0, 0
+    gap_sum, gap_tokens, indicator_seconds = 0.0, 0, 0.0
     for rows in torch.split(torch.arange(num, device=batch.input_ids.device), size):
         sub = batch if rows.numel() == num else batch.select(rows)
         with torch.set_grad_enabled(keep_graph):
             out = policy_forward(model, sub, temperature=temperature, entropy=entropy, chunk_tokens=chunk)
         mask = sub.response_mask
-        indicators.append(compute_indicators(out.hidden.cpu(), mask.cpu(), cfg.shaping))
         logprobs = out.logprobs.detach()
-        gap_sum += float(((logprobs - sub.sample_logprobs).abs() * mask).sum())
+        gap_sum += float(((logprobs - sub.sample_logprobs).abs() * mask).sum())  # waits for the forward's kernels
         gap_tokens += int(mask.sum())
+        started = time.perf_counter()
+        indicators.append(indicators_on(out.hidden, mask, cfg))
+        indicator_seconds += time.perf_counter() - started
         olds.append(logprobs if cfg.loss.old_logprobs == "recompute" and not stale else sub.sample_logprobs)
         if ref_model is not None:
             with torch.no_grad():
@@ -84,7 +88,17 @@ def first_pass(model, ref_model, batch: RolloutBatch, cfg: TrainConfig, *, keep_
     merged = indicators[0] if len(indicators) == 1 else RankIndicators(
         *(torch.cat([getattr(i, name) for i in indicators]) for name in ("er", "erv", "era")))
     return FirstPass(merged, torch.cat(olds), torch.cat(refs) if refs else None,
-                     gap_sum / gap_tokens if gap_tokens else None, graph)
+                     gap_sum / gap_tokens if gap_tokens else None, graph, indicator_seconds)
+
+
+def indicators_on(hidden: torch.Tensor, mask: torch.Tensor, cfg: TrainConfig) -> RankIndicators:
+    """ER/ERV/ERA of a micro-batch's hidden states, computed where `model.shaping_device` says, returned on
+    the CPU (where advantages are shaped). On the policy's GPU the float64 Grams and batched eigen-solves
+    take a fraction of what they take on the host (docs/benchmarks.md, "on a GPU"), and the [B, T, d]
+    states never cross to the host."""
+    where = hidden.device if cfg.model.shaping_device == "policy" else torch.device("cpu")
+    found = compute_indicators(hidden.detach().to(where), mask.to(where), cfg.shaping)
+    return RankIndicators(*(values.cpu() for values in (found.er, found.erv, found.era)))
 
 
 @dataclass

@@ -118,8 +118,8 @@ class Trainer:
         first = first_pass(self.model, self.ref_model, batch, cfg, keep_graph=self.plan.single, stale=staleness > 0)
         t_forward = timer()
 
-        # shaping: detached data, on the CPU in float64 whatever the policy's device: the first pass's
-        # ER/ERV/ERA against the current baselines (the statistics are tiny next to the forward)
+        # shaping: the first pass's ER/ERV/ERA (computed there, on `model.shaping_device`) against the
+        # current baselines, on the CPU in float64 whatever the policy's device (per-rollout statistics)
         response_mask = batch.response_mask.cpu()
         indicators = first.indicators
         choice = self.baselines.current()
@@ -155,7 +155,8 @@ class Trainer:
             clip_fraction=parts.clip_fraction, response_tokens=batch.num_tokens,
             truncated=float(batch.truncated.float().mean()),
             time_generate=time_generate, time_reward=t_reward - t_generate,
-            time_forward=t_forward - t_reward + clock.forward, time_shaping=t_shaping - t_forward,
+            time_forward=t_forward - t_reward - first.indicator_seconds + clock.forward,
+            time_shaping=t_shaping - t_forward + first.indicator_seconds,
             time_backward=clock.backward, time_update=clock.update, time_step=t_update - t0,
             time_update_wait=clock.update_wait, staleness=staleness,
             stale_batches_dropped=self.stale_batches_dropped,

@@ -2,6 +2,7 @@
 corrupt checkpoint), reward rises."""
 
 import logging
+import time
 
 import pytest
 import torch
@@ -53,6 +54,24 @@ def test_without_a_reference_policy_kl_is_reported_as_not_measured(tmp_path, cap
     print_progress(m, 2)
     line = capsys.readouterr().out
     assert " kl - ent " in line and f"ent {m.entropy:.2f}" in line
+
+
+@pytest.mark.unit
+def test_er_erv_era_count_as_shaping_time_not_forward(tmp_path, monkeypatch):
+    """The first pass reduces hidden states to ER/ERV/ERA; that time is shaping's (on an H200 it was half
+    of a step, and reported as forward time it hid there: docs/benchmarks.md, "The same on a GPU")."""
+    import node.training.passes as passes
+
+    reduce, pause = passes.compute_indicators, 0.5
+
+    def slow_reduction(*args, **kwargs):
+        time.sleep(pause)
+        return reduce(*args, **kwargs)
+
+    monkeypatch.setattr(passes, "compute_indicators", slow_reduction)
+    m = build_trainer(_config(tmp_path)).train_step().metrics
+    assert m.time_shaping >= pause
+    assert m.time_forward + m.time_shaping <= m.time_step
 
 
 # what a step computes, without the wall-clock timings and the memory it took (which differ run to run)
