@@ -181,8 +181,10 @@ class GradientGossip:
         optimizer = getattr(self, "optimizer", None)  # the tracker reads before the optimizer is built
         epoch = optimizer.local_epoch if optimizer is not None else 0
         stuck = optimizer is not None and optimizer.rounds_dropped_here() >= self.cfg.group_patience_rounds
+        unserved = optimizer.unserved_epoch() if optimizer is not None else None
         trusted = trusted_progress(read_progress(entries), self.identity.fingerprint, epoch,
-                                   self.admission.refused, self.cfg.max_epoch_lead, group_stuck=stuck)
+                                   self.admission.refused, self.cfg.max_epoch_lead, group_stuck=stuck,
+                                   unserved=unserved)
         self.trusted_owners = {p.owner for p in trusted.values()}
         if self.admission.restricts:
             self.allow.set({p.libp2p_id for p in trusted.values()} | {self.dht.peer_id.to_bytes()})

@@ -18,6 +18,9 @@ peer on its own:
   to `max_lead` epochs ahead (`trusted_progress`). So does a peer whose group cannot round: its
   rounds at its epoch failed `gossip.group_patience_rounds` times in a row (a partner that sends
   NaN makes every round of the two fail), since waiting for that group would stall it for good.
+  But not a record whose epoch a download of this peer's found nobody serving: an honest pair
+  whose rounds failed twice under load would otherwise follow a liar one epoch ahead, download
+  each other's state, and fail the next rounds the same way (ci43).
 - **Who averages.** The libp2p peers a peer may average with or download from are those that
   trusted progress records name (`AllowList`, shared with the averagers' child processes, which
   refuse anyone else's joins, parts and state; hivemind_internals/averagers.py). Until the
@@ -91,13 +94,17 @@ def group_epoch(epochs: Mapping[str, int], my_epoch: int) -> int | None:
     return max((epoch for epoch, n in counts.items() if n >= 2), default=None)
 
 
-def follow_ceiling(epochs: Mapping[str, int], my_epoch: int, max_lead: int, group_stuck: bool = False) -> int:
+def follow_ceiling(epochs: Mapping[str, int], my_epoch: int, max_lead: int, group_stuck: bool = False,
+                   unserved: int | None = None) -> int:
     """The highest epoch a peer at `my_epoch` believes, given every identity's epoch (its own included).
-    `group_stuck`: this peer's rounds at its epoch keep failing, so its group counts for nothing."""
+    `group_stuck`: this peer's rounds at its epoch keep failing, so its group counts for nothing.
+    `unserved`: a download from `my_epoch` found nobody serving the state of the epochs up to this one,
+    so a lone record there is a claim without state: following it would only download again (ci43)."""
     group = None if group_stuck else group_epoch(epochs, my_epoch)
     if group is not None:
         return group
-    nearest = min((epoch for epoch in epochs.values() if epoch > my_epoch), default=my_epoch)
+    floor = my_epoch if unserved is None else max(my_epoch, unserved)
+    nearest = min((epoch for epoch in epochs.values() if epoch > floor), default=my_epoch)
     return nearest if nearest <= my_epoch + max_lead else my_epoch
 
 
@@ -107,12 +114,12 @@ def admitted(progress: Mapping[object, Progress], me: str, refused: Refusal) -> 
 
 
 def trusted_progress(progress: Mapping[object, Progress], me: str, my_epoch: int, refused: Refusal,
-                     max_lead: int, group_stuck: bool = False) -> dict[object, Progress]:
+                     max_lead: int, group_stuck: bool = False, unserved: int | None = None) -> dict[object, Progress]:
     """The records to believe: not refused, and not above the epoch this peer follows (`follow_ceiling`)."""
     allowed = admitted(progress, me, refused)
     epochs = {p.owner: p.epoch for p in allowed.values() if p.owner != me}
     epochs[me] = my_epoch
-    ceiling = follow_ceiling(epochs, my_epoch, max_lead, group_stuck)
+    ceiling = follow_ceiling(epochs, my_epoch, max_lead, group_stuck, unserved)
     kept = {subkey: p for subkey, p in allowed.items() if p.epoch <= ceiling or p.owner == me}
     for p in allowed.values():
         if p.epoch > ceiling and p.owner != me:

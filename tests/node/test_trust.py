@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from node.gossip.trust import AllowList, Progress, group_epoch, trusted_progress
+from node.gossip.trust import AllowList, Progress, follow_ceiling, group_epoch, trusted_progress
 
 pytestmark = pytest.mark.unit
 
@@ -47,6 +47,23 @@ def test_a_peer_whose_group_cannot_round_follows_as_if_alone():
     assert {p.owner for p in trusted_progress(records, "me", 3, lambda fp: None, 2).values()} == {"me", "nan_sender"}
     stuck = trusted_progress(records, "me", 3, lambda fp: None, 2, group_stuck=True)
     assert {p.owner for p in stuck.values()} == {"me", "nan_sender", "honest"}
+
+
+def test_a_stuck_peer_does_not_follow_a_lone_record_whose_epoch_nobody_served():
+    """ci43: an honest pair's rounds failed twice under load, both followed a liar one epoch ahead and downloaded
+    each other's state, again and again. Once a download from epoch 3 brought nothing newer while the swarm
+    claimed 4, a lone record at 4 is not followed from 3; one further ahead (within reach) still is."""
+    honest = lambda fp: None  # noqa: E731
+    records = _progress(me=3, peer=3, liar=4)
+    stuck = trusted_progress(records, "me", 3, honest, 2, group_stuck=True)
+    assert {p.owner for p in stuck.values()} == {"me", "peer", "liar"}
+    served_nothing = trusted_progress(records, "me", 3, honest, 2, group_stuck=True, unserved=4)
+    assert {p.owner for p in served_nothing.values()} == {"me", "peer"}
+    further = trusted_progress(_progress(me=3, peer=3, liar=4, leader=5), "me", 3, honest, 2, group_stuck=True,
+                               unserved=4)
+    assert {p.owner for p in further.values()} == {"me", "peer", "liar", "leader"}
+    assert follow_ceiling({"me": 3, "liar": 4}, 3, 2, unserved=4) == 3  # alone, too: nothing to follow
+    assert follow_ceiling({"me": 3, "liar": 4}, 3, 2, unserved=None) == 4
 
 
 def test_the_download_ratchet_does_not_turn():

@@ -143,7 +143,14 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         self.rounds_dropped = 0
         self.rounds_partial = 0  # of those, rounds whose all-reduce came back with parts missing
         self._dropped_here = (-1, 0)  # (epoch, rounds dropped at it in a row): see rounds_dropped_here
+        self._unserved = (-1, None)  # (epoch downloaded from, the epoch the swarm claimed): see unserved_epoch
         super().__init__(*args, **kwargs)
+
+    def unserved_epoch(self) -> int | None:
+        """The epoch the swarm's progress claimed when a download from this peer's current epoch brought
+        nothing newer: nobody served it (a lone record ahead that no state backs; node.gossip.trust)."""
+        epoch, claimed = self._unserved
+        return claimed if epoch == self.local_epoch else None
 
     def rounds_dropped_here(self) -> int:
         """How many rounds in a row failed at this peer's current epoch (0 after a download): a group
@@ -320,11 +327,17 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         ends (seen in ci: an honest peer downloaded the round before, step after step, while the
         other honest peer and a liar claiming a thousand batches rounded). A pair is left alone:
         its round needs this peer, which joins it at its next step."""
+        before = self.local_epoch
         self.download_state(**kwargs)
         if self.swarm_moved_past(self.local_epoch):
             log.info("the swarm's round at epoch %d ended while this peer downloaded it: downloading again",
                      self.local_epoch)
             self.download_state(**kwargs)
+        claimed = self.tracker.global_epoch
+        if self.local_epoch <= before < claimed:
+            log.info("no peer served the state of epoch %d (downloaded %d): a lone record there is not followed "
+                     "from this epoch", claimed, self.local_epoch)
+            self._unserved = (self.local_epoch, claimed)
 
     def swarm_moved_past(self, epoch: int) -> bool:
         """Whether the swarm is past `epoch` now, or moves past it in a round that is under way among at
