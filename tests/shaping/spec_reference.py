@@ -97,3 +97,19 @@ def padded_batch(rows: list[torch.Tensor], *, pad_value: float = 0.0) -> tuple[t
         z[i, : r.shape[0]] = r
         mask[i, : r.shape[0]] = True
     return z, mask
+
+
+# the kinds of rows the exactness tests draw (CPU and GPU), by name
+KINDS = {
+    "gaussian": lambda t, d, seed: gaussian(t, d, seed),
+    # outliers 1e3 over a 1e-2 noise floor: condition number ~1e5
+    "hidden": lambda t, d, seed: hidden_like(t, d, seed),
+    # outliers 1e4 over a 1e-4 noise floor: condition number ~1e8, beyond what a Gram alone resolves
+    "massive": lambda t, d, seed: hidden_like(t, d, seed, noise=1e-4, massive=1e4),
+    # prefix means far from the window mean: stresses the analytic centring of leading minors
+    "drift": lambda t, d, seed: hidden_like(t, d, seed, noise=1e-1, drift=30.0),
+    # exactly low rank (no noise floor): the fast route must give the null space no weight
+    "lowrank": lambda t, d, seed: hidden_like(t, d, seed, noise=0.0, rank=5),
+    # stored in bf16 like a real model's activations; upcast before any maths
+    "bf16": lambda t, d, seed: hidden_like(t, d, seed).to(torch.bfloat16),
+}

@@ -28,20 +28,6 @@ pytestmark = pytest.mark.unit
 
 ATOL = 1e-9
 
-KINDS = {
-    "gaussian": lambda t, d, seed: ref.gaussian(t, d, seed),
-    # outliers 1e3 over a 1e-2 noise floor: condition number ~1e5
-    "hidden": lambda t, d, seed: ref.hidden_like(t, d, seed),
-    # outliers 1e4 over a 1e-4 noise floor: condition number ~1e8, beyond what a Gram alone resolves
-    "massive": lambda t, d, seed: ref.hidden_like(t, d, seed, noise=1e-4, massive=1e4),
-    # prefix means far from the window mean: stresses the analytic centring of leading minors
-    "drift": lambda t, d, seed: ref.hidden_like(t, d, seed, noise=1e-1, drift=30.0),
-    # exactly low rank (no noise floor): the fast route must give the null space no weight
-    "lowrank": lambda t, d, seed: ref.hidden_like(t, d, seed, noise=0.0, rank=5),
-    # stored in bf16 like a real model's activations; upcast before any maths
-    "bf16": lambda t, d, seed: ref.hidden_like(t, d, seed).to(torch.bfloat16),
-}
-
 SHAPES = [(2, 8), (3, 8), (17, 4096), (64, 4096), (300, 64), (129, 128), (700, 512), (2048, 8), (2048, 256)]
 SLOW_SHAPES = [(1024, 896), (2048, 4096)]
 
@@ -54,7 +40,7 @@ def dynamics_settings(num_rows: int) -> tuple[int, int]:
 
 
 def check_agreement(kind: str, num_rows: int, dim: int) -> None:
-    z = KINDS[kind](num_rows, dim, seed=num_rows * 7919 + dim)
+    z = ref.KINDS[kind](num_rows, dim, seed=num_rows * 7919 + dim)
     stride, window = dynamics_settings(num_rows)
     rows = z.to(torch.float64).numpy()
     er_expected = ref.effective_rank(rows)
@@ -68,7 +54,7 @@ def check_agreement(kind: str, num_rows: int, dim: int) -> None:
         assert abs(got[1] - expected[1]) <= ATOL, f"ERA {got[1]!r} vs SVD {expected[1]!r}"
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
+@pytest.mark.parametrize("kind", sorted(ref.KINDS))
 @pytest.mark.parametrize("num_rows,dim", SHAPES)
 def test_fast_route_matches_float64_svd(kind, num_rows, dim):
     check_agreement(kind, num_rows, dim)
@@ -82,10 +68,10 @@ def test_fast_route_matches_float64_svd_large(kind, num_rows, dim):
 
 
 @settings(max_examples=60, deadline=None)
-@given(num_rows=st.integers(2, 60), dim=st.integers(1, 48), kind=st.sampled_from(sorted(KINDS)),
+@given(num_rows=st.integers(2, 60), dim=st.integers(1, 48), kind=st.sampled_from(sorted(ref.KINDS)),
        stride=st.integers(1, 6), window=st.integers(2, 64), seed=st.integers(0, 2**31 - 1))
 def test_fast_route_matches_svd_on_small_shapes(num_rows, dim, kind, stride, window, seed):
-    z = KINDS[kind](num_rows, dim, seed)
+    z = ref.KINDS[kind](num_rows, dim, seed)
     rows = z.to(torch.float64).numpy()
     assert abs(effective_rank(z) - ref.effective_rank(rows)) <= ATOL
     expected = ref.rank_dynamics(rows, stride, window)

@@ -19,19 +19,15 @@ pytestmark = [pytest.mark.unit,
 
 ATOL = 1e-9
 
-KINDS = {
-    "gaussian": lambda t, d, seed: ref.gaussian(t, d, seed),
-    "hidden": lambda t, d, seed: ref.hidden_like(t, d, seed),
-    "massive": lambda t, d, seed: ref.hidden_like(t, d, seed, noise=1e-4, massive=1e4),  # takes the SVD fallback
-    "lowrank": lambda t, d, seed: ref.hidden_like(t, d, seed, noise=0.0, rank=5),
-    "bf16": lambda t, d, seed: ref.hidden_like(t, d, seed).to(torch.bfloat16),
-}
+# the kinds of spec_reference.KINDS run on the H200 (2026-12-04: all passed; "drift" was not among them);
+# "massive" takes the SVD fallback
+GPU_KINDS = ["gaussian", "hidden", "massive", "lowrank", "bf16"]
 
 
-@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("kind", GPU_KINDS)
 def test_indicators_on_the_gpu_are_the_spec(kind):
     lengths, dim = [2, 3, 40, 97, 120, 200, 265], 96
-    rows = [KINDS[kind](t, dim, 100 + t) for t in lengths]
+    rows = [ref.KINDS[kind](t, dim, 100 + t) for t in lengths]
     z, mask = ref.padded_batch(rows, pad_value=float("nan"))  # padding may hold anything
     cfg = ShapingConfig(stride=8, window=120)
     found = compute_indicators(z.cuda(), mask.cuda(), cfg)
