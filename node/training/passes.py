@@ -93,9 +93,9 @@ def first_pass(model, ref_model, batch: RolloutBatch, cfg: TrainConfig, *, keep_
 
 def indicators_on(hidden: torch.Tensor, mask: torch.Tensor, cfg: TrainConfig) -> RankIndicators:
     """ER/ERV/ERA of a micro-batch's hidden states, computed where `model.shaping_device` says, returned on
-    the CPU (where advantages are shaped). On the policy's GPU the float64 Grams and batched eigen-solves
-    take a fraction of what they take on the host (docs/benchmarks.md, "on a GPU"), and the [B, T, d]
-    states never cross to the host."""
+    the CPU (where advantages are shaped). On an H200 the GPU route took as long as one host thread for a
+    micro-batch alone, and less than the host route inside a step, where the states need not cross to the
+    host and the host's threads compete with the CUDA work (docs/benchmarks.md, "The same on a GPU")."""
     where = hidden.device if cfg.model.shaping_device == "policy" else torch.device("cpu")
     found = compute_indicators(hidden.detach().to(where), mask.to(where), cfg.shaping)
     return RankIndicators(*(values.cpu() for values in (found.er, found.erv, found.era)))
