@@ -14,11 +14,13 @@ without the smallest peer id) takes the swarm's state. The decision is a pure fu
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 from hivemind.utils import get_dht_time
 
+from node.gossip.readings import Steady
 from plumbing.dht_records import fetch, publish
 from protos import records, swarm_pb2
 
@@ -112,10 +114,14 @@ class WeightsConsensus:
 
     def backed(self, epoch: int, fingerprint: Sequence[float]) -> bool:
         """Do the weights `fingerprint` agree with the version most counting identities claim at `epoch`?
-        True when nobody else claimed that epoch (nothing to compare with)."""
-        claims = self.claims_at(epoch)
-        if not claims:
-            return True
+        True when nobody else claimed that epoch (nothing to compare with), believed after reads that say
+        so for a second: a DHT read cut short comes back without records, and one such read let a state
+        that the claims refute through (seen in a test on a busy machine)."""
+        nobody = Steady()
+        while not (claims := self.claims_at(epoch)):
+            if nobody.holds(True):
+                return True
+            time.sleep(0.2)
         # the version backed by the most identities; on a tie the one with the smallest peer id, as in `outvoted`
         backers = {peer: sorted(p for p, other in claims.items() if fingerprints_agree(claims[peer], other, self.rtol))
                    for peer in claims}

@@ -18,9 +18,10 @@ peer on its own:
   to `max_lead` epochs ahead (`trusted_progress`). So does a peer whose group cannot round: its
   rounds at its epoch failed `gossip.group_patience_rounds` times in a row (a partner that sends
   NaN makes every round of the two fail), since waiting for that group would stall it for good.
-  But not a record whose epoch a download of this peer's found nobody serving: an honest pair
-  whose rounds failed twice under load would otherwise follow a liar one epoch ahead, download
-  each other's state, and fail the next rounds the same way (ci43).
+  But not a record whose epoch a download of this peer's found nobody serving (while someone
+  served an older state) and while someone else is at its epoch: an honest pair whose rounds
+  failed twice under load would otherwise follow a liar one epoch ahead, download each other's
+  state, and fail the next rounds the same way (ci43).
 - **Who averages.** The libp2p peers a peer may average with or download from are those that
   trusted progress records name (`AllowList`, shared with the averagers' child processes, which
   refuse anyone else's joins, parts and state; hivemind_internals/averagers.py). Until the
@@ -99,11 +100,14 @@ def follow_ceiling(epochs: Mapping[str, int], my_epoch: int, max_lead: int, grou
     """The highest epoch a peer at `my_epoch` believes, given every identity's epoch (its own included).
     `group_stuck`: this peer's rounds at its epoch keep failing, so its group counts for nothing.
     `unserved`: a download from `my_epoch` found nobody serving the state of the epochs up to this one,
-    so a lone record there is a claim without state: following it would only download again (ci43)."""
+    so a lone record there is a claim without state: following it would only download again (ci43).
+    That holds only while another identity is at `my_epoch`: a peer with nobody to round with has no
+    way on but to follow (two honest peers would otherwise wait for each other's rounds for good)."""
     group = None if group_stuck else group_epoch(epochs, my_epoch)
     if group is not None:
         return group
-    floor = my_epoch if unserved is None else max(my_epoch, unserved)
+    partnered = sum(epoch == my_epoch for epoch in epochs.values()) >= 2
+    floor = my_epoch if unserved is None or not partnered else max(my_epoch, unserved)
     nearest = min((epoch for epoch in epochs.values() if epoch > floor), default=my_epoch)
     return nearest if nearest <= my_epoch + max_lead else my_epoch
 

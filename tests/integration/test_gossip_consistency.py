@@ -419,6 +419,70 @@ def test_a_peer_behind_downloads_before_it_joins_another_round(pair, monkeypatch
     assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
 
 
+def optimizer_weights(peer) -> list[torch.Tensor]:
+    """The optimizer's copy of a peer's weights: the state it serves, which hivemind copies into the model after
+    an update or a download."""
+    return [p for group in peer.gossip.optimizer.state_averager.optimizer.param_groups for p in group["params"]]
+
+
+def test_a_downloaded_state_the_claims_do_not_back_is_rolled_back_weights_included(pair):
+    """a serves weights other than those it claims at its epoch (a liar, or a state replaced since its claim): b's
+    download of them is rolled back, and b holds, claims and trains on its own weights again (hivemind copies a
+    download into the model's weights too, not only into the optimizer's copy)."""
+    a, b = pair
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, 1)
+    epoch, own, deadline = b.gossip.epoch, b.fingerprint(), time.monotonic() + 30
+    while a.identity.fingerprint not in b.gossip.consensus.claims_at(epoch):
+        assert time.monotonic() < deadline, "a's claim never reached b"
+        time.sleep(0.2)
+    with torch.no_grad():  # the copy a serves, not the weights a claims
+        for tensor in optimizer_weights(a):
+            tensor.add_(1e-2)
+    assert b.gossip.load_state_from_peers(force=True)
+    assert b.gossip.optimizer.downloads_refused == 1
+    assert b.gossip.epoch == epoch and b.fingerprint() == own
+
+
+def test_a_peer_behind_catches_up_with_a_peer_that_served_nobody_at_its_first_try(pair, monkeypatch):
+    """ci (stop 24, test_swarm_training): the peer ahead, alone at its epoch, was downloading state itself (its
+    sharing off) while the peer behind tried to catch up. That download brought nothing; it was taken for "nobody
+    serves that epoch" (the rule against a liar's record, ci43), and the peer's own weights, which no download had
+    replaced, were checked against the claims and "rolled back". The peer behind never followed again, and each
+    dropped every round waiting for the other. Here b's weights also differ from the claim at its epoch (as after
+    a split) and a, ahead, serves nobody at b's first try: b downloads nothing, rolls nothing back, and catches up
+    at its next steps."""
+    a, b = pair
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, 1)
+    epoch, deadline = a.gossip.epoch, time.monotonic() + 120
+    with monkeypatch.context() as alone:  # a's round fails (b does not step) and a applies it alone
+        alone.setattr(a.gossip.optimizer, "others_alive", lambda: False)
+        while a.gossip.epoch == epoch:
+            assert time.monotonic() < deadline, "a never stepped alone"
+            a.local_step()
+            time.sleep(STEP_SECONDS)
+    while b.gossip.swarm_epoch() != epoch + 1 or b.gossip.optimizer.tracker.global_epoch != epoch + 1:
+        assert time.monotonic() < deadline, "b never saw a's new epoch"
+        time.sleep(0.5)
+    with torch.no_grad():  # b's weights leave the claim at its epoch (no download replaces them below)
+        for tensor in [*optimizer_weights(b), *b.master.params]:
+            tensor.add_(1e-3)
+    sharers = [a.gossip.optimizer.state_averager, a.gossip.optimizer.grad_averager]
+    for averager in sharers:  # as while a downloads state itself
+        averager.allow_state_sharing = False
+    try:
+        assert not b.gossip.load_state_from_peers()
+    finally:
+        for averager in sharers:
+            averager.allow_state_sharing = True
+    assert b.gossip.epoch == epoch and b.gossip.optimizer.downloads_refused == 0
+    assert b.gossip.optimizer.unserved_epoch() is None
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, epoch + 2, timeout=120)
+    assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+
+
 def test_a_peer_serves_its_state_only_between_updates(pair, request):
     a, b = pair
     with ThreadPoolExecutor(2) as pool:

@@ -62,8 +62,18 @@ def test_a_stuck_peer_does_not_follow_a_lone_record_whose_epoch_nobody_served():
     further = trusted_progress(_progress(me=3, peer=3, liar=4, leader=5), "me", 3, honest, 2, group_stuck=True,
                                unserved=4)
     assert {p.owner for p in further.values()} == {"me", "peer", "liar", "leader"}
-    assert follow_ceiling({"me": 3, "liar": 4}, 3, 2, unserved=4) == 3  # alone, too: nothing to follow
     assert follow_ceiling({"me": 3, "liar": 4}, 3, 2, unserved=None) == 4
+
+
+def test_a_peer_with_nobody_at_its_epoch_follows_a_lone_record_a_download_found_unserved():
+    """ci (stop 24): a peer behind marked its honest partner's epoch unserved (the partner, downloading itself,
+    served nobody for a moment); with nobody else at its epoch it never followed again, and the two dropped
+    every round waiting for each other. Alone at its epoch, a peer follows: rounding is not an option."""
+    honest = lambda fp: None  # noqa: E731
+    assert follow_ceiling({"me": 1, "partner": 2}, 1, 2, unserved=2) == 2
+    assert {p.owner for p in trusted_progress(_progress(me=1, partner=2), "me", 1, honest, 2,
+                                              unserved=2).values()} == {"me", "partner"}
+    assert follow_ceiling({"me": 1, "peer": 1, "liar": 2}, 1, 2, group_stuck=True, unserved=2) == 1
 
 
 def test_the_download_ratchet_does_not_turn():

@@ -140,3 +140,29 @@ def test_a_forged_claim_is_rejected_and_cannot_outvote_anyone(two_dhts):
     assert honest.check() is None and honest.rejected >= 4
     with pytest.raises(ValueError, match="build it with peer_id=identity.fingerprint"):
         publish(bob_dht, forged, expiration, identity=bob)
+
+
+@pytest.mark.integration
+def test_a_download_is_not_taken_for_unclaimed_on_one_read_that_comes_back_empty(two_dhts, monkeypatch):
+    """A DHT read cut short comes back without records: "nobody claimed this epoch" (so any downloaded state
+    passes) is believed only after reads that say so for a second."""
+    (alice, alice_dht), (bob, bob_dht) = two_dhts
+    claimer = WeightsConsensus(alice_dht, RUN, alice, rtol=1e-5, ttl_s=60)
+    checker = WeightsConsensus(bob_dht, RUN, bob, rtol=1e-5, ttl_s=60)
+    claimer.claim(20, SAME)
+    deadline = time.monotonic() + 20
+    while alice.fingerprint not in checker.claims_at(20):
+        assert time.monotonic() < deadline, "alice's claim never reached bob"
+        time.sleep(0.2)
+    read, cut_short = checker.claims_at, [True]
+
+    def first_read_cut_short(epoch):
+        if cut_short:
+            cut_short.pop()
+            return {}
+        return read(epoch)
+
+    monkeypatch.setattr(checker, "claims_at", first_read_cut_short)
+    assert not checker.backed(20, MOVED)
+    assert checker.backed(20, NOISY)
+    assert checker.backed(21, MOVED)  # nobody claimed epoch 21: nothing to compare with

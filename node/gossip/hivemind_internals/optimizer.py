@@ -81,6 +81,9 @@ TOUCHES = (
     Touch(_STATE_AVERAGER, "local_epoch", "write", "a download keeps the epoch of the weights it brought"),
     Touch(_STATE_AVERAGER, "optimizer", "read", "snapshot the weights and optimizer state a refused download "
           "is rolled back to"),
+    Touch(_STATE_AVERAGER, "main_parameters", "write", "a refused download is rolled back in the model's "
+          "weights too (hivemind copies a download there from the optimizer's)"),
+    Touch(_STATE_AVERAGER, "offload_optimizer", "read", "whether the optimizer holds a copy of the weights"),
     Touch("hivemind.optim.optimizer", "ProgressTracker", "replace",
           "hivemind builds its progress tracker by this module-level name: swapped while ours is built"),
     Touch(_OPTIMIZER, "_make_progress_tracker", "override", "build a TrustingProgressTracker",
@@ -327,14 +330,18 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         ends (seen in ci: an honest peer downloaded the round before, step after step, while the
         other honest peer and a liar claiming a thousand batches rounded). A pair is left alone:
         its round needs this peer, which joins it at its next step."""
-        before = self.local_epoch
-        self.download_state(**kwargs)
+        before, received = self.local_epoch, self.traffic.state_sync.snapshot()[1]
+        newest = self.download_state(**kwargs)
         if self.swarm_moved_past(self.local_epoch):
             log.info("the swarm's round at epoch %d ended while this peer downloaded it: downloading again",
                      self.local_epoch)
-            self.download_state(**kwargs)
+            newest = max(newest, self.download_state(**kwargs))
         claimed = self.tracker.global_epoch
-        if self.local_epoch <= before < claimed:
+        # "nobody serves it" needs a peer that served an older state: a download that nobody answered says
+        # nothing (ci, stop 24: the peer ahead was downloading itself, its state sharing off; the one behind
+        # took that for "nobody serves", never followed it again, and the two waited for each other's rounds)
+        served = self.traffic.state_sync.snapshot()[1] > received
+        if served and newest <= before < claimed:
             log.info("no peer served the state of epoch %d (downloaded %d): a lone record there is not followed "
                      "from this epoch", claimed, self.local_epoch)
             self._unserved = (self.local_epoch, claimed)
@@ -377,14 +384,16 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         # the base class's reading: the records are already the trusted ones
         return ProgressTracker._parse_swarm_progress_data(tracker, trusted), others_here
 
-    def download_state(self, **kwargs):
-        """hivemind's download, except that the state keeps the epoch it was downloaded at.
+    def download_state(self, **kwargs) -> int:
+        """hivemind's download, except that the state keeps the epoch it was downloaded at; the epoch of
+        the state it brought (-1 if it replaced nothing: nobody served, or only an older state).
 
         When the swarm has just moved to epoch E, hivemind labels a download of epoch E-1 as E
         ("catching up"), yet the weights are the donor's E-1 ones; the peer then claims weights
         for an epoch they do not belong to and its next update diverges from the swarm's. Kept
         at E-1, the peer is plainly behind and downloads again at its next step
-        (`_should_load_state_from_peers`)."""
+        (`_should_load_state_from_peers`). A state that the weights claims do not back is rolled
+        back (it still counts as brought)."""
         averager = self.state_averager
         load = averager.load_state_from_peers
         loaded_epochs = []
@@ -401,14 +410,16 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
             # weights, then epoch, then hivemind's relabel, then ours: nobody may copy what lies between
             with averager.update_lock:
                 super().load_state_from_peers(**kwargs)
-                if loaded_epochs and not self.hooks.download_agrees(loaded_epochs[-1]):
+                # hivemind returns the same way whether or not a state came: only a replaced one is checked
+                brought = loaded_epochs[-1] if loaded_epochs and self.state_replaced(before, loaded_epochs[-1]) else -1
+                if brought >= 0 and not self.hooks.download_agrees(brought):
                     self.restore_state(before)
                     self.downloads_refused += 1
                     log.warning("the state downloaded for epoch %d is not the weights the swarm's claims back: "
-                                "rolled back to this peer's own", loaded_epochs[-1])
+                                "rolled back to this peer's own", brought)
                     true_epoch = before[0]
                 elif not loaded_epochs or self.local_epoch == loaded_epochs[-1]:
-                    return
+                    return brought
                 else:
                     true_epoch = loaded_epochs[-1]
                     averager.local_epoch = true_epoch
@@ -421,23 +432,38 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
             averager.state_sharing_priority = true_epoch
             if self.use_gradient_averaging:
                 self.grad_averager.state_sharing_priority = true_epoch
+        return brought
 
     def snapshot_state(self) -> tuple[int, list[torch.Tensor], dict]:
         """This peer's epoch, weights (and extra tensors: diloco's inner optimizer state) and optimizer
         state, to roll a download back to."""
         averager = self.state_averager
-        params = [param.detach().clone() for group in averager.optimizer.param_groups for param in group["params"]]
-        params += [tensor.detach().clone() for tensor in averager.extra_tensors]
-        return averager.local_epoch, params, copy.deepcopy(averager.optimizer.state_dict())
+        return (averager.local_epoch, [tensor.detach().clone() for tensor in self.state_tensors()],
+                copy.deepcopy(averager.optimizer.state_dict()))
+
+    def state_replaced(self, snapshot: tuple[int, list[torch.Tensor], dict], loaded_epoch: int) -> bool:
+        """Whether a download replaced the state `snapshot` holds: another epoch, or other weights."""
+        return loaded_epoch != snapshot[0] or any(not torch.equal(tensor, saved) for tensor, saved
+                                                  in zip(self.state_tensors(), snapshot[1], strict=True))
+
+    def state_tensors(self) -> list[torch.Tensor]:
+        """The weights the optimizer steps (and extra tensors: diloco's inner optimizer state)."""
+        averager = self.state_averager
+        return [param for group in averager.optimizer.param_groups for param in group["params"]] + list(
+            averager.extra_tensors)
 
     def restore_state(self, snapshot: tuple[int, list[torch.Tensor], dict]) -> None:
+        """Back to `snapshot`: the optimizer's copy of the weights and, as hivemind copies a download into
+        the model's weights too, those (a refused download was otherwise left in the model, trained on and
+        claimed)."""
         epoch, params, optimizer_state = snapshot
         averager = self.state_averager
         with torch.no_grad():
-            current = [param for group in averager.optimizer.param_groups for param in group["params"]]
-            current += list(averager.extra_tensors)
-            for param, saved in zip(current, params, strict=True):
-                param.copy_(saved)
+            for tensor, saved in zip(self.state_tensors(), params, strict=True):
+                tensor.copy_(saved)
+            if averager.offload_optimizer:
+                for main, saved in zip(averager.main_parameters, params, strict=False):  # extras have no main
+                    main.copy_(saved)
         averager.optimizer.load_state_dict(optimizer_state)
         averager.local_epoch = epoch
 
