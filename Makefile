@@ -1,6 +1,8 @@
 # rankswarm: the two set-up commands of the README.
 #   make demo   install into .venv, then run the local demo
 #   make test   install into .venv (test and deploy extras), then lint (ruff) and run every test tier
+#               on $(TEST_WORKERS) pytest-xdist workers (a test module stays on one worker; the deploy tier
+#               runs on one worker, test after test); TEST_WORKERS=0 runs them all in this process
 #   make test-fast   lint and the unit tier only (about a minute): the loop while you change code
 #   make test-deploy the deploy tier alone (image, Compose, Kubernetes, Slurm; root and podman, see .ci/run)
 #
@@ -16,6 +18,9 @@ TORCH_INDEX ?=
 PIP = $(VENV)/bin/python -m pip
 DEMO_ARGS ?=
 EXTRAS ?= test,deploy
+# two workers on CI's two cores: most of a swarm test's time is spent waiting (matchmaking, rounds, timeouts)
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadgroup
 
 .PHONY: install demo lint test test-fast test-deploy clean-venv
 
@@ -35,7 +40,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 test: install lint
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest $(PYTEST_PARALLEL)
 
 test-fast: install lint
 	$(VENV)/bin/python -m pytest -m "not integration and not slow and not deploy"
