@@ -40,16 +40,6 @@ def prometheus_image(image) -> str:
     return deploytools.ensure_prometheus_image()
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(items) -> None:
-    """Under `pytest -n` (make test) the whole tier runs on one worker, one test after another: its tests
-    share one podman store, the image and the one-node Slurm."""
-    here = os.path.dirname(__file__)
-    for item in items:
-        if str(item.path).startswith(here + os.sep):
-            item.add_marker(pytest.mark.xdist_group("deploy"))
-
-
 def pytest_sessionfinish(session) -> None:
     worker_output = getattr(session.config, "workeroutput", None)  # set on a pytest-xdist worker
     if worker_output is not None and TIMINGS:
