@@ -20,7 +20,7 @@ DEMO_ARGS ?=
 EXTRAS ?= test,deploy
 # two workers on CI's two cores: most of a swarm test's time is spent waiting (matchmaking, rounds, timeouts)
 TEST_WORKERS ?= 2
-PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadgroup
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadscope
 
 .PHONY: install demo lint test test-fast test-deploy clean-venv
 

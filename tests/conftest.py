@@ -1,26 +1,26 @@
 """Shared pytest set-up: keep torch to the cores CI has and make runs reproducible."""
 
 import os
-from pathlib import Path
-
-import pytest
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-DEPLOY = Path(__file__).parent / "deploy"
+def pytest_xdist_make_scheduler(config, log):
+    """How `make test` hands tests to its pytest-xdist workers (`--dist loadscope`): a test module is one unit,
+    whose tests share module-scoped fixtures (a swarm started once), and so is the whole deploy tier, whose
+    modules share one podman store, the image and the one-node Slurm, so run one after another. (pytest-xdist's
+    `xdist_group` marks do this no more under pytest 9.2: the worker's rewritten node ids are ignored.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
 
+    class ModuleOrDeployTier(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:  # pytest-xdist's one point of extension for scopes
+            return "tests/deploy" if nodeid.startswith("tests/deploy/") else nodeid.split("::", 1)[0]
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
-def pytest_collection_modifyitems(items) -> None:
-    """The units `make test` hands its pytest-xdist workers (`--dist loadgroup`): a test module, whose
-    tests share module-scoped fixtures (a swarm started once), or the whole deploy tier, whose tests share
-    one podman store, the image and the one-node Slurm, so run one after another."""
-    for item in items:
-        group = "deploy" if DEPLOY in item.path.parents else str(item.path.relative_to(item.config.rootpath))
-        item.add_marker(pytest.mark.xdist_group(group))
+    return ModuleOrDeployTier(config, log)
 
 
 DEPLOY_TIMINGS: dict = {}  # what the deploy tier measured, reported by the pytest-xdist worker that ran it
