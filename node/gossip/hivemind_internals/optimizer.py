@@ -330,18 +330,18 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         ends (seen in ci: an honest peer downloaded the round before, step after step, while the
         other honest peer and a liar claiming a thousand batches rounded). A pair is left alone:
         its round needs this peer, which joins it at its next step."""
-        before, received = self.local_epoch, self.traffic.state_sync.snapshot()[1]
+        before = self.local_epoch
         newest = self.download_state(**kwargs)
         if self.swarm_moved_past(self.local_epoch):
             log.info("the swarm's round at epoch %d ended while this peer downloaded it: downloading again",
                      self.local_epoch)
             newest = max(newest, self.download_state(**kwargs))
         claimed = self.tracker.global_epoch
-        # "nobody serves it" needs a peer that served an older state: a download that nobody answered says
-        # nothing (ci, stop 24: the peer ahead was downloading itself, its state sharing off; the one behind
-        # took that for "nobody serves", never followed it again, and the two waited for each other's rounds)
-        served = self.traffic.state_sync.snapshot()[1] > received
-        if served and newest <= before < claimed:
+        # a newer state that came and was refused (the claims did not back it) was served all the same. One
+        # that nobody answered counts as unserved: a pair that follows a liar downloads from each other at
+        # once, and neither serves while it downloads (ci50). A peer alone at its epoch follows whatever the
+        # mark says (trust.follow_ceiling): its partner ahead may just have been downloading itself (stop 24)
+        if newest <= before < claimed:
             log.info("no peer served the state of epoch %d (downloaded %d): a lone record there is not followed "
                      "from this epoch", claimed, self.local_epoch)
             self._unserved = (self.local_epoch, claimed)
