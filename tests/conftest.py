@@ -23,13 +23,15 @@ def pytest_xdist_make_scheduler(config, log):
     return ModuleOrDeployTier(config, log)
 
 
-DEPLOY_TIMINGS: dict = {}  # what the deploy tier measured, reported by the pytest-xdist worker that ran it
+def pytest_configure(config) -> None:
+    config.deploy_timings = {}  # what the deploy tier measured (tests/deploy/conftest.py), printed at the end
 
 
-def pytest_testnodedown(node, error) -> None:
-    DEPLOY_TIMINGS.update(getattr(node, "workeroutput", {}).get("deploy_timings", {}))
+def pytest_testnodedown(node, error) -> None:  # a pytest-xdist worker ended: take what its deploy tier measured
+    node.config.deploy_timings.update(getattr(node, "workeroutput", {}).get("deploy_timings", {}))
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if DEPLOY_TIMINGS:
-        terminalreporter.write_line("deploy tier: " + ", ".join(f"{k} {v}" for k, v in DEPLOY_TIMINGS.items()))
+    timings = terminalreporter.config.deploy_timings
+    if timings:
+        terminalreporter.write_line("deploy tier: " + ", ".join(f"{k} {v}" for k, v in timings.items()))

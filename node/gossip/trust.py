@@ -19,9 +19,9 @@ peer on its own:
   rounds at its epoch failed `gossip.group_patience_rounds` times in a row (a partner that sends
   NaN makes every round of the two fail), since waiting for that group would stall it for good.
   But not a record whose epoch a download of this peer's found nobody serving, while someone
-  else is at its epoch: an honest pair whose rounds
-  failed twice under load would otherwise follow a liar one epoch ahead, download each other's
-  state, and fail the next rounds the same way (ci43).
+  else is at its epoch: an honest pair whose rounds failed twice under load would otherwise
+  follow a liar one epoch ahead, download each other's state, and fail the next rounds the same
+  way (ci43).
 - **Who averages.** The libp2p peers a peer may average with or download from are those that
   trusted progress records name (`AllowList`, shared with the averagers' child processes, which
   refuse anyone else's joins, parts and state; hivemind_internals/averagers.py). Until the

@@ -419,12 +419,6 @@ def test_a_peer_behind_downloads_before_it_joins_another_round(pair, monkeypatch
     assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
 
 
-def optimizer_weights(peer) -> list[torch.Tensor]:
-    """The optimizer's copy of a peer's weights: the state it serves, which hivemind copies into the model after
-    an update or a download."""
-    return [p for group in peer.gossip.optimizer.state_averager.optimizer.param_groups for p in group["params"]]
-
-
 def test_a_downloaded_state_the_claims_do_not_back_is_rolled_back_weights_included(pair):
     """a serves weights other than those it claims at its epoch (a liar, or a state replaced since its claim): b's
     download of them is rolled back, and b holds, claims and trains on its own weights again (hivemind copies a
@@ -437,7 +431,7 @@ def test_a_downloaded_state_the_claims_do_not_back_is_rolled_back_weights_includ
         assert time.monotonic() < deadline, "a's claim never reached b"
         time.sleep(0.2)
     with torch.no_grad():  # the copy a serves, not the weights a claims
-        for tensor in optimizer_weights(a):
+        for tensor in a.gossip.optimizer.state_tensors():
             tensor.add_(1e-2)
     assert b.gossip.load_state_from_peers(force=True)
     assert b.gossip.optimizer.downloads_refused == 1
@@ -466,7 +460,7 @@ def test_a_peer_behind_catches_up_with_a_peer_that_served_nobody_at_its_first_tr
         assert time.monotonic() < deadline, "b never saw a's new epoch"
         time.sleep(0.5)
     with torch.no_grad():  # b's weights leave the claim at its epoch (no download replaces them below)
-        for tensor in [*optimizer_weights(b), *b.master.params]:
+        for tensor in [*b.gossip.optimizer.state_tensors(), *b.master.params]:
             tensor.add_(1e-3)
     sharers = [a.gossip.optimizer.state_averager, a.gossip.optimizer.grad_averager]
     for averager in sharers:  # as while a downloads state itself
