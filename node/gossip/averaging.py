@@ -149,8 +149,8 @@ class GradientGossip:
             load_state_compression=CountingCompression(NoCompression(), self.traffic.state_sync), verbose=cfg.verbose,
             tracker_opts=tracker_opts, averager_opts={"target_group_size": cfg.group_size},
             hooks=PeerHooks(others_alive=self._others_alive, trusted_progress=self._trusted_metadata,
-                            download_agrees=self._download_agrees, traffic=self.traffic, robust=cfg.robust,
-                            allow=self.allow),
+                            download_agrees=self._download_agrees, donors=self._donors, traffic=self.traffic,
+                            robust=cfg.robust, allow=self.allow),
         )
 
     @property
@@ -174,12 +174,13 @@ class GradientGossip:
         (gs, gr), (ss, sr) = self.traffic.gradients.snapshot(), self.traffic.state_averaging.snapshot()
         return gs + ss, gr + sr
 
-    def _trusted(self, entries: dict) -> dict[object, Progress]:
-        """The progress records to believe (node.gossip.trust), and what follows from them: which identities'
-        weights claims count, and, once the admission list restricts anyone, which peers the averagers may
-        talk to."""
+    def _trusted(self, entries: dict, epoch: int | None = None) -> dict[object, Progress]:
+        """The progress records to believe (node.gossip.trust) from this peer's epoch (or `epoch`), and what
+        follows from them: which identities' weights claims count, and, once the admission list restricts
+        anyone, which peers the averagers may talk to."""
         optimizer = getattr(self, "optimizer", None)  # the tracker reads before the optimizer is built
-        epoch = optimizer.local_epoch if optimizer is not None else 0
+        if epoch is None:
+            epoch = optimizer.local_epoch if optimizer is not None else 0
         stuck = optimizer is not None and optimizer.rounds_dropped_here() >= self.cfg.group_patience_rounds
         unserved = optimizer.unserved_epoch() if optimizer is not None else None
         trusted = trusted_progress(read_progress(entries), self.identity.fingerprint, epoch,
@@ -201,8 +202,40 @@ class GradientGossip:
         record): identities made up only to vote count for nothing."""
         return self.admission.refused(fingerprint) is None and fingerprint in self.trusted_owners
 
-    def _download_agrees(self, epoch: int) -> bool:
-        """The weights just downloaded are the version the counting identities claim for `epoch`."""
+    def _donors(self) -> set[bytes] | None:
+        """The peers a state download may come from: those whose progress records this peer follows (a liar's
+        lone record ahead is not one); None (any allowed peer) when the records cannot be read."""
+        try:
+            live = self._live_progress()
+        except Exception as err:  # network boundary: the claims check still judges what comes
+            log.warning("could not read the swarm's progress before a download: %s", err)
+            return None
+        me = self.dht.peer_id.to_bytes()
+        return {p.libp2p_id for p in live.values() if p.libp2p_id != me}
+
+    def _download_agrees(self, epoch: int, from_epoch: int) -> bool:
+        """The weights just downloaded are the version the counting identities claim for `epoch`, and `epoch`
+        is one that another peer's progress record, followed from `from_epoch`, reports.
+
+        Read from `from_epoch`, not from the downloaded one: a peer holding the state of epoch E+1 counts
+        itself at E+1, and a liar's lone record there would then make a pair and be followed. A donor's
+        record comes a moment after its state: "no record there" is believed after reads that say so for a
+        second."""
+        unreported = Steady()
+        while True:
+            try:
+                followed = max((p.epoch for key, p in self._live_progress(from_epoch).items()
+                                if key != self.progress_subkey), default=from_epoch)
+            except Exception as err:  # network boundary: the claims below still judge
+                log.warning("could not read the swarm's progress after a download: %s", err)
+                break
+            if epoch <= followed:
+                break
+            if unreported.holds(True):
+                log.warning("the state downloaded is labelled epoch %d, above every progress record this peer "
+                            "follows (%d): refused", epoch, followed)
+                return False
+            time.sleep(0.2)
         if self.consensus is None:
             return True
         try:
@@ -217,9 +250,9 @@ class GradientGossip:
         found = tracker.dht.get(tracker.training_progress_key, latest=True)
         return found.value if found is not None and isinstance(found.value, dict) else {}
 
-    def _live_progress(self) -> dict[object, Progress]:
-        """Every trusted progress record (one this peer follows), by its owner subkey."""
-        return self._trusted(self._progress_entries())
+    def _live_progress(self, epoch: int | None = None) -> dict[object, Progress]:
+        """Every trusted progress record (one this peer follows from its epoch, or `epoch`), by its owner subkey."""
+        return self._trusted(self._progress_entries(), epoch)
 
     def _progress_epochs(self) -> dict[bytes, int]:
         """Epoch of every peer with a trusted progress record, by the record's owner subkey."""

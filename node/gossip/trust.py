@@ -142,18 +142,28 @@ class AllowList:
     peer for a while: one caught sending what no honest peer sends (a non-finite or misshapen part,
     or a non-finite reduced result: honest peers zero a non-finite gradient before any round).
     libp2p authenticates every stream, so such data convicts its sender, and nobody can get an
-    honest peer denied this way."""
+    honest peer denied this way.
+
+    Apart from that, `set_donors` names the only peers a state download may come from, for its
+    length (`donates`): hivemind asks the donor that advertises the highest epoch first, and a liar
+    one epoch ahead, whose lone record this peer does not follow, would otherwise be that donor
+    (ci50: an outvoted honest peer resynced to the attacker's state instead of the winners')."""
 
     MAX_BYTES = 1 << 20
     DENIED_BYTES = 1 << 16  # about 700 denied peers; past that the ones denied longest ago are forgotten
 
     def __init__(self) -> None:
         self._data = mp.Array("c", self.MAX_BYTES)
+        self._data.value = b"*"  # everyone, until `set`
         self._version = mp.Value("q", 0)
         self._cached: tuple[int, frozenset[bytes] | None] = (-1, None)
         self._denied = mp.Array("c", self.DENIED_BYTES)  # b"<peer hex> <until, unix time>" lines
         self._denied_version = mp.Value("q", 0)
         self._denied_cached: tuple[int, dict[bytes, float]] = (-1, {})
+        self._donors = mp.Array("c", self.MAX_BYTES)
+        self._donors.value = b"*"
+        self._donors_version = mp.Value("q", 0)
+        self._donors_cached: tuple[int, frozenset[bytes] | None] = (-1, None)
 
     def deny(self, peer: bytes, seconds: float) -> None:
         """Refuse `peer` for the next `seconds`, whatever `set` allows (see the class docstring)."""
@@ -195,25 +205,45 @@ class AllowList:
         return denied
 
     def set(self, peers: set[bytes] | None) -> None:
-        encoded = b"*" if peers is None else b"\n".join(sorted(peer.hex().encode() for peer in peers))
-        if len(encoded) >= self.MAX_BYTES:
-            log.warning("allow list of %d peers does not fit in %d bytes: allowing everyone", len(peers),
-                        self.MAX_BYTES)
-            encoded = b"*"
-        with self._data.get_lock():
-            if self._data.value == encoded:
-                return
-            self._data.value = encoded
-            self._version.value += 1
+        self._write(self._data, self._version, peers, "allow list")
 
     def allows(self, peer: bytes) -> bool:
         if self._denial_ends().get(peer, 0.0) > time.time():  # asked for every rpc: no copy of the list
             return False
-        version = self._version.value
-        if version != self._cached[0]:
-            with self._data.get_lock():
-                raw, version = self._data.value, self._version.value
-            peers = None if raw in (b"", b"*") else frozenset(bytes.fromhex(h.decode()) for h in raw.split(b"\n") if h)
-            self._cached = (version, peers)
+        self._cached = self._read(self._data, self._version, self._cached)
         peers = self._cached[1]
         return peers is None or peer in peers
+
+    def set_donors(self, peers: set[bytes] | None) -> None:
+        """The peers a state download may come from (None: any the allow list allows)."""
+        self._write(self._donors, self._donors_version, peers, "donor list")
+
+    def donates(self, peer: bytes) -> bool:
+        """A state download may come from `peer`: allowed, and a donor while a donor list is set."""
+        if not self.allows(peer):
+            return False
+        self._donors_cached = self._read(self._donors, self._donors_version, self._donors_cached)
+        donors = self._donors_cached[1]
+        return donors is None or peer in donors
+
+    def _write(self, data, version, peers: set[bytes] | None, what: str) -> None:
+        encoded = b"*" if peers is None else b"\n".join(sorted(peer.hex().encode() for peer in peers))
+        if len(encoded) >= self.MAX_BYTES:
+            log.warning("%s of %d peers does not fit in %d bytes: allowing everyone", what, len(peers),
+                        self.MAX_BYTES)
+            encoded = b"*"
+        with data.get_lock():
+            if data.value == encoded:
+                return
+            data.value = encoded
+            version.value += 1
+
+    @staticmethod
+    def _read(data, version, cached: tuple[int, frozenset[bytes] | None]) -> tuple[int, frozenset[bytes] | None]:
+        """(version, peers) of a shared peer list, re-parsed only when its version moved; None: everyone.
+        An empty list ("") is nobody, as `_write` writes an empty set."""
+        if version.value == cached[0]:
+            return cached
+        with data.get_lock():
+            raw, seen = data.value, version.value
+        return seen, None if raw == b"*" else frozenset(bytes.fromhex(h.decode()) for h in raw.split(b"\n") if h)

@@ -22,6 +22,7 @@ from gossip_peers import RTOL, STEP_SECONDS, Peer, rounds_until, step_together
 from node.gossip.consensus import fingerprints_agree
 from node.gossip.fingerprint import parameter_fingerprint
 from node.gossip.hivemind_internals import epoch_group_bits
+from node.gossip.trust import read_progress
 from plumbing.dht_records import fetch
 from plumbing.swarm_dht import visible_addresses
 from protos import swarm_pb2
@@ -474,6 +475,50 @@ def test_a_peer_behind_catches_up_with_a_peer_that_served_nobody_at_its_first_tr
     with ThreadPoolExecutor(2) as pool:
         rounds_until(pair, pool, epoch + 2, timeout=120)
     assert fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
+
+
+@pytest.mark.parametrize("donors", ["those it follows", "any (the label check alone)"])
+def test_a_peer_that_resyncs_takes_the_state_of_the_peers_it_follows_not_a_lone_leaders(pair, donors, monkeypatch):
+    """ci50 (test_robust_swarm, amplified sign flip): an outvoted honest peer resynced to the winners' epoch, but
+    hivemind asks the donor that advertises the highest epoch first: the attacker, alone one epoch ahead, and the
+    only claims at its epoch were its own. Here c steps alone to one epoch past a and b, with weights of its own;
+    b's weights leave a's and b resyncs. It must take a's state at a's epoch: it downloads only from donors it
+    follows, and (with any donor allowed) a state labelled above every record it follows is rolled back."""
+    a, b = pair
+    with ThreadPoolExecutor(2) as pool:
+        rounds_until(pair, pool, 1)
+    epoch, deadline = a.gossip.epoch, time.monotonic() + 120
+    c = Peer(a.gossip.consensus.run_id, seed=3, initial_peers=visible_addresses(a.dht))
+    try:
+        assert c.gossip.load_state_from_peers() and c.gossip.epoch == epoch
+        with monkeypatch.context() as alone:  # c's round finds nobody (a and b do not step): applied alone
+            alone.setattr(c.gossip.optimizer, "others_alive", lambda: False)
+            while c.gossip.epoch == epoch:
+                assert time.monotonic() < deadline, "c never stepped alone"
+                c.local_step()
+                time.sleep(STEP_SECONDS)
+        lone = c.identity.fingerprint
+        while not any(p.owner == lone and p.epoch == epoch + 1 for p in read_progress(b.gossip._progress_entries())
+                      .values()) or not any(r.peer_id == lone and r.epoch == epoch + 1 for r in fetch(
+                          b.dht, b.gossip.consensus.run_id, swarm_pb2.WeightsClaim).records):
+            assert time.monotonic() < deadline, "c's record and claim at its new epoch never reached b"
+            time.sleep(0.5)
+        time.sleep(3.0)  # and its new priority as a donor (hivemind declares it in the background)
+        with torch.no_grad():  # b's weights leave a's, as an outvoted peer's have
+            for tensor in [*b.gossip.optimizer.state_tensors(), *b.master.params]:
+                tensor.add_(1e-3)
+        own = b.fingerprint()
+        if donors != "those it follows":
+            optimizer = b.gossip.optimizer
+            monkeypatch.setattr(optimizer, "hooks", dataclasses.replace(optimizer.hooks, donors=lambda: None))
+        b.gossip.load_state_from_peers(force=True)
+        assert b.gossip.epoch == epoch, "b took the lone leader's state"
+        if donors == "those it follows":
+            assert fingerprints_agree(b.fingerprint(), a.fingerprint(), RTOL)
+        else:  # c answered first: its state was rolled back
+            assert b.gossip.optimizer.downloads_refused == 1 and b.fingerprint() == own
+    finally:
+        c.close()
 
 
 def test_a_peer_serves_its_state_only_between_updates(pair, request):

@@ -114,6 +114,33 @@ def test_the_allow_list_set_in_the_parent_reaches_a_forked_process_and_allows_ev
     assert allow.allows(b"mallory")
 
 
+def _donates_in_child(allow: AllowList, changed, answers) -> None:
+    for _ in range(3):
+        changed.wait(30)
+        changed.clear()
+        answers.put(tuple(allow.donates(peer) for peer in (b"alice", b"bob", b"mallory")))
+
+
+def test_a_donor_list_set_in_the_parent_narrows_the_downloads_of_a_forked_process_until_cleared():
+    fork = mp.get_context("fork")
+    allow, changed, answers = AllowList(), fork.Event(), fork.Queue()
+    child = fork.Process(target=_donates_in_child, args=(allow, changed, answers))
+    child.start()
+    allow.set({b"alice", b"bob"})  # mallory is not allowed at all: no donor list lets it donate
+    changed.set()
+    assert answers.get(timeout=30) == (True, True, False)
+    allow.set_donors({b"alice", b"mallory"})  # for one download: alice only of the allowed
+    changed.set()
+    assert answers.get(timeout=30) == (True, False, False)
+    allow.set_donors(set())  # nobody to download from is nobody, not everyone
+    changed.set()
+    assert answers.get(timeout=30) == (False, False, False)
+    child.join(30)
+    assert allow.allows(b"bob")  # the donor list narrows downloads only
+    allow.set_donors(None)
+    assert allow.donates(b"bob")
+
+
 def _deny_in_child(allow: AllowList, peer: bytes, seconds: float) -> None:
     allow.deny(peer, seconds)  # as a reducer in an averager's child process does when it catches a peer
 

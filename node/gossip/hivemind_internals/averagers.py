@@ -8,7 +8,10 @@ count each other's traffic or share a policy. The allow list (node.gossip.trust.
 enforced at every door of the averager: it opens no connection to a peer the list refuses (no
 joining its group, no sending it parts to reduce, no downloading its state: `get_stub`), and it
 turns away such a peer's requests to join this peer's group, to have parts reduced or to download
-this peer's state (a banned or unadmitted identity gets no copy of the swarm's model).
+this peer's state (a banned or unadmitted identity gets no copy of the swarm's model). While the
+peer downloads state (hivemind downloads through the state averager and the gradient averager), its
+averagers also open no connection to a peer off the donor list (`AllowList.set_donors`): those whose
+progress records the peer follows.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ TOUCHES = (
     Touch(_AVERAGER, "run", "override",
           "runs in the averager's child process: make its counters, policy and allow list that process's own",
           ("self",)),
-    Touch(_AVERAGER, "get_stub", "override", "open no connection to a peer the allow list refuses",
+    Touch(_AVERAGER, "get_stub", "override", "open no connection to a peer the allow (or donor) list refuses",
           ("p2p", "peer", "namespace")),
     Touch(_AVERAGER, "rpc_join_group", "override", "turn away a refused peer that asks to join our group",
           ("self", "request", "context")),
@@ -54,6 +57,11 @@ class RefusedPeer(ConnectionError):
 def _refuses(peer) -> bool:
     """This child process's allow list refuses `peer` (a libp2p PeerID); none set yet refuses nobody."""
     return _allow is not None and not _allow.allows(peer.to_bytes())
+
+
+def _refuses_as_donor(peer) -> bool:
+    """This child process's allow list refuses `peer`, or its donor list leaves `peer` out."""
+    return _allow is not None and not _allow.donates(peer.to_bytes())
 
 
 class PeerAverager:
@@ -82,6 +90,8 @@ class PeerAverager:
     def get_stub(cls, p2p, peer, *, namespace=None):
         if _refuses(peer):
             raise RefusedPeer(f"{peer} is not on this peer's allow list")
+        if _refuses_as_donor(peer):  # hivemind's download logs this and asks the next donor
+            raise RefusedPeer(f"{peer} is not a donor this peer follows")
         return super().get_stub(p2p, peer, namespace=namespace)
 
     # hivemind registers rpc_* handlers by their type hints (ServicerBase._collect_rpc_handlers)

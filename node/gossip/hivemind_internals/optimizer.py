@@ -75,7 +75,8 @@ TOUCHES = (
           ("self", "grad_scaler")),
     Touch(_STATE_AVERAGER, "step", "wrap", "hivemind ends a round with step(increment_epoch=True, ...): skipped "
           "for a dropped round, under the update lock otherwise", ("self", "increment_epoch", "averaging_control")),
-    Touch(_STATE_AVERAGER, "load_state_from_peers", "wrap", "note the epoch the downloaded state belongs to",
+    Touch(_STATE_AVERAGER, "load_state_from_peers", "wrap", "note the epoch the downloaded state belongs to "
+          "and judge it before hivemind reports that epoch as this peer's",
           ("self",)),
     Touch(_STATE_AVERAGER, "get_current_state", "override", "serve state only between updates", ("self",)),
     Touch(_STATE_AVERAGER, "local_epoch", "write", "a download keeps the epoch of the weights it brought"),
@@ -392,40 +393,49 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         ("catching up"), yet the weights are the donor's E-1 ones; the peer then claims weights
         for an epoch they do not belong to and its next update diverges from the swarm's. Kept
         at E-1, the peer is plainly behind and downloads again at its next step
-        (`_should_load_state_from_peers`). A state that the weights claims do not back is rolled
-        back (it still counts as brought)."""
+        (`_should_load_state_from_peers`). It comes only from donors this peer follows (`hooks.donors`),
+        and a state that the weights claims do not back, or labelled with an epoch no followed record
+        reports, is rolled back (it still counts as brought)."""
         averager = self.state_averager
         load = averager.load_state_from_peers
-        loaded_epochs = []
+        loaded_epochs, refused = [], []
         before = self.snapshot_state()
 
-        def load_and_note_epoch(*args, **kw):
+        def load_and_check(*args, **kw):
             result = load(*args, **kw)
-            loaded_epochs.append(averager.local_epoch)
+            epoch = averager.local_epoch
+            loaded_epochs.append(epoch)
+            # judged before hivemind reports the epoch as this peer's: a refused state's epoch is never reported
+            # (it would pair this peer with the liar that served it, and others would follow the two).
+            # hivemind returns the same way whether or not a state came: only a replaced one is judged
+            if self.state_replaced(before, epoch) and not self.hooks.download_agrees(epoch, before[0]):
+                self.restore_state(before)
+                refused.append(epoch)
             return result
 
-        averager.load_state_from_peers = load_and_note_epoch
+        averager.load_state_from_peers = load_and_check
         self._dropped_here = (-1, 0)  # after a download (or a try) the peer counts on its group again
+        self.hooks.allow.set_donors(self.hooks.donors())
         try:
             # weights, then epoch, then hivemind's relabel, then ours: nobody may copy what lies between
             with averager.update_lock:
                 super().load_state_from_peers(**kwargs)
-                # hivemind returns the same way whether or not a state came: only a replaced one is checked
-                brought = loaded_epochs[-1] if loaded_epochs and self.state_replaced(before, loaded_epochs[-1]) else -1
-                if brought >= 0 and not self.hooks.download_agrees(brought):
-                    self.restore_state(before)
+                if refused:
+                    brought, true_epoch = refused[-1], before[0]
                     self.downloads_refused += 1
-                    log.warning("the state downloaded for epoch %d is not the weights the swarm's claims back: "
+                    log.warning("the state downloaded for epoch %d is not one the swarm's claims and progress back: "
                                 "rolled back to this peer's own", brought)
-                    true_epoch = before[0]
-                elif not loaded_epochs or self.local_epoch == loaded_epochs[-1]:
-                    return brought
                 else:
+                    replaced = loaded_epochs and self.state_replaced(before, loaded_epochs[-1])
+                    brought = loaded_epochs[-1] if replaced else -1
+                    if not loaded_epochs or self.local_epoch == loaded_epochs[-1]:
+                        return brought
                     true_epoch = loaded_epochs[-1]
-                    averager.local_epoch = true_epoch
                     log.info("downloaded the state of epoch %d (the swarm is at %d)", true_epoch,
                              self.tracker.global_epoch)
+                averager.local_epoch = true_epoch
         finally:
+            self.hooks.allow.set_donors(None)
             del averager.load_state_from_peers  # back to the class's method
         self.tracker.report_local_progress(local_epoch=true_epoch, samples_accumulated=0)
         if not self.client_mode:
@@ -489,7 +499,9 @@ class PeerHooks:
 
     others_alive: Callable[[], bool]  # another peer trains now (a round it cannot average is dropped)
     trusted_progress: Callable[[dict], dict]  # the progress records to believe (node.gossip.trust)
-    download_agrees: Callable[[int], bool]  # the weights just downloaded for an epoch are those the claims back
+    # the weights just downloaded for an epoch (from a peer at the second) are those the claims back
+    download_agrees: Callable[[int, int], bool]
+    donors: Callable[[], set[bytes] | None]  # the libp2p peers a download may come from now (None: any allowed)
     traffic: PeerTraffic
     robust: RobustConfig
     allow: AllowList
