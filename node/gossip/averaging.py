@@ -150,7 +150,7 @@ class GradientGossip:
             tracker_opts=tracker_opts, averager_opts={"target_group_size": cfg.group_size},
             hooks=PeerHooks(others_alive=self._others_alive, trusted_progress=self._trusted_metadata,
                             download_agrees=self._download_agrees, donors=self._donors, traffic=self.traffic,
-                            robust=cfg.robust, allow=self.allow),
+                            robust=cfg.robust, allow=self.allow, target_batch_per_peer=cfg.target_batch_per_peer),
         )
 
     @property
@@ -204,14 +204,15 @@ class GradientGossip:
 
     def _donors(self) -> set[bytes] | None:
         """The peers a state download may come from: those whose progress records this peer follows (a liar's
-        lone record ahead is not one); None (any allowed peer) when the records cannot be read."""
+        lone record ahead is not one); None (any allowed peer) when the read fails or shows no other record
+        (a read cut short: the label and claims checks still judge what comes)."""
         try:
             live = self._live_progress()
-        except Exception as err:  # network boundary: the claims check still judges what comes
+        except Exception as err:  # network boundary
             log.warning("could not read the swarm's progress before a download: %s", err)
             return None
         me = self.dht.peer_id.to_bytes()
-        return {p.libp2p_id for p in live.values() if p.libp2p_id != me}
+        return {p.libp2p_id for p in live.values() if p.libp2p_id != me} or None
 
     def _download_agrees(self, epoch: int, from_epoch: int) -> bool:
         """The weights just downloaded are the version the counting identities claim for `epoch`, and `epoch`
