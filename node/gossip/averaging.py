@@ -183,9 +183,12 @@ class GradientGossip:
             epoch = optimizer.local_epoch if optimizer is not None else 0
         stuck = optimizer is not None and optimizer.rounds_dropped_here() >= self.cfg.group_patience_rounds
         unserved = optimizer.unserved_epoch() if optimizer is not None else None
-        trusted = trusted_progress(read_progress(entries), self.identity.fingerprint, epoch,
-                                   self.admission.refused, self.cfg.max_epoch_lead, group_stuck=stuck,
-                                   unserved=unserved)
+        # a peer this one's reducers caught sending what no honest peer sends (AllowList.deny) is refused
+        # like a banned key: it counts as no peer, its epoch is not followed and its claims do not vote
+        denied, me = self.allow.denied(), self.identity.fingerprint
+        records = {key: p for key, p in read_progress(entries).items() if p.owner == me or p.libp2p_id not in denied}
+        trusted = trusted_progress(records, me, epoch, self.admission.refused, self.cfg.max_epoch_lead,
+                                   group_stuck=stuck, unserved=unserved)
         self.trusted_owners = {p.owner for p in trusted.values()}
         if self.admission.restricts:
             self.allow.set({p.libp2p_id for p in trusted.values()} | {self.dht.peer_id.to_bytes()})

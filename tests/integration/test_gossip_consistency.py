@@ -543,6 +543,22 @@ def test_a_target_per_peer_counts_the_peers_in_the_round_and_stops_counting_one_
         a.close()
 
 
+def test_a_peer_caught_sending_what_no_honest_peer_sends_counts_as_no_peer(pair):
+    """Once a's reducers deny b (a NaN part: AllowList.deny), b's progress record, still in the DHT, is not one a
+    trusts: b has no say in the swarm's size (the target per peer), its epoch or the weights votes."""
+    a, b = pair
+    a.local_step()  # a peer's tracker publishes its record from its first step on
+    b.local_step()
+    b_id, deadline = b.dht.peer_id.to_bytes(), time.monotonic() + 60
+    while b_id not in {p.libp2p_id for p in a.gossip._live_progress().values()}:
+        assert time.monotonic() < deadline, "a never saw b's record"
+        time.sleep(0.5)
+    a.gossip.allow.deny(b_id, 60.0)
+    assert b_id in {p.libp2p_id for p in read_progress(a.gossip._progress_entries()).values()}
+    assert b_id not in {p.libp2p_id for p in a.gossip._live_progress().values()}
+    assert b.identity.fingerprint not in a.gossip.trusted_owners
+
+
 def test_a_peer_serves_its_state_only_between_updates(pair, request):
     a, b = pair
     with ThreadPoolExecutor(2) as pool:

@@ -490,12 +490,13 @@ class TrustingProgressTracker(ProgressTracker):
     nor its batch. With `per_peer`, the target batch is that many samples per peer in the round
     (`trust.peers_in_round`), re-sized at every read of the records."""
 
+    ROUND_SIZE_MEMORY_S = 5.0
+
     def __init__(self, *args, trusted: Callable[[dict], dict], per_peer: int | None = None, **kwargs):
         self.trusted, self.per_peer = trusted, per_peer  # before the base class starts fetching
-        # a drop in the count is believed after reads show it for as long as a record lives: a departed
-        # peer's record lingers that long anyway, while a read cut short under load would otherwise shrink
-        # the target and start a round the others are not ready for
-        self.round_size = RecentMax(kwargs.get("metadata_expiration", 60.0))
+        # a drop in the count is believed after reads show it for a few seconds: a read cut short under load
+        # would otherwise shrink the target and start a round the others are not ready for
+        self.round_size = RecentMax(self.ROUND_SIZE_MEMORY_S)
         super().__init__(*args, **kwargs)
         if per_peer is not None:
             self.target_batch_size = per_peer  # alone until the first read says otherwise
