@@ -38,7 +38,7 @@ class Run:
     start_greedy: float  # honest peers' mean
     end_greedy: float
     gain: float
-    weights_equal: bool  # the honest peers' last shared fingerprints agree
+    weights_equal: bool  # the honest peers' fingerprints agree at the epoch the first of them to stop ended at
     finite: bool  # every honest step's loss finite
     rounds_dropped: int  # honest peers, summed
     step_seconds: float  # honest peers' mean wall time per step
@@ -84,7 +84,10 @@ def summarise(name: str, attack: str | None, robust: bool, swarm: DemoSwarm, min
     end = statistics.fmean(e[-1]["greedy_accuracy"] for e in evals)
     return Run(name=name, attack=attack, robust=robust, minutes=minutes, start_greedy=start, end_greedy=end,
                gain=end - start,
-               weights_equal=bool(shared) and fingerprints_agree(prints[0][shared[-1]], prints[1][shared[-1]], 1e-5),
+               # at the epoch the first to stop ended at (the other may round once more without it): two peers
+               # that split agree at some early epoch, not there
+               weights_equal=bool(shared) and fingerprints_agree(prints[0][shared[-1]], prints[1][shared[-1]], 1e-5)
+               and shared[-1] == min(rows[-1]["epoch"] for rows in trains),
                finite=all(r["loss"] == r["loss"] and abs(r["loss"]) != float("inf") for r in steps),
                rounds_dropped=sum(rows[-1].get("rounds_dropped") or 0 for rows in trains),
                step_seconds=statistics.fmean(r["time_step"] for r in steps),
