@@ -61,10 +61,16 @@ def test_a_progress_record_far_ahead_makes_nobody_download_or_think_itself_behin
                                      samples_per_second=1e6, time=get_dht_time(), client_mode=False)
         assert liar.dht.store(tracker.training_progress_key, fake.dict(), get_dht_time() + 120,
                               subkey=liar.identity.owner_subkey())
-        downloaded = [p.gossip.traffic_totals().state_bytes_received_total for p in (a, b)]
         start = a.gossip.epoch
-        rounds_until([a, b], pool, start + 3)
-    assert [p.gossip.traffic_totals().state_bytes_received_total for p in (a, b)] == downloaded
+        steps = rounds_until([a, b], pool, start + 3)
+    # a peer downloads only to catch up with the other (under load one side of a round fails and that peer applies
+    # nothing: ci54), never because the record makes it think itself behind
+    epochs = [[start, start]] + [[report.epoch for report in step] for step in steps]
+    for k, step in enumerate(steps):
+        for i, report in enumerate(step):
+            if report.state_bytes_received:
+                assert epochs[k][i] < max(epochs[k][1 - i], epochs[k + 1][1 - i]), (
+                    f"peer {i} downloaded at step {k} though not behind the other: epochs {epochs}")
     assert max(p.gossip.optimizer.tracker.global_epoch for p in (a, b)) < 10**6
     assert a.gossip.swarm_epoch() < 10**6 and fingerprints_agree(a.fingerprint(), b.fingerprint(), RTOL)
 
