@@ -35,7 +35,16 @@ from node.gossip.hivemind_internals import AllOrNothingOptimizer, PeerGradientAv
 from node.gossip.hivemind_internals.optimizer import PeerHooks
 from node.gossip.readings import Steady
 from node.gossip.traffic import CountingCompression, PeerTraffic
-from node.gossip.trust import Admission, AllowList, OpenSwarm, Progress, admitted, read_progress, trusted_progress
+from node.gossip.trust import (
+    Admission,
+    AllowList,
+    OpenSwarm,
+    Progress,
+    admitted,
+    group_epoch,
+    read_progress,
+    trusted_progress,
+)
 from plumbing.dht_keys import owner_subkey
 from plumbing.identity import SigningIdentity
 
@@ -205,39 +214,51 @@ class GradientGossip:
         record): identities made up only to vote count for nothing."""
         return self.admission.refused(fingerprint) is None and fingerprint in self.trusted_owners
 
+    def _download_ceiling(self, from_epoch: int) -> tuple[int | None, dict[object, Progress]]:
+        """The highest epoch a download made from `from_epoch` may bring: the group this peer has there (the
+        highest epoch at or above it that two identities report, itself included; node.gossip.trust), and the
+        live records read. None without a group: a newcomer far behind, or a peer whose partner left, takes
+        whatever the weights claims back."""
+        me = self.identity.fingerprint
+        denied = self.allow.denied()
+        live = admitted({key: p for key, p in read_progress(self._progress_entries()).items()
+                         if p.owner == me or p.libp2p_id not in denied}, me, self.admission.refused)
+        epochs = {p.owner: p.epoch for p in live.values() if p.owner != me} | {me: from_epoch}
+        return group_epoch(epochs, from_epoch), live
+
     def _donors(self) -> set[bytes] | None:
-        """The peers a state download may come from: those whose progress records this peer follows (a liar's
-        lone record ahead is not one); None (any allowed peer) when the read fails or shows no other record
-        (a read cut short: the label and claims checks still judge what comes)."""
+        """The peers a state download may come from: where this peer has a group, those at or below its epoch (a
+        liar's lone record above is not one); None (any allowed peer) without a group, or when the read fails or
+        shows no such peer (a read cut short: the label and claims checks still judge what comes)."""
         try:
-            live = self._live_progress()
+            ceiling, live = self._download_ceiling(self.epoch)
         except Exception as err:  # network boundary
             log.warning("could not read the swarm's progress before a download: %s", err)
             return None
+        if ceiling is None:
+            return None
         me = self.dht.peer_id.to_bytes()
-        return {p.libp2p_id for p in live.values() if p.libp2p_id != me} or None
+        return {p.libp2p_id for p in live.values() if p.libp2p_id != me and p.epoch <= ceiling} or None
 
     def _download_agrees(self, epoch: int, from_epoch: int) -> bool:
-        """The weights just downloaded are the version the counting identities claim for `epoch`, and `epoch`
-        is one that another peer's progress record, followed from `from_epoch`, reports.
+        """The weights just downloaded are the version the counting identities claim for `epoch`, and `epoch` is
+        not above the group this peer had at `from_epoch` (`_download_ceiling`).
 
         Read from `from_epoch`, not from the downloaded one: a peer holding the state of epoch E+1 counts
-        itself at E+1, and a liar's lone record there would then make a pair and be followed. A donor's
-        record comes a moment after its state: "no record there" is believed after reads that say so for a
-        second."""
-        unreported = Steady()
+        itself at E+1, and a liar's lone record there would then make a pair. A donor's record comes a moment
+        after its state: "above the group" is believed after reads that say so for a second."""
+        above = Steady()
         while True:
             try:
-                followed = max((p.epoch for key, p in self._live_progress(from_epoch).items()
-                                if key != self.progress_subkey), default=from_epoch)
+                ceiling, _ = self._download_ceiling(from_epoch)
             except Exception as err:  # network boundary: the claims below still judge
                 log.warning("could not read the swarm's progress after a download: %s", err)
                 break
-            if epoch <= followed:
+            if ceiling is None or epoch <= ceiling:
                 break
-            if unreported.holds(True):
-                log.warning("the state downloaded is labelled epoch %d, above every progress record this peer "
-                            "follows (%d): refused", epoch, followed)
+            if above.holds(True):
+                log.warning("the state downloaded is labelled epoch %d, above this peer's group (%d): refused",
+                            epoch, ceiling)
                 return False
             time.sleep(0.2)
         if self.consensus is None:
