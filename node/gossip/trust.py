@@ -146,8 +146,8 @@ class AllowList:
 
     Apart from that, `set_donors` names the only peers a state download may come from, for its
     length (`donates`): hivemind asks the donor that advertises the highest epoch first, and a liar
-    one epoch ahead, whose lone record this peer does not follow, would otherwise be that donor
-    (ci50: an outvoted honest peer resynced to the attacker's state instead of the winners')."""
+    alone one epoch above this peer's group would otherwise be that donor (ci50: an outvoted honest
+    peer resynced to the attacker's state instead of the winners')."""
 
     MAX_BYTES = 1 << 20
     DENIED_BYTES = 1 << 16  # about 700 denied peers; past that the ones denied longest ago are forgotten
