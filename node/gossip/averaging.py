@@ -183,27 +183,29 @@ class GradientGossip:
         (gs, gr), (ss, sr) = self.traffic.gradients.snapshot(), self.traffic.state_averaging.snapshot()
         return gs + ss, gr + sr
 
-    def _trusted(self, entries: dict, epoch: int | None = None) -> dict[object, Progress]:
-        """The progress records to believe (node.gossip.trust) from this peer's epoch (or `epoch`), and what
-        follows from them: which identities' weights claims count, and, once the admission list restricts
-        anyone, which peers the averagers may talk to."""
+    def _trusted(self, entries: dict) -> dict[object, Progress]:
+        """The progress records to believe (node.gossip.trust), and what follows from them: which identities'
+        weights claims count, and, once the admission list restricts anyone, which peers the averagers may
+        talk to."""
         optimizer = getattr(self, "optimizer", None)  # the tracker reads before the optimizer is built
-        if epoch is None:
-            epoch = optimizer.local_epoch if optimizer is not None else 0
+        epoch = optimizer.local_epoch if optimizer is not None else 0
         stuck = optimizer is not None and optimizer.rounds_dropped_here() >= self.cfg.group_patience_rounds
         unserved = optimizer.unserved_epoch() if optimizer is not None else None
-        # a peer this one's reducers caught sending what no honest peer sends (AllowList.deny) is refused
-        # like a banned key: it counts as no peer, its epoch is not followed and its claims do not vote
-        denied, me = self.allow.denied(), self.identity.fingerprint
-        records = {key: p for key, p in read_progress(entries).items() if p.owner == me or p.libp2p_id not in denied}
-        trusted = trusted_progress(records, me, epoch, self.admission.refused, self.cfg.max_epoch_lead,
-                                   group_stuck=stuck, unserved=unserved)
+        trusted = trusted_progress(self._uncaught(entries), self.identity.fingerprint, epoch, self.admission.refused,
+                                   self.cfg.max_epoch_lead, group_stuck=stuck, unserved=unserved)
         self.trusted_owners = {p.owner for p in trusted.values()}
         if self.admission.restricts:
             self.allow.set({p.libp2p_id for p in trusted.values()} | {self.dht.peer_id.to_bytes()})
         else:
             self.allow.set(None)
         return trusted
+
+    def _uncaught(self, entries: dict) -> dict[object, Progress]:
+        """The well-formed progress records, less those of peers this one's reducers caught sending what no
+        honest peer sends (AllowList.deny): refused like a banned key, such a peer counts as no peer, its epoch
+        is not followed and its claims do not vote. This peer's own record always stays."""
+        denied, me = self.allow.denied(), self.identity.fingerprint
+        return {key: p for key, p in read_progress(entries).items() if p.owner == me or p.libp2p_id not in denied}
 
     def _trusted_metadata(self, metadata: dict) -> dict:
         """The progress tracker's records, less those not to believe."""
@@ -220,9 +222,7 @@ class GradientGossip:
         live records read. None without a group: a newcomer far behind, or a peer whose partner left, takes
         whatever the weights claims back."""
         me = self.identity.fingerprint
-        denied = self.allow.denied()
-        live = admitted({key: p for key, p in read_progress(self._progress_entries()).items()
-                         if p.owner == me or p.libp2p_id not in denied}, me, self.admission.refused)
+        live = admitted(self._uncaught(self._progress_entries()), me, self.admission.refused)
         epochs = {p.owner: p.epoch for p in live.values() if p.owner != me} | {me: from_epoch}
         return group_epoch(epochs, from_epoch), live
 
@@ -275,9 +275,9 @@ class GradientGossip:
         found = tracker.dht.get(tracker.training_progress_key, latest=True)
         return found.value if found is not None and isinstance(found.value, dict) else {}
 
-    def _live_progress(self, epoch: int | None = None) -> dict[object, Progress]:
-        """Every trusted progress record (one this peer follows from its epoch, or `epoch`), by its owner subkey."""
-        return self._trusted(self._progress_entries(), epoch)
+    def _live_progress(self) -> dict[object, Progress]:
+        """Every trusted progress record (one this peer follows), by its owner subkey."""
+        return self._trusted(self._progress_entries())
 
     def _progress_epochs(self) -> dict[bytes, int]:
         """Epoch of every peer with a trusted progress record, by the record's owner subkey."""
