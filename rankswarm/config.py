@@ -23,6 +23,6 @@ class DemoConfig(BaseModel):
         "The coordinator's dashboard (host:port; port 0 = a free one, printed at start)."))
     node_overrides: list[str] = Field(default_factory=list, description="Extra `key=value` overrides for every peer.")
     local_steps_per_round: int = Field(2, ge=1, description=(
-        "Local steps each peer accumulates per averaging round (sets gossip.target_batch_size)."))
+        "Local steps each peer accumulates per averaging round (sets gossip.target_batch_per_peer)."))
     matchmaking_time: float = Field(3.0, gt=0, description="Seconds peers wait to form an averaging group.")
     refresh_s: float = Field(2.0, gt=0, description="Seconds between progress refreshes.")

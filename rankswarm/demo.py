@@ -67,10 +67,11 @@ class DemoSwarm:
         self.rounds = 0
 
     @property
-    def target_batch_size(self) -> int:
-        """Rollouts per swarm step: every peer contributes `local_steps_per_round` local steps."""
+    def target_batch_per_peer(self) -> int:
+        """Rollouts per peer per swarm step: `local_steps_per_round` local steps (a peer that leaves, or is
+        refused, stops counting: the others keep the pace)."""
         cfg = self.cfg
-        return cfg.peers * cfg.local_steps_per_round * cfg.prompts_per_step * cfg.group_size
+        return cfg.local_steps_per_round * cfg.prompts_per_step * cfg.group_size
 
     def peer_dir(self, index: int) -> Path:
         return self.root / f"peer{index}"
@@ -109,7 +110,7 @@ class DemoSwarm:
             f"run_dir={json.dumps(str(run_dir))}", f"seed={100 * self.cfg.seed + index}", f"steps={self.cfg.steps}",
             f"run_id={json.dumps(self.cfg.run_id)}", f"algo.prompts_per_step={self.cfg.prompts_per_step}",
             f"sampling.group_size={self.cfg.group_size}", "checkpoint.every=0", "eval.every=0",
-            f"gossip.target_batch_size={self.target_batch_size}",
+            f"gossip.target_batch_per_peer={self.target_batch_per_peer}",
             # loopback peers find each other in well under a second; the default suits the internet
             f"gossip.matchmaking_time={self.cfg.matchmaking_time}", f"gossip.min_peers={self.cfg.peers}",
             f"coordinator.bootstrap={json.dumps(str(self.root / 'coordinator' / 'ready.json'))}",

@@ -58,6 +58,12 @@ class GossipConfig(BaseModel):
     target_batch_size: int = Field(384, ge=1, description=(
         "Rollouts the whole swarm accumulates per optimizer step; all peers then average and apply the same "
         "update. Set it to about (expected peers) x (rollouts per local step)."))
+    target_batch_per_peer: int | None = Field(None, ge=1, description=(
+        "When set, the target is this many rollouts per peer in the round instead of target_batch_size: "
+        "per peer whose trusted progress record is within one epoch of the swarm's. A peer that left, or one "
+        "stuck further behind (refused for sending NaN, so it can neither average nor download), then stops "
+        "counting, and the others keep their update rate instead of waiting for rollouts nobody adds "
+        "(docs/benchmarks.md, hostile peers). A swarm of known size gets the same target either way."))
     compression: Literal["powersgd", "fp16", "none"] = Field("powersgd", description=(
         "powersgd: rank-r factors with error feedback, sent in fp16; fp16: dense half precision; "
         "none: dense fp32 (the baseline the byte ratio is measured against)."))

@@ -24,3 +24,19 @@ class Steady:
         if self._since is None:
             self._since = time.monotonic()
         return time.monotonic() - self._since >= self.seconds
+
+
+class RecentMax:
+    """The largest of the readings taken in the last `seconds`: a count that drops only once reads have
+    shown the smaller number for that long (a read cut short shows fewer peers than there are)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self._readings: list[tuple[float, int]] = []  # (monotonic time, reading), oldest first
+
+    def note(self, reading: int) -> int:
+        """Note a reading; the largest within the window, this one included."""
+        now = time.monotonic()
+        self._readings = [(at, value) for at, value in self._readings if now - at < self.seconds]
+        self._readings.append((now, reading))
+        return max(value for _, value in self._readings)

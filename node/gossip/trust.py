@@ -34,7 +34,7 @@ import logging
 import multiprocessing as mp
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -93,6 +93,14 @@ def group_epoch(epochs: Mapping[str, int], my_epoch: int) -> int | None:
     includes this peer's own), or None if every identity at or above it is alone at its epoch."""
     counts = Counter(epoch for epoch in epochs.values() if epoch >= my_epoch)
     return max((epoch for epoch, n in counts.items() if n >= 2), default=None)
+
+
+def peers_in_round(others: Iterable[int], my_epoch: int) -> int:
+    """How many peers the swarm's next round counts on, given the other peers' epochs: this one and those
+    within one epoch of the newest (a peer one behind downloads and joins; one further behind is stuck)."""
+    others = list(others)
+    newest = max([my_epoch, *others])
+    return 1 + sum(epoch >= newest - 1 for epoch in others)
 
 
 def follow_ceiling(epochs: Mapping[str, int], my_epoch: int, max_lead: int, group_stuck: bool = False,

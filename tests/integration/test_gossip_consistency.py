@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
-from gossip_peers import RTOL, STEP_SECONDS, Peer, rounds_until, step_together
+from gossip_peers import BATCH, RTOL, STEP_SECONDS, Peer, rounds_until, step_together
 
 from node.gossip.consensus import fingerprints_agree
 from node.gossip.fingerprint import parameter_fingerprint
@@ -521,9 +521,31 @@ def test_a_peer_that_resyncs_takes_the_state_of_the_peers_it_follows_not_a_lone_
         c.close()
 
 
+def test_a_target_per_peer_counts_the_peers_in_the_round_and_stops_counting_one_that_left(request):
+    """gossip.target_batch_per_peer: the swarm's target is per peer within an epoch of the newest; a peer that
+    left stops counting once its record is gone, and the other's rounds then need only its own samples."""
+    run, per_peer = f"per-peer-{request.node.name[5:30]}", 2 * BATCH
+    a = Peer(run, seed=1, initial_peers=[], gossip={"target_batch_per_peer": per_peer})
+    b = Peer(run, seed=2, initial_peers=visible_addresses(a.dht), gossip={"target_batch_per_peer": per_peer})
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            rounds_until([a, b], pool, 1)
+        assert a.gossip.optimizer.tracker.target_batch_size == 2 * per_peer
+        epoch, deadline = a.gossip.epoch, time.monotonic() + 120
+        b.close()
+        while a.gossip.epoch < epoch + 2:  # alone: a round every two local steps of its own
+            assert time.monotonic() < deadline, f"a alone stayed at epoch {a.gossip.epoch}"
+            a.local_step()
+            time.sleep(STEP_SECONDS)
+        assert a.gossip.optimizer.tracker.target_batch_size == per_peer
+    finally:
+        b.close()
+        a.close()
+
+
 def test_a_peer_caught_sending_what_no_honest_peer_sends_counts_as_no_peer(pair):
     """Once a's reducers deny b (a NaN part: AllowList.deny), b's progress record, still in the DHT, is not one a
-    trusts: b has no say in the swarm's size, its epoch or the weights votes."""
+    trusts: b has no say in the swarm's size (the target per peer), its epoch or the weights votes."""
     a, b = pair
     a.local_step()  # a peer's tracker publishes its record from its first step on
     b.local_step()

@@ -1,7 +1,7 @@
-"""`Steady` (node/gossip/readings.py): a reading of the DHT is believed once reads have said it for a while."""
+"""`Steady` and `RecentMax` (node/gossip/readings.py): how far readings of the DHT are believed."""
 
 from node.gossip import readings
-from node.gossip.readings import Steady
+from node.gossip.readings import RecentMax, Steady
 
 
 def test_a_condition_is_believed_only_after_it_held_without_a_break(monkeypatch):
@@ -18,3 +18,17 @@ def test_a_condition_is_believed_only_after_it_held_without_a_break(monkeypatch)
     assert not alone.holds(True)
     now[0] += 1.0
     assert alone.holds(True)
+
+
+def test_a_recent_max_drops_only_once_the_larger_reading_is_older_than_its_window(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(readings.time, "monotonic", lambda: now[0])
+    peers = RecentMax(seconds=6.0)
+    assert peers.note(3) == 3
+    now[0] += 1.0
+    assert peers.note(2) == 3  # one read short of a peer: still three
+    now[0] += 4.0
+    assert peers.note(2) == 3
+    now[0] += 1.5
+    assert peers.note(2) == 2  # the last read of three is 6.5 s old
+    assert peers.note(4) == 4  # a rise counts at once

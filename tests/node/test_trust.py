@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from node.gossip.trust import AllowList, Progress, follow_ceiling, group_epoch, trusted_progress
+from node.gossip.trust import AllowList, Progress, follow_ceiling, group_epoch, peers_in_round, trusted_progress
 
 pytestmark = pytest.mark.unit
 
@@ -177,3 +177,12 @@ def test_a_full_denial_list_keeps_the_denials_that_end_last():
     assert 0 < len(denied) < len(peers)
     allow.deny(peers[-1], 1.0)  # a shorter denial never shortens a longer one
     assert allow.denied()[peers[-1]] > time.time() + 1000
+
+
+def test_the_peers_in_a_round_are_those_within_one_epoch_of_the_newest():
+    assert peers_in_round([], 3) == 1  # alone
+    assert peers_in_round([5, 5], 5) == 3
+    assert peers_in_round([5, 4], 5) == 3  # one behind downloads and joins
+    assert peers_in_round([5, 2], 5) == 2  # stuck three behind (refused for NaN): not counted
+    assert peers_in_round([7, 7], 5) == 3  # this peer behind counts itself: it downloads and joins
+    assert peers_in_round([7, 3], 7) == 2

@@ -33,16 +33,16 @@ from functools import partial
 import hivemind
 import torch
 from hivemind.optim import optimizer as hivemind_optimizer
-from hivemind.optim.progress_tracker import GlobalTrainingProgress, ProgressTracker
+from hivemind.optim.progress_tracker import GlobalTrainingProgress, LocalTrainingProgress, ProgressTracker
 from hivemind.optim.state_averager import TrainingStateAverager
 from hivemind.utils import get_dht_time
 
 from node.gossip.config import RobustConfig
 from node.gossip.hivemind_internals.averagers import PeerAverager
 from node.gossip.hivemind_internals.touches import Touch
-from node.gossip.readings import Steady
+from node.gossip.readings import RecentMax, Steady
 from node.gossip.traffic import PeerTraffic
-from node.gossip.trust import AllowList
+from node.gossip.trust import AllowList, peers_in_round
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,10 @@ TOUCHES = (
     Touch("hivemind.optim.progress_tracker.ProgressTracker", "_parse_swarm_progress_data", "override",
           "count only trusted progress records (node.gossip.trust); the base one reads a fresh, trusted read",
           ("self", "metadata")),
+    Touch("hivemind.optim.progress_tracker.ProgressTracker", "target_batch_size", "write",
+          "gossip.target_batch_per_peer: the target sized from the peers in the round at every read"),
+    Touch("hivemind.optim.progress_tracker.ProgressTracker", "local_progress", "read",
+          "this peer's epoch, counted among the peers in the round"),
     Touch("hivemind.averaging.averager.DecentralizedAverager", "state_sharing_priority", "write",
           "a download keeps its epoch: so does the priority the peer serves its state with"),
     Touch("hivemind.averaging.control.StepControl", "weight", "write", "tag along with zero weight before "
@@ -176,7 +180,8 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
     def _make_progress_tracker(self, target_batch_size: int, **kwargs) -> ProgressTracker:
         # built by its module-level name, like the state averager: ours believes only trusted progress records
         original = hivemind_optimizer.ProgressTracker
-        hivemind_optimizer.ProgressTracker = partial(TrustingProgressTracker, trusted=self.hooks.trusted_progress)
+        hivemind_optimizer.ProgressTracker = partial(TrustingProgressTracker, trusted=self.hooks.trusted_progress,
+                                                     per_peer=self.hooks.target_batch_per_peer)
         try:
             return super()._make_progress_tracker(target_batch_size, **kwargs)
         finally:
@@ -364,7 +369,8 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
             if progress is not None and progress.epoch > epoch:
                 return True
             under_way = progress is not None and others_here >= 2 and (
-                progress.samples_accumulated >= self.target_batch_size or get_dht_time() >= progress.eta_next_epoch)
+                progress.samples_accumulated >= self.tracker.target_batch_size or
+                get_dht_time() >= progress.eta_next_epoch)
             if quiet.holds(not under_way):
                 return False  # no round (or it was dropped: the samples are gone), or one that needs this peer
             time.sleep(0.25)
@@ -481,16 +487,39 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
 class TrustingProgressTracker(ProgressTracker):
     """hivemind's progress tracker, counting only trusted progress records (node.gossip.trust): refused
     identities and lone records above the epoch a peer follows change neither the swarm's epoch, its size
-    nor its batch."""
+    nor its batch. With `per_peer`, the target batch is that many samples per peer in the round
+    (`trust.peers_in_round`), re-sized at every read of the records."""
 
-    def __init__(self, *args, trusted: Callable[[dict], dict], **kwargs):
-        self.trusted = trusted  # before the base class starts fetching
+    ROUND_SIZE_MEMORY_S = 5.0
+
+    def __init__(self, *args, trusted: Callable[[dict], dict], per_peer: int | None = None, **kwargs):
+        self.trusted, self.per_peer = trusted, per_peer  # before the base class starts fetching
+        # a drop in the count is believed after reads show it for a few seconds: a read cut short under load
+        # would otherwise shrink the target and start a round the others are not ready for
+        self.round_size = RecentMax(self.ROUND_SIZE_MEMORY_S)
         super().__init__(*args, **kwargs)
+        if per_peer is not None:
+            self.target_batch_size = per_peer  # alone until the first read says otherwise
 
     def _parse_swarm_progress_data(self, metadata):
         if isinstance(metadata, dict):
             metadata = self.trusted(metadata)
+            if self.per_peer is not None:
+                peers = peers_in_round(self.other_epochs(metadata), self.local_progress.epoch)
+                self.target_batch_size = self.per_peer * self.round_size.note(peers)
         return super()._parse_swarm_progress_data(metadata)
+
+    def other_epochs(self, metadata: dict) -> list[int]:
+        """The epochs of the other training (not client-mode) peers' records."""
+        me, epochs = self.dht.peer_id.to_bytes(), []
+        for entry in metadata.values():
+            try:
+                record = LocalTrainingProgress.parse_obj(entry.value)
+            except Exception:  # network boundary: a malformed record counts for nothing
+                continue
+            if bytes(record.peer_id) != me and not record.client_mode:
+                epochs.append(record.epoch)
+        return epochs
 
 
 @dataclass(frozen=True)
@@ -505,3 +534,4 @@ class PeerHooks:
     traffic: PeerTraffic
     robust: RobustConfig
     allow: AllowList
+    target_batch_per_peer: int | None = None  # the target per peer in the round (None: hivemind's fixed one)
