@@ -159,7 +159,8 @@ class GradientGossip:
             tracker_opts=tracker_opts, averager_opts={"target_group_size": cfg.group_size},
             hooks=PeerHooks(others_alive=self._others_alive, trusted_progress=self._trusted_metadata,
                             download_agrees=self._download_agrees, donors=self._donors, traffic=self.traffic,
-                            robust=cfg.robust, allow=self.allow, target_batch_per_peer=cfg.target_batch_per_peer),
+                            robust=cfg.robust, allow=self.allow, target_batch_per_peer=cfg.target_batch_per_peer,
+                            expected_peers=cfg.min_peers),
         )
 
     @property

@@ -40,3 +40,22 @@ class RecentMax:
         self._readings = [(at, value) for at, value in self._readings if now - at < self.seconds]
         self._readings.append((now, reading))
         return max(value for _, value in self._readings)
+
+
+class RoundSize:
+    """How many peers a round counts on, from reads of the swarm's records (node.gossip.trust.peers_in_round).
+
+    A drop is believed once reads have shown the smaller number for `memory_s` (`RecentMax`: a read cut
+    short under load would otherwise shrink the target and start a round the others are not ready for).
+    Until reads have once shown `expected` peers, the count is at least that: a peer's record appears only
+    after its first step, and a peer that saw only itself at startup sized its target for one and dropped
+    rounds the others could not join (bench_attacks, clean seed 0)."""
+
+    def __init__(self, expected: int, memory_s: float):
+        self.expected, self.formed, self.recent = expected, expected <= 1, RecentMax(memory_s)
+
+    def note(self, peers: int) -> int:
+        """Note a read's count; the count to size the target by."""
+        self.formed = self.formed or peers >= self.expected
+        counted = self.recent.note(peers)
+        return counted if self.formed else max(counted, self.expected)

@@ -1,7 +1,7 @@
-"""`Steady` and `RecentMax` (node/gossip/readings.py): how far readings of the DHT are believed."""
+"""`Steady`, `RecentMax` and `RoundSize` (node/gossip/readings.py): how far readings of the DHT are believed."""
 
 from node.gossip import readings
-from node.gossip.readings import RecentMax, Steady
+from node.gossip.readings import RecentMax, RoundSize, Steady
 
 
 def test_a_condition_is_believed_only_after_it_held_without_a_break(monkeypatch):
@@ -32,3 +32,16 @@ def test_a_recent_max_drops_only_once_the_larger_reading_is_older_than_its_windo
     now[0] += 1.5
     assert peers.note(2) == 2  # the last read of three is 6.5 s old
     assert peers.note(4) == 4  # a rise counts at once
+
+
+def test_the_round_size_counts_the_expected_peers_until_reads_have_shown_them_once(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(readings.time, "monotonic", lambda: now[0])
+    size = RoundSize(expected=3, memory_s=5.0)
+    assert size.note(1) == 3  # startup: the others' records come after their first steps
+    now[0] += 30.0
+    assert size.note(2) == 3  # however long it takes
+    assert size.note(3) == 3
+    now[0] += 6.0
+    assert size.note(2) == 2  # formed: a peer that left (or was refused) stops counting after 5 s
+    assert RoundSize(expected=1, memory_s=5.0).note(1) == 1

@@ -40,7 +40,7 @@ from hivemind.utils import get_dht_time
 from node.gossip.config import RobustConfig
 from node.gossip.hivemind_internals.averagers import PeerAverager
 from node.gossip.hivemind_internals.touches import Touch
-from node.gossip.readings import RecentMax, Steady
+from node.gossip.readings import RoundSize, Steady
 from node.gossip.traffic import PeerTraffic
 from node.gossip.trust import AllowList, peers_in_round
 
@@ -181,7 +181,8 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         # built by its module-level name, like the state averager: ours believes only trusted progress records
         original = hivemind_optimizer.ProgressTracker
         hivemind_optimizer.ProgressTracker = partial(TrustingProgressTracker, trusted=self.hooks.trusted_progress,
-                                                     per_peer=self.hooks.target_batch_per_peer)
+                                                     per_peer=self.hooks.target_batch_per_peer,
+                                                     expected_peers=self.hooks.expected_peers)
         try:
             return super()._make_progress_tracker(target_batch_size, **kwargs)
         finally:
@@ -492,14 +493,13 @@ class TrustingProgressTracker(ProgressTracker):
 
     ROUND_SIZE_MEMORY_S = 5.0
 
-    def __init__(self, *args, trusted: Callable[[dict], dict], per_peer: int | None = None, **kwargs):
+    def __init__(self, *args, trusted: Callable[[dict], dict], per_peer: int | None = None, expected_peers: int = 1,
+                 **kwargs):
         self.trusted, self.per_peer = trusted, per_peer  # before the base class starts fetching
-        # a drop in the count is believed after reads show it for a few seconds: a read cut short under load
-        # would otherwise shrink the target and start a round the others are not ready for
-        self.round_size = RecentMax(self.ROUND_SIZE_MEMORY_S)
+        self.round_size = RoundSize(expected_peers, self.ROUND_SIZE_MEMORY_S)
         super().__init__(*args, **kwargs)
         if per_peer is not None:
-            self.target_batch_size = per_peer  # alone until the first read says otherwise
+            self.target_batch_size = per_peer * max(1, expected_peers)  # until the first read
 
     def _parse_swarm_progress_data(self, metadata):
         if isinstance(metadata, dict):
@@ -535,3 +535,4 @@ class PeerHooks:
     robust: RobustConfig
     allow: AllowList
     target_batch_per_peer: int | None = None  # the target per peer in the round (None: hivemind's fixed one)
+    expected_peers: int = 1  # the swarm's size at startup (gossip.min_peers): the round's size until reads show it
