@@ -111,6 +111,7 @@ class DemoSwarm:
             f"run_id={json.dumps(self.cfg.run_id)}", f"algo.prompts_per_step={self.cfg.prompts_per_step}",
             f"sampling.group_size={self.cfg.group_size}", "checkpoint.every=0", "eval.every=0",
             f"gossip.target_batch_per_peer={self.target_batch_per_peer}",
+            f"gossip.target_batch_size={self.cfg.peers * self.target_batch_per_peer}",  # its cap
             # loopback peers find each other in well under a second; the default suits the internet
             f"gossip.matchmaking_time={self.cfg.matchmaking_time}", f"gossip.min_peers={self.cfg.peers}",
             f"coordinator.bootstrap={json.dumps(str(self.root / 'coordinator' / 'ready.json'))}",

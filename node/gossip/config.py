@@ -64,7 +64,8 @@ class GossipConfig(BaseModel):
         "stuck further behind (refused for sending NaN, so it can neither average nor download), then stops "
         "counting, and the others keep their update rate instead of waiting for rollouts nobody adds "
         "(docs/benchmarks.md, hostile peers). Until the records have once shown min_peers peers, at least "
-        "min_peers count. A swarm of known size gets the same target either way."))
+        "min_peers count. Never above target_batch_size, so that extra identities cannot raise it (set that to "
+        "the most peers you expect times this). A swarm of known size gets the same target either way."))
     compression: Literal["powersgd", "fp16", "none"] = Field("powersgd", description=(
         "powersgd: rank-r factors with error feedback, sent in fp16; fp16: dense half precision; "
         "none: dense fp32 (the baseline the byte ratio is measured against)."))

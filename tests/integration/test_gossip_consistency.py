@@ -525,8 +525,9 @@ def test_a_target_per_peer_counts_the_peers_in_the_round_and_stops_counting_one_
     """gossip.target_batch_per_peer: the swarm's target is per peer within an epoch of the newest; a peer that
     left stops counting once its record is gone, and the other's rounds then need only its own samples."""
     run, per_peer = f"per-peer-{request.node.name[5:30]}", 2 * BATCH
-    a = Peer(run, seed=1, initial_peers=[], gossip={"target_batch_per_peer": per_peer})
-    b = Peer(run, seed=2, initial_peers=visible_addresses(a.dht), gossip={"target_batch_per_peer": per_peer})
+    settings = {"target_batch_per_peer": per_peer, "target_batch_size": 3 * per_peer}  # the cap: not reached
+    a = Peer(run, seed=1, initial_peers=[], gossip=settings)
+    b = Peer(run, seed=2, initial_peers=visible_addresses(a.dht), gossip=settings)
     try:
         with ThreadPoolExecutor(2) as pool:
             rounds_until([a, b], pool, 1)

@@ -45,3 +45,37 @@ def test_the_round_size_counts_the_expected_peers_until_reads_have_shown_them_on
     now[0] += 6.0
     assert size.note(2) == 2  # formed: a peer that left (or was refused) stops counting after 5 s
     assert RoundSize(expected=1, memory_s=5.0).note(1) == 1
+
+
+def test_a_target_per_peer_counts_the_records_of_the_round_but_never_exceeds_the_fixed_target():
+    """TrustingProgressTracker with gossip.target_batch_per_peer: the target follows the records within an epoch
+    of the newest (a refused peer stuck far behind counts for nothing), capped at target_batch_size, so that
+    progress records of free extra identities cannot raise it and slow the honest peers' rounds."""
+    from hivemind.utils import ValueWithExpiration, get_dht_time
+
+    from node.gossip.hivemind_internals.optimizer import TrustingProgressTracker
+    from plumbing.swarm_dht import DHTConfig, start_dht
+
+    dht = start_dht(DHTConfig(host_maddrs=["/ip4/127.0.0.1/tcp/0"]))
+    try:
+        tracker = TrustingProgressTracker(dht, "target-cap", 500, trusted=lambda records: records, per_peer=100,
+                                          expected_peers=1, start=False)
+        assert tracker.target_batch_size == 100  # until a read
+
+        def records(*epochs: int) -> dict:
+            now = get_dht_time()
+            return {f"peer{i}".encode(): ValueWithExpiration(
+                {"peer_id": f"peer{i}".encode(), "epoch": epoch, "samples_accumulated": 0,
+                 "samples_per_second": 1.0, "time": now, "client_mode": False}, now + 60)
+                for i, epoch in enumerate(epochs)}
+
+        tracker._parse_swarm_progress_data(records(0, 1))
+        assert tracker.target_batch_size == 300  # itself and both others (one an epoch ahead)
+        tracker._parse_swarm_progress_data(records(*[0] * 20))  # twenty identities: the cap, not 2,100
+        assert tracker.target_batch_size == 500
+        tracker.round_size = RoundSize(1, memory_s=0.0)  # forget the larger reads at once
+        tracker.report_local_progress(5, 0)
+        tracker._parse_swarm_progress_data(records(5, 0))  # a partner at this peer's epoch, one stuck at 0
+        assert tracker.target_batch_size == 200
+    finally:
+        dht.shutdown()

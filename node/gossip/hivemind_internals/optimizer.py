@@ -489,24 +489,31 @@ class TrustingProgressTracker(ProgressTracker):
     """hivemind's progress tracker, counting only trusted progress records (node.gossip.trust): refused
     identities and lone records above the epoch a peer follows change neither the swarm's epoch, its size
     nor its batch. With `per_peer`, the target batch is that many samples per peer in the round
-    (`trust.peers_in_round`), re-sized at every read of the records."""
+    (`trust.peers_in_round`), re-sized at every read of the records, and never above the fixed target
+    (`gossip.target_batch_size`): identities are free in an open swarm, and records of extra ones
+    would otherwise raise the target and slow every honest peer's rounds."""
 
     ROUND_SIZE_MEMORY_S = 5.0
 
-    def __init__(self, *args, trusted: Callable[[dict], dict], per_peer: int | None = None, expected_peers: int = 1,
-                 **kwargs):
+    def __init__(self, dht, prefix: str, target_batch_size: int, *, trusted: Callable[[dict], dict],
+                 per_peer: int | None = None, expected_peers: int = 1, **kwargs):
         self.trusted, self.per_peer = trusted, per_peer  # before the base class starts fetching
         self.round_size = RoundSize(expected_peers, self.ROUND_SIZE_MEMORY_S)
-        super().__init__(*args, **kwargs)
+        self.most = target_batch_size
+        super().__init__(dht, prefix, target_batch_size, **kwargs)
         if per_peer is not None:
-            self.target_batch_size = per_peer * max(1, expected_peers)  # until the first read
+            self.target_batch_size = self.sized(max(1, expected_peers))  # until the first read
+
+    def sized(self, peers: int) -> int:
+        """The target for a round of `peers` peers."""
+        return min(self.most, self.per_peer * peers)
 
     def _parse_swarm_progress_data(self, metadata):
         if isinstance(metadata, dict):
             metadata = self.trusted(metadata)
             if self.per_peer is not None:
                 peers = peers_in_round(self.other_epochs(metadata), self.local_progress.epoch)
-                self.target_batch_size = self.per_peer * self.round_size.note(peers)
+                self.target_batch_size = self.sized(self.round_size.note(peers))
         return super()._parse_swarm_progress_data(metadata)
 
     def other_epochs(self, metadata: dict) -> list[int]:
