@@ -130,7 +130,7 @@ def run_one(mode: Mode, rate: float, seed: int, args: argparse.Namespace) -> Res
                 "checkpoint.every=0", "eval.every=0", f"eval.num_problems={args.eval_problems}",
                 f"gossip.target_batch_size={target}", f"gossip.min_peers={PEERS}", "gossip.matchmaking_time=4.0",
                 f"dht.initial_peers={json.dumps(initial)}", f'dht.host_maddrs=["/ip4/{host.ip}/tcp/31337"]',
-                "torch_threads=1", "progress=false", *mode.overrides]
+                "torch_threads=1", "progress=false", *mode.overrides, *args.set]
             argv = [*rankswarm_argv("node"), *[a for o in overrides for a in ("--set", o)]]
             procs.append(net.popen(i + 1, argv, log_path=out / f"peer{i}.log"))
         deadline = time.monotonic() + args.max_minutes * 60
@@ -224,6 +224,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--eval-problems", type=int, default=100)
     parser.add_argument("--max-minutes", type=float, default=12.0, help="per run")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "bench_wan")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra `rankswarm node --set` for every peer of every run (e.g. gossip.verbose=true)")
     parser.add_argument("--render-only", action="store_true",
                         help="re-render summary.md from --out's summary.json (and its runs' metrics) without running")
     return parser.parse_args(argv)
