@@ -1,5 +1,7 @@
 """`Steady`, `RecentMax` and `RoundSize` (node/gossip/readings.py): how far readings of the DHT are believed."""
 
+import pytest
+
 from node.gossip import readings
 from node.gossip.readings import RecentMax, RoundSize, Steady
 
@@ -47,35 +49,67 @@ def test_the_round_size_counts_the_expected_peers_until_reads_have_shown_them_on
     assert RoundSize(expected=1, memory_s=5.0).note(1) == 1
 
 
-def test_a_target_per_peer_counts_the_records_of_the_round_but_never_exceeds_the_fixed_target():
-    """TrustingProgressTracker with gossip.target_batch_per_peer: the target follows the records within an epoch
-    of the newest (a refused peer stuck far behind counts for nothing), capped at target_batch_size, so that
-    progress records of free extra identities cannot raise it and slow the honest peers' rounds."""
+def progress_records(*entries: tuple[int, int, float, float]) -> dict:
+    """Progress records of made-up peers, one per (epoch, samples, samples per second, seconds ago)."""
     from hivemind.utils import ValueWithExpiration, get_dht_time
 
-    from node.gossip.hivemind_internals.optimizer import TrustingProgressTracker
+    now = get_dht_time()
+    return {f"peer{i}".encode(): ValueWithExpiration(
+        {"peer_id": f"peer{i}".encode(), "epoch": epoch, "samples_accumulated": samples,
+         "samples_per_second": rate, "time": now - ago, "client_mode": False}, now + 60)
+        for i, (epoch, samples, rate, ago) in enumerate(entries)}
+
+
+@pytest.fixture(scope="module")
+def dht():
     from plumbing.swarm_dht import DHTConfig, start_dht
 
     dht = start_dht(DHTConfig(host_maddrs=["/ip4/127.0.0.1/tcp/0"]))
-    try:
-        tracker = TrustingProgressTracker(dht, "target-cap", 500, trusted=lambda records: records, per_peer=100,
-                                          expected_peers=1, start=False)
-        assert tracker.target_batch_size == 100  # until a read
+    yield dht
+    dht.shutdown()
 
-        def records(*epochs: int) -> dict:
-            now = get_dht_time()
-            return {f"peer{i}".encode(): ValueWithExpiration(
-                {"peer_id": f"peer{i}".encode(), "epoch": epoch, "samples_accumulated": 0,
-                 "samples_per_second": 1.0, "time": now, "client_mode": False}, now + 60)
-                for i, epoch in enumerate(epochs)}
 
-        tracker._parse_swarm_progress_data(records(0, 1))
-        assert tracker.target_batch_size == 300  # itself and both others (one an epoch ahead)
-        tracker._parse_swarm_progress_data(records(*[0] * 20))  # twenty identities: the cap, not 2,100
-        assert tracker.target_batch_size == 500
-        tracker.round_size = RoundSize(1, memory_s=0.0)  # forget the larger reads at once
-        tracker.report_local_progress(5, 0)
-        tracker._parse_swarm_progress_data(records(5, 0))  # a partner at this peer's epoch, one stuck at 0
-        assert tracker.target_batch_size == 200
-    finally:
-        dht.shutdown()
+def test_exact_rounds_are_due_when_the_samples_are_there_not_when_rates_extrapolate_there(dht):
+    """diloco peers report H steps of samples in one burst: hivemind extrapolates each record by its rate, and a
+    round became due while the last peer was still training (a WAN run: two peers averaged without it). With
+    exact rounds only reported samples count, and a peer that has reported re-reads the records soon."""
+    from hivemind.utils import get_dht_time
+
+    from node.gossip.hivemind_internals.optimizer import TrustingProgressTracker
+
+    # two peers reported their 4,096; the third reported nothing since its last round 50 s ago, at 100 samples/s
+    waiting = progress_records((0, 4096, 100.0, 1.0), (0, 4096, 100.0, 1.0), (0, 0, 100.0, 50.0))
+    hivemind_way = TrustingProgressTracker(dht, "exact-off", 12288, trusted=lambda records: records, start=False)
+    assert hivemind_way._parse_swarm_progress_data(waiting).eta_next_epoch <= get_dht_time()  # due: extrapolated
+
+    exact = TrustingProgressTracker(dht, "exact-on", 12288, trusted=lambda records: records, exact_rounds=True,
+                                    start=False)
+    assert exact._parse_swarm_progress_data(waiting).eta_next_epoch == float("inf")
+    exact.report_local_progress(0, 4096)  # this peer is one of the two that wait
+    progress = exact._parse_swarm_progress_data(waiting)
+    assert progress.next_fetch_time <= get_dht_time() + exact.min_refresh_period
+    arrived = progress_records((0, 4096, 100.0, 1.0), (0, 4096, 100.0, 1.0), (0, 4096, 100.0, 0.1))
+    assert exact._parse_swarm_progress_data(arrived).eta_next_epoch <= get_dht_time()
+
+
+def test_a_target_per_peer_counts_the_records_of_the_round_but_never_exceeds_the_fixed_target(dht):
+    """TrustingProgressTracker with gossip.target_batch_per_peer: the target follows the records within an epoch
+    of the newest (a refused peer stuck far behind counts for nothing), capped at target_batch_size, so that
+    progress records of free extra identities cannot raise it and slow the honest peers' rounds."""
+    from node.gossip.hivemind_internals.optimizer import TrustingProgressTracker
+
+    tracker = TrustingProgressTracker(dht, "target-cap", 500, trusted=lambda records: records, per_peer=100,
+                                      expected_peers=1, start=False)
+    assert tracker.target_batch_size == 100  # until a read
+
+    def at(*epochs: int) -> dict:
+        return progress_records(*[(epoch, 0, 1.0, 0.0) for epoch in epochs])
+
+    tracker._parse_swarm_progress_data(at(0, 1))
+    assert tracker.target_batch_size == 300  # itself and both others (one an epoch ahead)
+    tracker._parse_swarm_progress_data(at(*[0] * 20))  # twenty identities: the cap, not 2,100
+    assert tracker.target_batch_size == 500
+    tracker.round_size = RoundSize(1, memory_s=0.0)  # forget the larger reads at once
+    tracker.report_local_progress(5, 0)
+    tracker._parse_swarm_progress_data(at(5, 0))  # a partner at this peer's epoch, one stuck at 0
+    assert tracker.target_batch_size == 200

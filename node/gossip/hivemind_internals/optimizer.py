@@ -96,6 +96,12 @@ TOUCHES = (
           "gossip.target_batch_per_peer: the target sized from the peers in the round at every read"),
     Touch("hivemind.optim.progress_tracker.ProgressTracker", "local_progress", "read",
           "this peer's epoch, counted among the peers in the round"),
+    Touch("hivemind.optim.progress_tracker.ProgressTracker", "min_refresh_period", "read",
+          "exact rounds (diloco): a peer waiting for a round re-reads the records this often"),
+    Touch("hivemind.optim.progress_tracker.GlobalTrainingProgress", "eta_next_epoch", "write",
+          "exact rounds (diloco): due when the samples are there, not when the rates extrapolate there"),
+    Touch("hivemind.optim.progress_tracker.GlobalTrainingProgress", "next_fetch_time", "write",
+          "exact rounds (diloco): a peer waiting for a round re-reads the records soon"),
     Touch("hivemind.averaging.averager.DecentralizedAverager", "state_sharing_priority", "write",
           "a download keeps its epoch: so does the priority the peer serves its state with"),
     Touch("hivemind.averaging.control.StepControl", "weight", "write", "tag along with zero weight before "
@@ -182,7 +188,8 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         original = hivemind_optimizer.ProgressTracker
         hivemind_optimizer.ProgressTracker = partial(TrustingProgressTracker, trusted=self.hooks.trusted_progress,
                                                      per_peer=self.hooks.target_batch_per_peer,
-                                                     expected_peers=self.hooks.expected_peers)
+                                                     expected_peers=self.hooks.expected_peers,
+                                                     exact_rounds=self.hooks.exact_rounds)
         try:
             return super()._make_progress_tracker(target_batch_size, **kwargs)
         finally:
@@ -491,13 +498,20 @@ class TrustingProgressTracker(ProgressTracker):
     nor its batch. With `per_peer`, the target batch is that many samples per peer in the round
     (`trust.peers_in_round`), re-sized at every read of the records, and never above the fixed target
     (`gossip.target_batch_size`): identities are free in an open swarm, and records of extra ones
-    would otherwise raise the target and slow every honest peer's rounds."""
+    would otherwise raise the target and slow every honest peer's rounds.
+
+    With `exact_rounds` (diloco), a round is due when the records' samples reach the target, never
+    because the peers' rates extrapolate there, and a peer that waits for it re-reads the records
+    every `min_refresh_period`. A diloco peer reports its samples once per H inner steps, in one
+    burst: rates extrapolated between bursts made rounds due before the last peer arrived (in a WAN
+    run two peers averaged without the third, whose H steps were then lost), and hivemind's refresh,
+    sized by that estimate, saw the last arrival up to 10 s late (docs/benchmarks.md, WAN)."""
 
     ROUND_SIZE_MEMORY_S = 5.0
 
     def __init__(self, dht, prefix: str, target_batch_size: int, *, trusted: Callable[[dict], dict],
-                 per_peer: int | None = None, expected_peers: int = 1, **kwargs):
-        self.trusted, self.per_peer = trusted, per_peer  # before the base class starts fetching
+                 per_peer: int | None = None, expected_peers: int = 1, exact_rounds: bool = False, **kwargs):
+        self.trusted, self.per_peer, self.exact_rounds = trusted, per_peer, exact_rounds  # before fetching starts
         self.round_size = RoundSize(expected_peers, self.ROUND_SIZE_MEMORY_S)
         self.most = target_batch_size
         super().__init__(dht, prefix, target_batch_size, **kwargs)
@@ -514,7 +528,14 @@ class TrustingProgressTracker(ProgressTracker):
             if self.per_peer is not None:
                 peers = peers_in_round(self.other_epochs(metadata), self.local_progress.epoch)
                 self.target_batch_size = self.sized(self.round_size.note(peers))
-        return super()._parse_swarm_progress_data(metadata)
+        progress = super()._parse_swarm_progress_data(metadata)
+        if self.exact_rounds:
+            now = get_dht_time()
+            due = progress.samples_accumulated >= self.target_batch_size
+            progress.eta_next_epoch = now if due else float("inf")
+            if self.local_progress.samples_accumulated > 0:  # this peer waits for the others: look again soon
+                progress.next_fetch_time = min(progress.next_fetch_time, now + self.min_refresh_period)
+        return progress
 
     def other_epochs(self, metadata: dict) -> list[int]:
         """The epochs of the other training (not client-mode) peers' records."""
@@ -543,3 +564,4 @@ class PeerHooks:
     allow: AllowList
     target_batch_per_peer: int | None = None  # the target per peer in the round (None: hivemind's fixed one)
     expected_peers: int = 1  # the swarm's size at startup (gossip.min_peers): the round's size until reads show it
+    exact_rounds: bool = False  # a round is due when the samples are there, not when rates say so (diloco)

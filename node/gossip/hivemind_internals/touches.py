@@ -10,6 +10,7 @@ of silently bringing back the hivemind behaviour the override exists to prevent.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 import inspect
 import textwrap
@@ -43,6 +44,8 @@ class Touch:
         if not hasattr(owner, self.name):
             # an instance attribute exists only once an object is built: look for where the class sets it
             if inspect.isclass(owner) and self.params is None and _sets_attribute(owner, self.name):
+                return None
+            if dataclasses.is_dataclass(owner) and self.name in {field.name for field in dataclasses.fields(owner)}:
                 return None
             return f"{self.owner}.{self.name} is gone"
         if self.params is None:
