@@ -85,7 +85,9 @@ def test_exact_rounds_are_due_when_the_samples_are_there_not_when_rates_extrapol
     exact = TrustingProgressTracker(dht, "exact-on", 12288, trusted=lambda records: records, exact_rounds=True,
                                     start=False)
     assert exact._parse_swarm_progress_data(waiting).eta_next_epoch == float("inf")
-    exact.report_local_progress(0, 4096)  # this peer is one of the two that wait
+    exact.global_progress.next_fetch_time = get_dht_time() + 10  # planned while it trained
+    exact.report_local_progress(0, 4096)  # this peer is one of the two that wait: it reads the records at once
+    assert exact.global_state_updated.is_set() and exact.global_progress.next_fetch_time <= get_dht_time()
     progress = exact._parse_swarm_progress_data(waiting)
     assert progress.next_fetch_time <= get_dht_time() + exact.min_refresh_period
     arrived = progress_records((0, 4096, 100.0, 1.0), (0, 4096, 100.0, 1.0), (0, 4096, 100.0, 0.1))

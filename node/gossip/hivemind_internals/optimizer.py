@@ -96,6 +96,11 @@ TOUCHES = (
           "gossip.target_batch_per_peer: the target sized from the peers in the round at every read"),
     Touch("hivemind.optim.progress_tracker.ProgressTracker", "local_progress", "read",
           "this peer's epoch, counted among the peers in the round"),
+    Touch("hivemind.optim.progress_tracker.ProgressTracker", "report_local_progress", "wrap",
+          "exact rounds (diloco): a peer that reports its H steps reads the records at once",
+          ("self", "local_epoch", "samples_accumulated", "update_global_samples")),
+    Touch("hivemind.optim.progress_tracker.ProgressTracker", "global_state_updated", "write",
+          "exact rounds (diloco): wakes the fetcher to read the records at once"),
     Touch("hivemind.optim.progress_tracker.ProgressTracker", "min_refresh_period", "read",
           "exact rounds (diloco): a peer waiting for a round re-reads the records this often"),
     Touch("hivemind.optim.progress_tracker.GlobalTrainingProgress", "eta_next_epoch", "write",
@@ -517,6 +522,16 @@ class TrustingProgressTracker(ProgressTracker):
         super().__init__(dht, prefix, target_batch_size, **kwargs)
         if per_peer is not None:
             self.target_batch_size = self.sized(max(1, expected_peers))  # until the first read
+
+    def report_local_progress(self, local_epoch: int, samples_accumulated: int, update_global_samples: bool = True):
+        super().report_local_progress(local_epoch, samples_accumulated, update_global_samples)
+        if self.exact_rounds and samples_accumulated > 0:
+            # this peer arrived at its round: read the records now rather than at the refresh planned while it
+            # trained (up to max_refresh_period away); once read, they are re-read every min_refresh_period
+            now = get_dht_time()
+            if self.global_progress.next_fetch_time > now + self.min_refresh_period:
+                self.global_progress.next_fetch_time = now
+                self.global_state_updated.set()  # wakes the fetcher, which then waits until next_fetch_time
 
     def sized(self, peers: int) -> int:
         """The target for a round of `peers` peers."""
