@@ -160,7 +160,8 @@ class GradientGossip:
             hooks=PeerHooks(others_alive=self._others_alive, trusted_progress=self._trusted_metadata,
                             download_agrees=self._download_agrees, donors=self._donors, traffic=self.traffic,
                             robust=cfg.robust, allow=self.allow, target_batch_per_peer=cfg.target_batch_per_peer,
-                            expected_peers=cfg.min_peers, exact_rounds=cfg.mode == "diloco"),
+                            expected_peers=cfg.min_peers,
+                            straggler_wait_s=cfg.straggler_wait_s if cfg.mode == "diloco" else None),
         )
 
     @property

@@ -44,10 +44,16 @@ class GossipConfig(BaseModel):
         "sync: average (compressed) gradients every swarm step, then all peers take the same AdamW step. "
         "diloco: each peer takes inner_steps AdamW steps alone, then the swarm averages the pseudo-gradients "
         "(weights at the last sync minus weights now) through the same compression and applies them with "
-        "Nesterov SGD (outer_lr, outer_momentum): inner_steps times fewer rounds (node/gossip/outer.py)."))
+        "Nesterov SGD (outer_lr, outer_momentum): inner_steps times fewer rounds (node/gossip/outer.py). A diloco "
+        "round is due when the reported samples reach the target, not when the peers' rates extrapolate there."))
     inner_steps: int = Field(4, ge=1, le=10_000, description=(
         "diloco: local optimizer steps between two outer steps (H). Set target_batch_size to about "
         "(expected peers) x inner_steps x (rollouts per local step)."))
+    straggler_wait_s: float = Field(10.0, ge=0, le=3600, description=(
+        "diloco: a round is due when every peer has reported its inner_steps (the records' samples reach the "
+        "target); once this peer has waited this long for that, it is due with the peers that reported (two or "
+        "more). A peer that dropped the last round, or just downloaded, reports only inner_steps later; a slow "
+        "peer later than this misses the round and downloads its result."))
     outer_lr: float = Field(1.0, gt=0, le=10, description=(
         "diloco: learning rate of the outer Nesterov SGD on the averaged pseudo-gradient (1.0 without "
         "momentum moves to the peers' mean weights). Measured on the embedded model, 3 peers, H=4, 32 steps "

@@ -82,7 +82,7 @@ def test_exact_rounds_are_due_when_the_samples_are_there_not_when_rates_extrapol
     hivemind_way = TrustingProgressTracker(dht, "exact-off", 12288, trusted=lambda records: records, start=False)
     assert hivemind_way._parse_swarm_progress_data(waiting).eta_next_epoch <= get_dht_time()  # due: extrapolated
 
-    exact = TrustingProgressTracker(dht, "exact-on", 12288, trusted=lambda records: records, exact_rounds=True,
+    exact = TrustingProgressTracker(dht, "exact-on", 12288, trusted=lambda records: records, straggler_wait_s=30.0,
                                     start=False)
     assert exact._parse_swarm_progress_data(waiting).eta_next_epoch == float("inf")
     exact.global_progress.next_fetch_time = get_dht_time() + 10  # planned while it trained
@@ -92,6 +92,26 @@ def test_exact_rounds_are_due_when_the_samples_are_there_not_when_rates_extrapol
     assert progress.next_fetch_time <= get_dht_time() + exact.min_refresh_period
     arrived = progress_records((0, 4096, 100.0, 1.0), (0, 4096, 100.0, 1.0), (0, 4096, 100.0, 0.1))
     assert exact._parse_swarm_progress_data(arrived).eta_next_epoch <= get_dht_time()
+
+
+def test_an_exact_round_goes_ahead_without_a_straggler_once_the_peer_has_waited_long_enough(dht):
+    """A peer that dropped the last round (or downloaded) reports its samples only H steps later: the peers that
+    reported wait gossip.straggler_wait_s for it, then round without it, two of them at least."""
+    from hivemind.utils import get_dht_time
+
+    from node.gossip.hivemind_internals.optimizer import TrustingProgressTracker
+
+    tracker = TrustingProgressTracker(dht, "straggler", 12288, trusted=lambda records: records,
+                                      straggler_wait_s=30.0, start=False)
+    tracker.report_local_progress(0, 4096)
+    two_reported = progress_records((0, 4096, 100.0, 1.0), (0, 4096, 100.0, 1.0), (0, 0, 100.0, 5.0))
+    assert tracker._parse_swarm_progress_data(two_reported).eta_next_epoch == float("inf")  # not waited yet
+    tracker.arrived_at = get_dht_time() - 31
+    assert tracker._parse_swarm_progress_data(two_reported).eta_next_epoch <= get_dht_time()
+    alone = progress_records((0, 4096, 100.0, 1.0), (0, 0, 100.0, 5.0), (0, 0, 100.0, 5.0))
+    assert tracker._parse_swarm_progress_data(alone).eta_next_epoch == float("inf")  # nobody to round with
+    tracker.report_local_progress(1, 0)  # the round is over: the next wait starts at the next report
+    assert tracker.arrived_at is None
 
 
 def test_a_target_per_peer_counts_the_records_of_the_round_but_never_exceeds_the_fixed_target(dht):

@@ -194,7 +194,7 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         hivemind_optimizer.ProgressTracker = partial(TrustingProgressTracker, trusted=self.hooks.trusted_progress,
                                                      per_peer=self.hooks.target_batch_per_peer,
                                                      expected_peers=self.hooks.expected_peers,
-                                                     exact_rounds=self.hooks.exact_rounds)
+                                                     straggler_wait_s=self.hooks.straggler_wait_s)
         try:
             return super()._make_progress_tracker(target_batch_size, **kwargs)
         finally:
@@ -505,18 +505,23 @@ class TrustingProgressTracker(ProgressTracker):
     (`gossip.target_batch_size`): identities are free in an open swarm, and records of extra ones
     would otherwise raise the target and slow every honest peer's rounds.
 
-    With `exact_rounds` (diloco), a round is due when the records' samples reach the target, never
-    because the peers' rates extrapolate there, and a peer that waits for it re-reads the records
-    every `min_refresh_period`. A diloco peer reports its samples once per H inner steps, in one
-    burst: rates extrapolated between bursts made rounds due before the last peer arrived (in a WAN
-    run two peers averaged without the third, whose H steps were then lost), and hivemind's refresh,
-    sized by that estimate, saw the last arrival up to 10 s late (docs/benchmarks.md, WAN)."""
+    With `straggler_wait_s` (diloco: exact rounds), a round is due when the records' samples reach the
+    target, never because the peers' rates extrapolate there, and a peer that waits for it re-reads the
+    records every `min_refresh_period`. A diloco peer reports its samples once per H inner steps, in
+    one burst: rates extrapolated between bursts made rounds due before the last peer arrived (in a
+    WAN run two peers averaged without the third, whose H steps were then lost), and hivemind's
+    refresh, sized by that estimate, saw the last arrival up to 10 s late (docs/benchmarks.md, WAN).
+    Once this peer has waited `straggler_wait_s`, the round is due with the peers that reported (two
+    or more): a peer that dropped the last round, or downloaded, reports only after H more steps."""
 
     ROUND_SIZE_MEMORY_S = 5.0
 
     def __init__(self, dht, prefix: str, target_batch_size: int, *, trusted: Callable[[dict], dict],
-                 per_peer: int | None = None, expected_peers: int = 1, exact_rounds: bool = False, **kwargs):
-        self.trusted, self.per_peer, self.exact_rounds = trusted, per_peer, exact_rounds  # before fetching starts
+                 per_peer: int | None = None, expected_peers: int = 1, straggler_wait_s: float | None = None,
+                 **kwargs):
+        self.trusted, self.per_peer = trusted, per_peer  # before the base class starts fetching
+        self.straggler_wait_s, self.exact_rounds = straggler_wait_s, straggler_wait_s is not None
+        self.arrived_at: float | None = None  # exact rounds: when this peer reported samples for its round
         self.round_size = RoundSize(expected_peers, self.ROUND_SIZE_MEMORY_S)
         self.most = target_batch_size
         super().__init__(dht, prefix, target_batch_size, **kwargs)
@@ -525,6 +530,10 @@ class TrustingProgressTracker(ProgressTracker):
 
     def report_local_progress(self, local_epoch: int, samples_accumulated: int, update_global_samples: bool = True):
         super().report_local_progress(local_epoch, samples_accumulated, update_global_samples)
+        if samples_accumulated == 0:
+            self.arrived_at = None
+        elif self.arrived_at is None:
+            self.arrived_at = get_dht_time()
         if self.exact_rounds and samples_accumulated > 0:
             # this peer arrived at its round: read the records now rather than at the refresh planned while it
             # trained (up to max_refresh_period away); once read, they are re-read every min_refresh_period
@@ -546,23 +555,33 @@ class TrustingProgressTracker(ProgressTracker):
         progress = super()._parse_swarm_progress_data(metadata)
         if self.exact_rounds:
             now = get_dht_time()
-            due = progress.samples_accumulated >= self.target_batch_size
+            reported = sum(1 for record in self.records(metadata)
+                           if record.epoch == progress.epoch and record.samples_accumulated > 0)
+            waited = now - self.arrived_at if self.arrived_at is not None else 0.0
+            due = progress.samples_accumulated >= self.target_batch_size or (
+                waited >= self.straggler_wait_s and reported >= 2)
             progress.eta_next_epoch = now if due else float("inf")
             if self.local_progress.samples_accumulated > 0:  # this peer waits for the others: look again soon
                 progress.next_fetch_time = min(progress.next_fetch_time, now + self.min_refresh_period)
         return progress
 
     def other_epochs(self, metadata: dict) -> list[int]:
-        """The epochs of the other training (not client-mode) peers' records."""
-        me, epochs = self.dht.peer_id.to_bytes(), []
-        for entry in metadata.values():
+        """The epochs of the other training peers' records."""
+        me = self.dht.peer_id.to_bytes()
+        return [record.epoch for record in self.records(metadata) if bytes(record.peer_id) != me]
+
+    @staticmethod
+    def records(metadata) -> list[LocalTrainingProgress]:
+        """The well-formed progress records of training (not client-mode) peers, this one's included."""
+        found = []
+        for entry in metadata.values() if isinstance(metadata, dict) else ():
             try:
                 record = LocalTrainingProgress.parse_obj(entry.value)
             except Exception:  # network boundary: a malformed record counts for nothing
                 continue
-            if bytes(record.peer_id) != me and not record.client_mode:
-                epochs.append(record.epoch)
-        return epochs
+            if not record.client_mode:
+                found.append(record)
+        return found
 
 
 @dataclass(frozen=True)
@@ -579,4 +598,4 @@ class PeerHooks:
     allow: AllowList
     target_batch_per_peer: int | None = None  # the target per peer in the round (None: hivemind's fixed one)
     expected_peers: int = 1  # the swarm's size at startup (gossip.min_peers): the round's size until reads show it
-    exact_rounds: bool = False  # a round is due when the samples are there, not when rates say so (diloco)
+    straggler_wait_s: float | None = None  # diloco's exact rounds (TrustingProgressTracker); None: hivemind's
