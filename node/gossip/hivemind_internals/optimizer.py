@@ -520,7 +520,7 @@ class TrustingProgressTracker(ProgressTracker):
                  per_peer: int | None = None, expected_peers: int = 1, straggler_wait_s: float | None = None,
                  **kwargs):
         self.trusted, self.per_peer = trusted, per_peer  # before the base class starts fetching
-        self.straggler_wait_s, self.exact_rounds = straggler_wait_s, straggler_wait_s is not None
+        self.straggler_wait_s = straggler_wait_s
         self.arrived_at: float | None = None  # exact rounds: when this peer reported samples for its round
         self.round_size = RoundSize(expected_peers, self.ROUND_SIZE_MEMORY_S)
         self.most = target_batch_size
@@ -528,19 +528,25 @@ class TrustingProgressTracker(ProgressTracker):
         if per_peer is not None:
             self.target_batch_size = self.sized(max(1, expected_peers))  # until the first read
 
+    @property
+    def exact_rounds(self) -> bool:
+        return self.straggler_wait_s is not None
+
     def report_local_progress(self, local_epoch: int, samples_accumulated: int, update_global_samples: bool = True):
         super().report_local_progress(local_epoch, samples_accumulated, update_global_samples)
-        if samples_accumulated == 0:
+        if not self.exact_rounds:
+            return
+        if samples_accumulated == 0:  # a new period: the next report with samples is the next arrival
             self.arrived_at = None
-        elif self.arrived_at is None:
-            self.arrived_at = get_dht_time()
-        if self.exact_rounds and samples_accumulated > 0:
-            # this peer arrived at its round: read the records now rather than at the refresh planned while it
-            # trained (up to max_refresh_period away); once read, they are re-read every min_refresh_period
-            now = get_dht_time()
-            if self.global_progress.next_fetch_time > now + self.min_refresh_period:
-                self.global_progress.next_fetch_time = now
-                self.global_state_updated.set()  # wakes the fetcher, which then waits until next_fetch_time
+            return
+        now = get_dht_time()
+        if self.arrived_at is None:
+            self.arrived_at = now
+        # this peer arrived at its round: read the records now rather than at the refresh planned while it
+        # trained (up to max_refresh_period away); once read, they are re-read every min_refresh_period
+        if self.global_progress.next_fetch_time > now + self.min_refresh_period:
+            self.global_progress.next_fetch_time = now
+            self.global_state_updated.set()  # wakes the fetcher, which then waits until next_fetch_time
 
     def sized(self, peers: int) -> int:
         """The target for a round of `peers` peers."""
@@ -549,14 +555,14 @@ class TrustingProgressTracker(ProgressTracker):
     def _parse_swarm_progress_data(self, metadata):
         if isinstance(metadata, dict):
             metadata = self.trusted(metadata)
-            if self.per_peer is not None:
-                peers = peers_in_round(self.other_epochs(metadata), self.local_progress.epoch)
-                self.target_batch_size = self.sized(self.round_size.note(peers))
+        records = self.records(metadata) if self.per_peer is not None or self.exact_rounds else []
+        if self.per_peer is not None and isinstance(metadata, dict):
+            peers = peers_in_round(self.other_epochs(records), self.local_progress.epoch)
+            self.target_batch_size = self.sized(self.round_size.note(peers))
         progress = super()._parse_swarm_progress_data(metadata)
         if self.exact_rounds:
             now = get_dht_time()
-            reported = sum(1 for record in self.records(metadata)
-                           if record.epoch == progress.epoch and record.samples_accumulated > 0)
+            reported = sum(1 for record in records if record.epoch == progress.epoch and record.samples_accumulated > 0)
             waited = now - self.arrived_at if self.arrived_at is not None else 0.0
             due = progress.samples_accumulated >= self.target_batch_size or (
                 waited >= self.straggler_wait_s and reported >= 2)
@@ -565,10 +571,10 @@ class TrustingProgressTracker(ProgressTracker):
                 progress.next_fetch_time = min(progress.next_fetch_time, now + self.min_refresh_period)
         return progress
 
-    def other_epochs(self, metadata: dict) -> list[int]:
-        """The epochs of the other training peers' records."""
+    def other_epochs(self, records: list[LocalTrainingProgress]) -> list[int]:
+        """The epochs of the other peers' records among `records`."""
         me = self.dht.peer_id.to_bytes()
-        return [record.epoch for record in self.records(metadata) if bytes(record.peer_id) != me]
+        return [record.epoch for record in records if bytes(record.peer_id) != me]
 
     @staticmethod
     def records(metadata) -> list[LocalTrainingProgress]:
