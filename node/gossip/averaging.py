@@ -340,6 +340,29 @@ class GradientGossip:
             self._claim_weights(downloaded=True)
         return loaded
 
+    def catch_up(self) -> GossipStepReport:
+        """After a round this peer dropped: if the others applied it, download their state now.
+
+        In sync mode the next step, a moment later, would download it. A diloco peer steps the swarm only
+        every H inner steps (node.gossip.outer): it would train those H steps on the weights the swarm
+        left, throw them away at its next outer step to download, and arrive at that round a download
+        late, when the others had waited `gossip.straggler_wait_s` for it and rounded without it: out of
+        phase from then on, a download at every round (docs/benchmarks.md, WAN, seed 2). Downloaded now,
+        its next H steps count, and it arrives at the next round a download late, within that wait. The
+        others may still be in the round (a reducer that lost this peer's part waits `next_chunk_timeout`
+        for it): their outcome is waited for, at most `averaging_timeout`."""
+        state0 = self.traffic.state_sync.snapshot()
+        started = time.perf_counter()
+        loaded = (self.optimizer.swarm_applied(self.epoch, wait_s=self.cfg.averaging_timeout)
+                  and self.load_state_from_peers(force=True))
+        elapsed = time.perf_counter() - started
+        state1 = self.traffic.state_sync.snapshot()
+        return GossipStepReport(
+            applied=False, epoch=self.epoch, num_peers=self.num_peers(), bytes_sent=0, bytes_received=0,
+            dense_bytes=0, state_bytes_sent=state1[0] - state0[0], state_bytes_received=state1[1] - state0[1],
+            averaging_seconds=elapsed, allreduce_seconds=0.0, waiting_seconds=elapsed,
+            fingerprint=parameter_fingerprint(self.params) if loaded else None)
+
     def _claim_weights(self, downloaded: bool) -> list[float]:
         """Fingerprint the weights this peer holds now and, if weights are verified, claim them.
 

@@ -20,7 +20,8 @@ and train H more steps, missing the round. So at an outer step the peer keeps as
 zero samples, `AllOrNothingOptimizer` adds nothing for it) until the round happened, it downloaded
 the swarm's state, or `matchmaking_time + averaging_timeout` passed. If no round took place, the
 pseudo-gradient stays accumulated in hivemind for the next attempt and the peer trains on from
-the last sync's weights.
+the last sync's weights. If it dropped a round that the others applied (its all-reduce came back
+partial), it downloads their state at once (`GradientGossip.catch_up`) rather than H steps later.
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ class OuterSteps:
         while not _moved(report) and not report.dropped and report.error is None and self.clock() < deadline:
             time.sleep(self.poll_s)
             report = _merged(report, self.gossip.step(0))  # zero samples: wait for the round, add nothing
+        if report.dropped and not _moved(report):
+            report = _merged(report, self.gossip.catch_up())  # the others may have applied it without us
         self.steps_since_sync = 0
         self.samples_since_sync = 0
         if _moved(report):  # a round applied, or the swarm's state was downloaded

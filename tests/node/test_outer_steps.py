@@ -14,29 +14,46 @@ from node.gossip.outer import OuterSteps, build_outer_sgd
 
 class OneGossip:
     """What OuterSteps needs of GradientGossip: it averages with nobody and applies `outer` to the
-    pseudo-gradient it finds in `.grad`, after `rounds_late` calls that found no round yet."""
+    pseudo-gradient it finds in `.grad`, after `rounds_late` calls that found no round yet. With `drops`,
+    every round is dropped; `catch_up` then brings `swarm_weights` (the others applied the round), or
+    nothing when None."""
 
-    def __init__(self, params, outer_lr=1.0, outer_momentum=0.0, rounds_late=0):
+    def __init__(self, params, outer_lr=1.0, outer_momentum=0.0, rounds_late=0, drops=False, swarm_weights=None):
         self.params = params
         self.cfg = GossipConfig(matchmaking_time=1.0, averaging_timeout=1.0)
         self.outer = build_outer_sgd(params, outer_lr, outer_momentum)
-        self.rounds_late = rounds_late
+        self.rounds_late, self.drops, self.swarm_weights = rounds_late, drops, swarm_weights
         self.calls: list[int] = []
+        self.catch_ups = 0
         self.seen: list[list[torch.Tensor]] = []
         self.epoch = 0
 
     def step(self, num_samples: int) -> GossipStepReport:
         self.calls.append(num_samples)
-        applied = len(self.calls) > self.rounds_late
+        applied = len(self.calls) > self.rounds_late and not self.drops
         if applied:
             self.seen.append([p.grad.clone() for p in self.params])
             self.outer.step()
             self.epoch += 1
         for p in self.params:
             p.grad.zero_()
-        return GossipStepReport(applied=applied, epoch=self.epoch, num_peers=1, bytes_sent=0, bytes_received=0,
-                                dense_bytes=0, state_bytes_sent=0, state_bytes_received=0, averaging_seconds=0.0,
-                                allreduce_seconds=0.0, waiting_seconds=0.0)
+        return _report(applied, self.epoch, dropped=self.drops)
+
+    @torch.no_grad()
+    def catch_up(self) -> GossipStepReport:
+        self.catch_ups += 1
+        if self.swarm_weights is None:
+            return _report(False, self.epoch)
+        for param, weights in zip(self.params, self.swarm_weights):
+            param.copy_(weights)
+        self.epoch += 1
+        return _report(False, self.epoch, fingerprint=[float(p.sum()) for p in self.params])
+
+
+def _report(applied: bool, epoch: int, dropped: bool = False, fingerprint=None) -> GossipStepReport:
+    return GossipStepReport(applied=applied, epoch=epoch, num_peers=1, bytes_sent=0, bytes_received=0, dense_bytes=0,
+                            state_bytes_sent=0, state_bytes_received=0, averaging_seconds=0.0, allreduce_seconds=0.0,
+                            waiting_seconds=0.0, dropped=dropped, fingerprint=fingerprint)
 
 
 def _inner_steps(param, outer: OuterSteps, num: int) -> list[GossipStepReport | None]:
@@ -96,6 +113,33 @@ def test_without_a_round_the_peer_trains_on_from_the_last_sync():
 
     assert not report.applied
     torch.testing.assert_close(param.detach(), torch.zeros(2))  # back at the anchor, the delta left with hivemind
+
+
+def test_a_peer_that_dropped_a_round_the_others_applied_takes_their_weights_at_once():
+    param = torch.nn.Parameter(torch.zeros(2))
+    gossip = OneGossip([param], drops=True, swarm_weights=[torch.full((2,), 3.0)])
+    outer = OuterSteps(gossip, torch.optim.SGD([param], lr=0.1), inner_steps=2, poll_s=0.0)
+
+    report = _inner_steps(param, outer, 2)[-1]
+
+    # in the same outer step, not H inner steps later on the weights the swarm left
+    assert report.dropped and report.fingerprint is not None and gossip.catch_ups == 1
+    torch.testing.assert_close(param.detach(), torch.full((2,), 3.0))
+    gossip.drops = False
+    _inner_steps(param, outer, 2)
+    torch.testing.assert_close(gossip.seen[0][0], torch.full((2,), 0.2))  # the next delta starts there
+
+
+def test_a_round_nobody_applied_leaves_the_peer_at_the_last_sync():
+    param = torch.nn.Parameter(torch.zeros(2))
+    gossip = OneGossip([param], drops=True, swarm_weights=None)
+    outer = OuterSteps(gossip, torch.optim.SGD([param], lr=0.1), inner_steps=2, poll_s=0.0)
+
+    report = _inner_steps(param, outer, 2)[-1]
+
+    assert report.dropped and report.fingerprint is None and gossip.catch_ups == 1
+    torch.testing.assert_close(param.detach(), torch.zeros(2))
+    torch.testing.assert_close(outer.anchor[0], torch.zeros(2))
 
 
 def test_diloco_settings_are_checked():

@@ -389,20 +389,44 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
             time.sleep(0.25)
         return False
 
+    def swarm_applied(self, epoch: int, wait_s: float) -> bool:
+        """After this peer dropped its round at `epoch`: whether the other peers applied it (a trusted record
+        of theirs is above `epoch`). Read until one shows, or until, for a second, no other peer at `epoch`
+        holds samples (a record's samples go to zero when its round ends: they all left it without moving
+        on), and at most `wait_s`."""
+        deadline, nobody_in_round = time.monotonic() + wait_s, Steady()
+        while time.monotonic() < deadline:
+            try:
+                _, others = self.trusted_records_now()
+            except Exception as err:  # network boundary: the next outer step downloads if the swarm moved
+                log.warning("could not read the swarm's progress after a dropped round: %s", err)
+                return False
+            if any(record.epoch > epoch for record in others):
+                return True
+            if nobody_in_round.holds(not any(r.epoch == epoch and r.samples_accumulated > 0 for r in others)):
+                return False
+            time.sleep(0.25)
+        return False
+
     def swarm_progress_now(self, epoch: int) -> tuple[GlobalTrainingProgress | None, int]:
         """The tracker's view of the swarm from a fresh read of the DHT (its cache refreshes every few seconds),
         and how many other peers' trusted records are at `epoch`; None without any trusted record."""
+        trusted, others = self.trusted_records_now()
+        if not trusted:
+            return None, 0
+        # the base class's reading: the records are already the trusted ones
+        return (ProgressTracker._parse_swarm_progress_data(self.tracker, trusted),
+                sum(1 for record in others if record.epoch == epoch))
+
+    def trusted_records_now(self) -> tuple[dict, list[LocalTrainingProgress]]:
+        """The trusted progress entries from a fresh read of the DHT, and the other training peers' records
+        among them, parsed."""
         tracker = self.tracker
         found = tracker.dht.get(tracker.training_progress_key, latest=True)
         trusted = self.hooks.trusted_progress(found.value if found is not None and isinstance(found.value, dict)
                                               else {})
         me = self.dht.peer_id.to_bytes()
-        records = [entry.value for entry in trusted.values() if isinstance(getattr(entry, "value", None), dict)]
-        others_here = sum(1 for record in records if record.get("epoch") == epoch and record.get("peer_id") != me)
-        if not records:
-            return None, 0
-        # the base class's reading: the records are already the trusted ones
-        return ProgressTracker._parse_swarm_progress_data(tracker, trusted), others_here
+        return trusted, [record for record in TrustingProgressTracker.records(trusted) if bytes(record.peer_id) != me]
 
     def download_state(self, **kwargs) -> int:
         """hivemind's download, except that the state keeps the epoch it was downloaded at; the epoch of

@@ -1,6 +1,7 @@
-"""A late joiner of a diloco swarm downloads both the outer state (weights, Nesterov momentum) and
-the inner AdamW state of a peer, then takes part in the next outer step with equal weights
-(real DHTs, p2p daemons and averagers on loopback, in one process)."""
+"""A diloco swarm (real DHTs, p2p daemons and averagers on loopback, in one process): a late joiner
+downloads both the outer state (weights, Nesterov momentum) and the inner AdamW state of a peer, then
+takes part in the next outer step with equal weights; a peer whose outer round came back partial takes
+the swarm's weights in that same outer step, and shares the next round."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ RTOL = 1e-5
 
 
 class DilocoPeer:
-    def __init__(self, run: str, seed: int, initial_peers: list[str], num_peers: int):
+    def __init__(self, run: str, seed: int, initial_peers: list[str], num_peers: int, compression: str = "powersgd"):
         self.identity = SigningIdentity.generate()
         self.dht = start_dht(DHTConfig(host_maddrs=LOOPBACK, initial_peers=initial_peers),
                              record_validators=build_record_validators(self.identity, run))
@@ -38,6 +39,7 @@ class DilocoPeer:
         self.master = MasterWeights(self.model)
         self.data = torch.Generator().manual_seed(seed)
         cfg = GossipConfig(mode="diloco", inner_steps=INNER, target_batch_size=num_peers * INNER * BATCH,
+                           compression=compression,
                            matchmaking_time=4.0, averaging_timeout=15, load_state_timeout=20, peer_expiration_s=6,
                            average_state_every=10_000, outer_lr=0.7, outer_momentum=0.9)
         self.inner = torch.optim.AdamW(self.master.params, lr=1e-2)
@@ -110,3 +112,38 @@ def test_a_late_joiner_downloads_inner_and_outer_state_then_shares_the_next_oute
         for peer in (a, b, late):
             if peer is not None:
                 peer.close()
+
+
+def test_a_peer_whose_outer_round_came_back_partial_takes_the_swarms_weights_in_the_same_outer_step(reducer_faults):
+    """Without the catch-up it would train H inner steps on the weights the swarm left, download at its next
+    outer step, and arrive at that round a download late (docs/benchmarks.md, WAN: out of phase to the end).
+    Dense averaging: one all-reduce per round, so the injected fault ends b's round partial, not failed."""
+    run = "diloco-partial"
+    a = DilocoPeer(run, seed=0, initial_peers=[], num_peers=2, compression="none")
+    b = DilocoPeer(run, seed=0, initial_peers=visible_addresses(a.dht), num_peers=2, compression="none")
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            outer_rounds([a, b], pool, epoch=1)
+            assert a.gossip.epoch == b.gossip.epoch
+            epoch, partials = a.gossip.epoch, b.gossip.optimizer.rounds_partial
+            reducer_faults.fail_next(b.dht.peer_id)
+            period = [list(pool.map(lambda p: p.local_step(), [a, b])) for _ in range(INNER)]
+            assert reducer_faults.remaining.value == 0, "the fault was never injected"
+            assert b.gossip.optimizer.rounds_partial > partials, "b's round did not come back partial"
+            outer_a, outer_b = period[-1]
+            assert outer_a.details.epoch == epoch + 1 and outer_a.details.state_bytes_received_total == 0
+            # b dropped the round and, in the same outer step, downloaded the state a's round made
+            assert outer_b.weights_replaced and outer_b.details.epoch == epoch + 1
+            assert fingerprints_agree(parameter_fingerprint(a.master.params), parameter_fingerprint(b.master.params),
+                                      RTOL)
+            for anchor, param in zip(b.update.outer.anchor, b.master.params):
+                torch.testing.assert_close(anchor, param.detach())  # its next delta starts from the swarm's weights
+            # and the next outer round has both: averaged by each, no download
+            received = b.gossip.traffic_totals().state_bytes_received_total
+            period = [list(pool.map(lambda p: p.local_step(), [a, b])) for _ in range(INNER)]
+            assert [r.details.epoch for r in period[-1]] == [epoch + 2] * 2
+            assert b.gossip.traffic_totals().state_bytes_received_total == received
+        assert fingerprints_agree(parameter_fingerprint(a.master.params), parameter_fingerprint(b.master.params), RTOL)
+    finally:
+        for peer in (a, b):
+            peer.close()
