@@ -204,7 +204,7 @@ def render(results: list[Result], modes: dict[str, Mode], args: argparse.Namespa
     lines += ["", "Computed (not measured): gradient bytes one peer sends per rollout for a Qwen2.5-0.5B-shaped "
               f"model, same rounds per rollout ({args.prompts * args.group} rollouts per local step):", ""]
     # a butterfly all-reduce sends and receives as much at once, so a full-duplex link's rate bounds it
-    lines += [f"- {name}: {qwen_bytes_per_rollout(m, args.prompts * args.group) / 1e6:,.2f} MB; a round sends "
+    lines += [f"- {name}: {qwen_bytes_per_rollout(m, args.prompts * args.group) / 1e3:,.1f} KB; a round sends "
               f"{qwen_bytes_per_round(m) / 1e6:,.1f} MB per peer, {qwen_bytes_per_round(m) * 8 / 100e6:,.1f} s "
               "at 100 Mbit/s (payload only)" for name, m in modes.items()]
     return "\n".join(lines)
