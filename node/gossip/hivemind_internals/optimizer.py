@@ -372,41 +372,28 @@ class AllOrNothingOptimizer(hivemind.Optimizer):
         "No round" is believed after reads that say so for a second: under load a DHT read can come back
         with records missing (ci33: with two CIs beside, the newcomer's reading found no round after its
         download, though both others were held in one for it, and it kept the replaced state)."""
-        deadline, quiet = time.monotonic() + 2 * self.matchmaking_time + self.averaging_timeout, Steady()
-        while time.monotonic() < deadline:
-            try:
-                progress, others_here = self.swarm_progress_now(epoch)
-            except Exception as err:  # network boundary: the next step looks again
-                log.warning("could not read the swarm's progress after a download: %s", err)
-                return False
-            if progress is not None and progress.epoch > epoch:
-                return True
-            under_way = progress is not None and others_here >= 2 and (
+        def reading() -> tuple[bool, bool]:
+            progress, others_here = self.swarm_progress_now(epoch)
+            if progress is None:
+                return False, False
+            # a round that needs this peer, or one dropped (its samples are gone), is not under way
+            return progress.epoch > epoch, others_here >= 2 and (
                 progress.samples_accumulated >= self.tracker.target_batch_size or
                 get_dht_time() >= progress.eta_next_epoch)
-            if quiet.holds(not under_way):
-                return False  # no round (or it was dropped: the samples are gone), or one that needs this peer
-            time.sleep(0.25)
-        return False
+
+        return watch_round(reading, 2 * self.matchmaking_time + self.averaging_timeout, "after a download")
 
     def swarm_applied(self, epoch: int, wait_s: float) -> bool:
         """After this peer dropped its round at `epoch`: whether the other peers applied it (a trusted record
         of theirs is above `epoch`). Read until one shows, or until, for a second, no other peer at `epoch`
         holds samples (a record's samples go to zero when its round ends: they all left it without moving
         on), and at most `wait_s`."""
-        deadline, nobody_in_round = time.monotonic() + wait_s, Steady()
-        while time.monotonic() < deadline:
-            try:
-                _, others = self.trusted_records_now()
-            except Exception as err:  # network boundary: the next outer step downloads if the swarm moved
-                log.warning("could not read the swarm's progress after a dropped round: %s", err)
-                return False
-            if any(record.epoch > epoch for record in others):
-                return True
-            if nobody_in_round.holds(not any(r.epoch == epoch and r.samples_accumulated > 0 for r in others)):
-                return False
-            time.sleep(0.25)
-        return False
+        def reading() -> tuple[bool, bool]:
+            _, others = self.trusted_records_now()
+            return (any(record.epoch > epoch for record in others),
+                    any(record.epoch == epoch and record.samples_accumulated > 0 for record in others))
+
+        return watch_round(reading, wait_s, "after a dropped round")
 
     def swarm_progress_now(self, epoch: int) -> tuple[GlobalTrainingProgress | None, int]:
         """The tracker's view of the swarm from a fresh read of the DHT (its cache refreshes every few seconds),
@@ -612,6 +599,25 @@ class TrustingProgressTracker(ProgressTracker):
             if not record.client_mode:
                 found.append(record)
         return found
+
+
+def watch_round(reading: Callable[[], tuple[bool, bool]], wait_s: float, when: str) -> bool:
+    """Read the swarm (`reading`: whether it moved past the epoch, whether a round is under way there)
+    until it moved (True), or until reads have said for a second that no round is under way (False), at
+    most `wait_s`. A read that fails answers False: the next step looks again."""
+    deadline, quiet = time.monotonic() + wait_s, Steady()
+    while time.monotonic() < deadline:
+        try:
+            moved, under_way = reading()
+        except Exception as err:  # network boundary
+            log.warning("could not read the swarm's progress %s: %s", when, err)
+            return False
+        if moved:
+            return True
+        if quiet.holds(not under_way):
+            return False
+        time.sleep(0.25)
+    return False
 
 
 @dataclass(frozen=True)
